@@ -1,0 +1,1 @@
+"""The three Hades functions; each depends on ``runtime`` only, never on another function."""

@@ -1,0 +1,127 @@
+"""The submit function's OpenAPI document: every route and every error it answers."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from runtime import openapi
+
+_JOB_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}},
+}
+_SECURITY: list[dict[str, list[str]]] = [{}, {"basic": []}, {"bearer": []}]
+_IDEMPOTENCY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Retrying a POST with the same key (within the duplicate window, 10 minutes by default) "
+    "returns the same job id and stores one job.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+_SUBMIT_ERRORS = {
+    "400": openapi.problem("Malformed JSON, or a malformed Idempotency-Key header"),
+    "401": openapi.problem("HADES_API_KEY is set and the request has no or wrong credentials"),
+    "413": openapi.problem("The body is larger than HADES_MAX_PAYLOAD_BYTES"),
+    "415": openapi.problem("The body is not sent as application/json"),
+    "422": openapi.problem("The job violates the schema or an operator limit; `errors` lists every violation"),
+    "503": openapi.problem("JetStream could not store the job; retry after Retry-After seconds"),
+}
+_ACCEPTED = {
+    "type": "object",
+    "required": ["id", "status", "lane", "submitted_at", "links"],
+    "properties": {
+        "id": {"type": "string", "format": "uuid"},
+        "status": {"const": "queued"},
+        "name": {"type": "string"},
+        "priority": {"type": "integer"},
+        "lane": {"enum": ["high", "normal", "low"]},
+        "submitted_at": {"type": "string", "format": "date-time"},
+        "links": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    status_ok = openapi.json_body("OK", {"type": "object"})
+    paths = {
+        "/jobs": {
+            "post": {
+                "summary": "Submit a job",
+                "security": _SECURITY,
+                "parameters": [_IDEMPOTENCY],
+                "requestBody": _JOB_BODY,
+                "responses": {
+                    "202": {
+                        **openapi.json_body("Stored durably and queued", _ACCEPTED),
+                        "headers": {"Location": {"schema": {"type": "string"}, "description": "/jobs/{id}"}},
+                    },
+                    **_SUBMIT_ERRORS,
+                },
+            }
+        },
+        "/build": {
+            "post": {
+                "summary": "Submit a job (the original Hades endpoint and answer)",
+                "security": _SECURITY,
+                "parameters": [_IDEMPOTENCY],
+                "requestBody": _JOB_BODY,
+                "responses": {
+                    "200": openapi.json_body(
+                        "Stored durably and queued",
+                        {
+                            "type": "object",
+                            "required": ["job_id"],
+                            "properties": {
+                                "job_id": {"type": "string", "format": "uuid"},
+                                "message": {"type": "string"},
+                            },
+                        },
+                    ),
+                    **_SUBMIT_ERRORS,
+                },
+            }
+        },
+        "/jobs/{job_id}": {
+            "delete": {
+                "summary": "Cancel a job: a queued job is dropped, a running one stopped; it ends `cancelled`",
+                "security": _SECURITY,
+                "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {
+                    "202": openapi.json_body(
+                        "Cancel requested",
+                        {
+                            "type": "object",
+                            "properties": {"id": {"type": "string"}, "status": {"const": "cancelling"}},
+                        },
+                    ),
+                    "401": _SUBMIT_ERRORS["401"],
+                    "404": openapi.problem("No such job"),
+                    "409": openapi.problem("The job already ended"),
+                    "503": _SUBMIT_ERRORS["503"],
+                },
+            }
+        },
+        "/ping": {"get": {"summary": "Liveness, as the original Hades answers", "responses": {"200": status_ok}}},
+        "/healthz": {"get": {"summary": "Liveness", "responses": {"200": status_ok}}},
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: 503 while NATS is unreachable",
+                "responses": {"200": status_ok, "503": openapi.json_body("Not ready", {"type": "object"})},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {"200": {"description": "text exposition", "content": {"text/plain": {}}}},
+            }
+        },
+        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": status_ok}}},
+    }
+    return openapi.document(
+        title="Hades submit API",
+        description="Submit container jobs to Hades; follow them on the logs API.",
+        paths=paths,
+    )

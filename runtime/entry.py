@@ -1,0 +1,27 @@
+"""The entry point every function's ``__main__`` calls: settings, logging, serve; a bad setting exits 2."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+from aiohttp import web
+
+from runtime import logconfig
+from runtime import web as hades_web
+from runtime.settings import Settings, SettingsError
+
+
+def serve(
+    service: str,
+    create_app: Callable[[Settings], web.Application],
+    port: Callable[[Settings], int],
+) -> None:
+    try:
+        settings = Settings.from_env(os.environ)
+    except SettingsError as exc:
+        print(f"hades-{service}: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logconfig.configure_logging(service, settings.log_level)
+    hades_web.run(create_app(settings), port=port(settings))

@@ -1,0 +1,300 @@
+"""The job model: ids, statuses, lanes, and the resolved job that travels from submit to dispatch.
+
+A request document (already valid against the schema) becomes a ``Job`` with every operator default applied,
+so a record and an executor see the effective limits, and the JetStream message needs no second validation.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, NewType
+
+from runtime import units
+from runtime.errors import Violation
+from runtime.settings import LimitSettings
+from runtime.topology import Lane
+
+JobId = NewType("JobId", str)
+
+DEFAULT_PRIORITY = 3
+_IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c1c56-3d4b-4c55-9a43-8d4bd0a8e4a1")
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"  # stored in HADES_JOBS, waiting for a dispatcher
+    RUNNING = "running"  # a dispatcher took it; steps are running
+    SUCCEEDED = "succeeded"  # every step exited 0 (or failed with continue_on_error)
+    FAILED = "failed"  # a step failed, or infrastructure trouble (see reason)
+    TIMED_OUT = "timed_out"  # timeout_seconds ran out; the running step was killed
+    CANCELLED = "cancelled"  # a user asked to stop it
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (JobStatus.QUEUED, JobStatus.RUNNING)
+
+    @property
+    def legacy(self) -> str:
+        """The name the original Hades API uses."""
+        return _LEGACY_STATUS[self]
+
+
+_LEGACY_STATUS = {
+    JobStatus.QUEUED: "Queued",
+    JobStatus.RUNNING: "Running",
+    JobStatus.SUCCEEDED: "Succeeded",
+    JobStatus.FAILED: "Failed",
+    JobStatus.TIMED_OUT: "Failed",
+    JobStatus.CANCELLED: "Stopped",
+}
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"  # not started yet
+    RUNNING = "running"  # its container runs
+    SUCCEEDED = "succeeded"  # exited 0
+    FAILED = "failed"  # exited non-zero, was killed, or could not start
+    SKIPPED = "skipped"  # never ran: an earlier step failed, or the job was cancelled or timed out
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (StepStatus.PENDING, StepStatus.RUNNING)
+
+
+def lane_for(priority: int) -> Lane:
+    """The original Hades' rule: ≥ 3 high, 2 medium, ≤ 1 low."""
+    if priority >= 3:
+        return Lane.HIGH
+    if priority == 2:
+        return Lane.NORMAL
+    return Lane.LOW
+
+
+def new_job_id(idempotency_key: str | None = None) -> JobId:
+    """A fresh UUID, or one derived from the client's key so a retried POST names the same job."""
+    if idempotency_key is None:
+        return JobId(str(uuid.uuid4()))
+    return JobId(str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, idempotency_key)))
+
+
+def is_job_id(text: str) -> bool:
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+@dataclass(frozen=True)
+class Step:
+    id: int
+    name: str
+    image: str
+    script: str
+    metadata: Mapping[str, str]
+    continue_on_error: bool
+    cpu_limit: float
+    memory_bytes: int
+    memory_swap_bytes: int
+    pids_limit: int
+    network: str
+
+    def to_message(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "image": self.image,
+            "script": self.script,
+            "metadata": dict(self.metadata),
+            "continue_on_error": self.continue_on_error,
+            "cpu_limit": self.cpu_limit,
+            "memory_bytes": self.memory_bytes,
+            "memory_swap_bytes": self.memory_swap_bytes,
+            "pids_limit": self.pids_limit,
+            "network": self.network,
+        }
+
+    @classmethod
+    def from_message(cls, data: Mapping[str, Any]) -> Step:
+        return cls(
+            id=int(data["id"]),
+            name=str(data["name"]),
+            image=str(data["image"]),
+            script=str(data["script"]),
+            metadata={str(k): str(v) for k, v in dict(data["metadata"]).items()},
+            continue_on_error=bool(data["continue_on_error"]),
+            cpu_limit=float(data["cpu_limit"]),
+            memory_bytes=int(data["memory_bytes"]),
+            memory_swap_bytes=int(data["memory_swap_bytes"]),
+            pids_limit=int(data["pids_limit"]),
+            network=str(data["network"]),
+        )
+
+
+@dataclass(frozen=True)
+class Job:
+    id: JobId
+    name: str
+    priority: int
+    metadata: Mapping[str, str]
+    steps: tuple[Step, ...]
+    timeout_s: int
+    submitted_at: str
+    callback_url: str | None = None
+    status_callback_url: str | None = None
+    lane: Lane = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lane", lane_for(self.priority))
+
+    def environment(self, step: Step) -> dict[str, str]:
+        """Job metadata, then step metadata (step wins), then the variables every step sees."""
+        env = {**self.metadata, **step.metadata}
+        env.update(
+            HADES_JOB_ID=self.id,
+            HADES_JOB_NAME=self.name,
+            HADES_STEP_ID=str(step.id),
+            HADES_STEP_NAME=step.name,
+            UUID=self.id,
+            JOB_NAME=self.name,
+        )
+        return env
+
+    def to_message(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "priority": self.priority,
+            "lane": str(self.lane),
+            "metadata": dict(self.metadata),
+            "timeout_seconds": self.timeout_s,
+            "callback_url": self.callback_url,
+            "status_callback_url": self.status_callback_url,
+            "submitted_at": self.submitted_at,
+            "steps": [step.to_message() for step in self.steps],
+        }
+
+    @classmethod
+    def from_message(cls, data: Mapping[str, Any]) -> Job:
+        """Rebuild a job from its JetStream message; ``KeyError``/``ValueError``/``TypeError`` if malformed."""
+        return cls(
+            id=JobId(str(data["id"])),
+            name=str(data["name"]),
+            priority=int(data["priority"]),
+            metadata={str(k): str(v) for k, v in dict(data["metadata"]).items()},
+            steps=tuple(Step.from_message(s) for s in data["steps"]),
+            timeout_s=int(data["timeout_seconds"]),
+            submitted_at=str(data["submitted_at"]),
+            callback_url=data.get("callback_url"),
+            status_callback_url=data.get("status_callback_url"),
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """What a job record shows about the job itself (no scripts or metadata values)."""
+        return {
+            "name": self.name,
+            "priority": self.priority,
+            "lane": str(self.lane),
+            "submitted_at": self.submitted_at,
+            "timeout_seconds": self.timeout_s,
+            "callback_url": self.callback_url,
+            "steps": [{"id": s.id, "name": s.name, "image": s.image} for s in self.steps],
+        }
+
+
+def limit_violations(document: Mapping[str, Any], limits: LimitSettings) -> list[Violation]:
+    """The operator's maxima and network allow-list, checked against a schema-valid document."""
+    violations: list[Violation] = []
+    timeout = document.get("timeout_seconds")
+    if timeout is not None and timeout > limits.max_timeout_s:
+        violations.append(
+            {
+                "path": "/timeout_seconds",
+                "message": f"must be at most {limits.max_timeout_s} (operator maximum)",
+            }
+        )
+    for index, step in enumerate(document.get("steps", [])):
+        at = f"/steps/{index}"
+        cpu = step.get("cpu_limit")
+        if cpu is not None and cpu > limits.max_cpu:
+            violations.append({"path": f"{at}/cpu_limit", "message": f"must be at most {limits.max_cpu:g} cores"})
+        for name in ("memory_limit", "memory_swap"):
+            text = step.get(name)
+            size = units.parse_memory(text) if isinstance(text, str) else None
+            if size is not None and size > limits.max_memory_bytes:
+                violations.append(
+                    {
+                        "path": f"{at}/{name}",
+                        "message": f"must be at most {units.format_memory(limits.max_memory_bytes)}",
+                    }
+                )
+        swap = _memory(step.get("memory_swap"))
+        if swap is not None and "memory_limit" not in step and swap < limits.default_memory_bytes:
+            default = units.format_memory(limits.default_memory_bytes)
+            violations.append(
+                {
+                    "path": f"{at}/memory_swap",
+                    "message": f"must be at least the default memory_limit, {default}",
+                }
+            )
+        pids = step.get("pids_limit")
+        if pids is not None and pids > limits.max_pids:
+            violations.append({"path": f"{at}/pids_limit", "message": f"must be at most {limits.max_pids}"})
+        network = step.get("network")
+        if network is not None and network not in limits.allowed_networks:
+            allowed = ", ".join(limits.allowed_networks)
+            violations.append({"path": f"{at}/network", "message": f"is not allowed here; allowed: {allowed}"})
+    return violations
+
+
+def job_from_document(document: Mapping[str, Any], *, job_id: JobId, limits: LimitSettings, submitted_at: str) -> Job:
+    """Resolve a valid request document into a job, filling in the operator's defaults."""
+    steps = sorted((_step(s, limits) for s in document["steps"]), key=lambda s: s.id)
+    return Job(
+        id=job_id,
+        name=document["name"],
+        priority=document.get("priority", DEFAULT_PRIORITY),
+        metadata=dict(document.get("metadata") or {}),
+        steps=tuple(steps),
+        timeout_s=document.get("timeout_seconds") or limits.default_timeout_s,
+        submitted_at=submitted_at,
+        callback_url=document.get("callback_url"),
+        status_callback_url=document.get("status_callback_url"),
+    )
+
+
+def _step(document: Mapping[str, Any], limits: LimitSettings) -> Step:
+    memory = _memory(document.get("memory_limit")) or limits.default_memory_bytes
+    swap = _memory(document.get("memory_swap")) or memory
+    step_id = int(document["id"])
+    return Step(
+        id=step_id,
+        name=document.get("name") or f"step-{step_id}",
+        image=document["image"],
+        script=document.get("script", ""),
+        metadata=dict(document.get("metadata") or {}),
+        continue_on_error=bool(document.get("continue_on_error", False)),
+        cpu_limit=float(document.get("cpu_limit", limits.default_cpu)),
+        memory_bytes=memory,
+        memory_swap_bytes=max(swap, memory),
+        pids_limit=int(document.get("pids_limit", limits.default_pids)),
+        network=document.get("network", "none"),
+    )
+
+
+def _memory(text: str | None) -> int | None:
+    return units.parse_memory(text) if text else None
+
+
+def step_ids(steps: Sequence[Step]) -> list[int]:
+    return [s.id for s in steps]

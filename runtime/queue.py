@@ -1,0 +1,64 @@
+"""Putting a job on its lane, and asking for a job to be cancelled.
+
+A job is stored in ``HADES_JOBS`` with its id as ``Nats-Msg-Id`` (so a retried publish within the duplicate
+window stores it once) while its ``queued`` event goes to ``hades.status.<id>``; both are sent at once and only
+the job's own ack decides the answer: a lost ``queued`` event is repaired by dispatch's ``running`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from nats.js.errors import NotFoundError
+
+from runtime import events, messaging, topology
+from runtime.errors import Conflict, HadesError, JobNotFound
+from runtime.jobs import Job, JobStatus, utc_now
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    job: Job
+    duplicate: bool
+    """True when this id was already stored (an idempotent retry)."""
+
+
+async def enqueue(conn: messaging.Messaging, job: Job) -> Enqueued:
+    """Store the job durably; raises ``Unavailable`` when JetStream did not store it."""
+    queued = events.job_event(job.id, attempt=0, seq=0, status=JobStatus.QUEUED, job=job.summary())
+    stored, announced = await asyncio.gather(
+        conn.publish(topology.jobs_subject(job.lane), messaging.encode(job.to_message()), msg_id=job.id),
+        conn.publish(topology.status_subject(job.id), messaging.encode(queued), msg_id=events.status_msg_id(queued)),
+        return_exceptions=True,
+    )
+    if isinstance(stored, BaseException):
+        raise stored
+    if isinstance(announced, HadesError):
+        log.warning("job %s stored, but its queued event was not: %s", job.id, announced.detail)
+    elif isinstance(announced, BaseException):
+        raise announced
+    return Enqueued(job=job, duplicate=stored.duplicate)
+
+
+async def latest_status(conn: messaging.Messaging, job_id: str) -> events.StatusEvent | None:
+    """The last status event stored for a job, or None when the job is unknown."""
+    try:
+        msg = await conn.js.get_last_msg(topology.EVENTS_STREAM, topology.status_subject(job_id))
+    except NotFoundError:
+        return None
+    return events.decode_status(msg.data or b"")
+
+
+async def request_cancel(conn: messaging.Messaging, job_id: str, *, reason: str) -> None:
+    """Record a cancel request: dispatch drops the job when it dequeues it, or stops it if it runs."""
+    last = await latest_status(conn, job_id)
+    if last is None:
+        raise JobNotFound(job_id)
+    if last["kind"] == "job" and JobStatus(last["status"]).terminal:
+        raise Conflict(f"job {job_id} already ended: {last['status']}")
+    body = {"job_id": job_id, "at": utc_now(), "reason": reason}
+    await conn.publish(topology.cancel_subject(job_id), messaging.encode(body), msg_id=f"{job_id}.cancel")

@@ -1,0 +1,120 @@
+"""The job schema: loaded and compiled once; violations rendered as ``[{path, message}]``.
+
+Paths are JSON Pointers (``/steps/0/memory_limit``). Messages are written for people: they name the rule, never
+echo a large value back, and an unknown field is reported at its own path so a typo is easy to spot. Rules that
+JSON Schema cannot say (unique step ids, ``memory_swap`` ≥ ``memory_limit``) are checked here too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from runtime import units
+from runtime.errors import Violation
+
+MIN_MEMORY_BYTES = 6 * 1024 * 1024
+"""Docker refuses less; the same floor applies on every executor."""
+
+
+@cache
+def job_schema() -> dict[str, Any]:
+    text = resources.files("schemas").joinpath("job.schema.json").read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@cache
+def _validator() -> Draft202012Validator:
+    schema = job_schema()
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def job_violations(document: Any) -> list[Violation]:
+    """Every problem with a job document, in document order; empty when it is valid."""
+    violations: list[Violation] = []
+    for error in sorted(_validator().iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path]):
+        violations.extend(_render(error))
+    if not violations:
+        violations.extend(_semantic_violations(document))
+    return violations
+
+
+def _pointer(parts: Iterable[Any]) -> str:
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts) or "/"
+
+
+def _render(error: ValidationError) -> list[Violation]:
+    path = list(error.absolute_path)
+    keyword = error.validator
+    value: Any = error.validator_value
+    schema = error.schema if isinstance(error.schema, Mapping) else {}
+    if keyword == "additionalProperties" and isinstance(error.instance, Mapping):
+        allowed = sorted(schema.get("properties", {}))
+        known = set(allowed)
+        return [
+            {
+                "path": _pointer([*path, name]),
+                "message": f"unknown field; allowed fields: {', '.join(allowed)}" if allowed else "unknown field",
+            }
+            for name in error.instance
+            if name not in known
+        ]
+    if keyword == "required" and isinstance(error.instance, Mapping):
+        return [
+            {"path": _pointer([*path, name]), "message": "is required"} for name in value if name not in error.instance
+        ]
+    if "propertyNames" in error.absolute_schema_path:
+        # The error is about a key, not a value: point at the key itself.
+        return [{"path": _pointer([*path, error.instance]), "message": _message(keyword, value, schema, error)}]
+    return [{"path": _pointer(path), "message": _message(keyword, value, schema, error)}]
+
+
+def _message(keyword: str | None, value: Any, schema: Mapping[str, Any], error: ValidationError) -> str:
+    if keyword == "type":
+        kinds = value if isinstance(value, list) else [value]
+        return f"must be of type {' or '.join(kinds)}"
+    if keyword in ("pattern", "format") and "x-error" in schema:
+        return str(schema["x-error"])
+    simple = {
+        "minLength": f"must be at least {value} characters long",
+        "maxLength": f"must be at most {value} characters long",
+        "minimum": f"must be at least {value}",
+        "maximum": f"must be at most {value}",
+        "exclusiveMinimum": f"must be greater than {value}",
+        "exclusiveMaximum": f"must be less than {value}",
+        "minItems": f"must have at least {value} item{'s' if value != 1 else ''}",
+        "maxItems": f"must have at most {value} items",
+        "maxProperties": f"must have at most {value} entries",
+        "pattern": f"must match the pattern {value}",
+        "enum": f"must be one of {value}",
+        "const": f"must be {value!r}",
+    }
+    if keyword in simple:
+        return simple[keyword]
+    return error.message[:300]
+
+
+def _semantic_violations(document: Mapping[str, Any]) -> list[Violation]:
+    violations: list[Violation] = []
+    seen: dict[int, int] = {}
+    for index, step in enumerate(document["steps"]):
+        step_id = step["id"]
+        if step_id in seen:
+            violations.append({"path": f"/steps/{index}/id", "message": f"duplicates the id of /steps/{seen[step_id]}"})
+        seen.setdefault(step_id, index)
+        memory = units.parse_memory(step["memory_limit"]) if "memory_limit" in step else None
+        swap = units.parse_memory(step["memory_swap"]) if "memory_swap" in step else None
+        for name, size in (("memory_limit", memory), ("memory_swap", swap)):
+            if size is not None and size < MIN_MEMORY_BYTES:
+                violations.append({"path": f"/steps/{index}/{name}", "message": "must be at least 6M"})
+        if swap is not None and memory is not None and swap < memory:
+            violations.append({"path": f"/steps/{index}/memory_swap", "message": "must be at least memory_limit"})
+    return violations

@@ -1,0 +1,321 @@
+"""Settings: every knob of every function, read once from the environment.
+
+This module is the only reader of ``os.environ`` (``OTEL_*`` belongs to the OpenTelemetry SDK). Each field has a
+default that works for ``make run``; ``Settings.from_env`` parses everything at start-up and fails fast, naming
+the variable. ``ENV_VARS`` maps every variable to its field so the README table can be checked against it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from runtime import units
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A variable could not be parsed; the message names it."""
+
+
+@dataclass(frozen=True)
+class NatsSettings:
+    url: str = "nats://127.0.0.1:4222"
+    """NATS server URL(s), comma-separated for a cluster."""
+    connect_timeout_s: float = 2.0
+    """How long one connection attempt may take."""
+    publish_timeout_s: float = 5.0
+    """How long a JetStream publish waits for its ack before the caller is told ``Unavailable``."""
+    replicas: int = 1
+    """Stream replicas: 1 for a single server, 3 for a production cluster."""
+    duplicate_window_s: float = 600.0
+    """How long a job id or ``Idempotency-Key`` is remembered for de-duplication (≥ 10 minutes)."""
+    events_max_age_s: float = 7 * 24 * 3600.0
+    """How long status and log events (and so job records and logs) are kept."""
+    events_max_bytes: int = -1
+    """Size cap of the events stream in bytes; -1 means no cap (age alone bounds it)."""
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str = "0.0.0.0"
+    """Address every function listens on."""
+    submit_port: int = 8080
+    logs_port: int = 8081
+    dispatch_port: int = 8082
+    api_key: str = field(default="", repr=False)
+    """When set, submit (and cancel) need HTTP Basic ``hades:<key>`` or ``Bearer <key>``; empty: no auth."""
+    max_payload_bytes: int = 1024 * 1024
+    """Largest accepted job document (413 above)."""
+    shutdown_timeout_s: float = 10.0
+    """How long open HTTP requests may take to finish on SIGTERM."""
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """Operator defaults and maxima for job resources; a request above a maximum is a 422."""
+
+    default_cpu: float = 1.0
+    max_cpu: float = 4.0
+    default_memory_bytes: int = 1024**3
+    max_memory_bytes: int = 8 * 1024**3
+    default_pids: int = 1024
+    max_pids: int = 4096
+    default_timeout_s: int = 3600
+    max_timeout_s: int = 3600
+    allowed_networks: tuple[str, ...] = ("none",)
+    """Networks a step may ask for; ``none`` (no interface but loopback) is the default for every step."""
+
+
+@dataclass(frozen=True)
+class DispatchSettings:
+    executor: str = "docker"
+    """``docker`` or ``kubernetes``."""
+    concurrency: int = 4
+    """Jobs one dispatcher runs at once."""
+    lane_weights: tuple[int, int, int] = (6, 3, 1)
+    """How often the high, normal and low lanes are served when all have work."""
+    ack_wait_s: float = 30.0
+    """JetStream AckWait: a dead dispatcher's job is redelivered this long after its last in-progress ack."""
+    max_deliver: int = 3
+    """Deliveries before a job is failed and dead-lettered (bounds infrastructure retries)."""
+    shutdown_grace_s: float = 20.0
+    """On SIGTERM, how long running jobs may finish before they are left for redelivery."""
+    cancel_grace_s: float = 10.0
+    """Between SIGTERM and SIGKILL when a running step is cancelled."""
+    pull_timeout_s: float = 5.0
+    """Idle wait of one pull request."""
+    image_pull_timeout_s: float = 300.0
+    """Longest an image pull may take before the job fails as infrastructure trouble."""
+    log_flush_interval_s: float = 0.2
+    """Log lines are published at least this often while a step writes."""
+    log_batch_lines: int = 500
+    """...or as soon as this many lines are waiting."""
+    log_line_max_bytes: int = 16 * 1024
+    """Longer lines are split."""
+    job_log_max_bytes: int = 10 * 1024 * 1024
+    """Per-job log cap; past it a truncation marker is written and further output dropped."""
+    secret_patterns: tuple[str, ...] = ("*TOKEN*", "*SECRET*", "*PASSWORD*", "*KEY*")
+    """Metadata keys matching these (case-insensitive globs) have their values masked as ``***`` in logs."""
+    docker_host: str = ""
+    """Docker engine URL; empty: the usual ``DOCKER_HOST`` / local socket."""
+
+    def is_secret(self, key: str) -> bool:
+        upper = key.upper()
+        return any(fnmatch.fnmatchcase(upper, pattern.upper()) for pattern in self.secret_patterns)
+
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    namespace: str = "hades-jobs"
+    """Namespace the Jobs run in."""
+    ttl_after_finished_s: int = 3600
+    """``ttlSecondsAfterFinished`` of every Job."""
+    api_qps: float = 20.0
+    """Client-side rate limit towards the API server."""
+
+
+@dataclass(frozen=True)
+class LogsSettings:
+    callback_secret: str = field(default="", repr=False)
+    """When set, callbacks carry ``X-Hades-Signature: sha256=<hex HMAC of the body>``."""
+    callback_allowed_hosts: tuple[str, ...] = ()
+    """When set, callbacks only go to these hosts (exact names or ``*.example.org``)."""
+    callback_max_attempts: int = 5
+    callback_timeout_s: float = 10.0
+    callback_backoff_s: float = 1.0
+    """First retry delay; doubles each attempt, with jitter."""
+    job_log_max_bytes: int = 10 * 1024 * 1024
+    """Log bytes kept per job by the log collector."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    nats: NatsSettings = field(default_factory=NatsSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    dispatch: DispatchSettings = field(default_factory=DispatchSettings)
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
+    logs: LogsSettings = field(default_factory=LogsSettings)
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        values: dict[str, dict[str, Any]] = {}
+        top: dict[str, Any] = {}
+        for var, (path, parse) in ENV_VARS.items():
+            raw = env.get(var)
+            if raw is None or raw == "":
+                continue
+            try:
+                value = parse(raw)
+            except (TypeError, ValueError) as exc:
+                raise SettingsError(f"{var} {exc}, got {raw!r}") from None
+            group, _, name = path.rpartition(".")
+            if group:
+                values.setdefault(group, {})[name] = value
+            else:
+                top[name] = value
+        groups = {
+            "nats": NatsSettings,
+            "http": HttpSettings,
+            "limits": LimitSettings,
+            "dispatch": DispatchSettings,
+            "kubernetes": KubernetesSettings,
+            "logs": LogsSettings,
+        }
+        limits = values.setdefault("limits", {})
+        for default_var, default_name, max_name in _DEFAULT_FOLLOWS_MAX:
+            # An operator who only lowers a maximum means the default to follow it.
+            if not env.get(default_var) and max_name in limits:
+                limits[default_name] = min(getattr(LimitSettings, default_name), limits[max_name])
+        settings = cls(**{g: groups[g](**kw) for g, kw in values.items()}, **top)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Cross-field rules that no single parser can see."""
+        lim = self.limits
+        if lim.default_cpu > lim.max_cpu:
+            raise SettingsError("HADES_DEFAULT_CPU_LIMIT must not exceed HADES_MAX_CPU_LIMIT")
+        if lim.default_memory_bytes > lim.max_memory_bytes:
+            raise SettingsError("HADES_DEFAULT_MEMORY_LIMIT must not exceed HADES_MAX_MEMORY_LIMIT")
+        if lim.default_pids > lim.max_pids:
+            raise SettingsError("HADES_DEFAULT_PIDS_LIMIT must not exceed HADES_MAX_PIDS_LIMIT")
+        if lim.default_timeout_s > lim.max_timeout_s:
+            raise SettingsError("HADES_DEFAULT_TIMEOUT_SECONDS must not exceed HADES_MAX_TIMEOUT_SECONDS")
+        if self.nats.duplicate_window_s < 600:
+            raise SettingsError("HADES_DUPLICATE_WINDOW_SECONDS must be at least 600 (10 minutes)")
+        if self.dispatch.executor not in ("docker", "kubernetes"):
+            raise SettingsError(f"HADES_EXECUTOR must be 'docker' or 'kubernetes', got {self.dispatch.executor!r}")
+
+
+def _int(minimum: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"must be an integer ≥ {minimum}") from None
+        if value < minimum:
+            raise ValueError(f"must be an integer ≥ {minimum}")
+        return value
+
+    return parse
+
+
+def _float(minimum: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"must be a number ≥ {minimum:g}") from None
+        if not value >= minimum:
+            raise ValueError(f"must be a number ≥ {minimum:g}")
+        return value
+
+    return parse
+
+
+def _positive_float(raw: str) -> float:
+    value = _float(0)(raw)
+    if value == 0:
+        raise ValueError("must be a number > 0")
+    return value
+
+
+def _str(raw: str) -> str:
+    return raw.strip()
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return value
+
+    return parse
+
+
+def _list(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _memory(raw: str) -> int:
+    value = units.parse_memory(raw)
+    if value is None:
+        raise ValueError("must be a memory size such as 512M or 2G")
+    return value
+
+
+def _weights(raw: str) -> tuple[int, int, int]:
+    parts = raw.split(":")
+    try:
+        weights = tuple(int(p) for p in parts)
+    except ValueError:
+        weights = ()
+    if len(weights) != 3 or any(w < 1 for w in weights):
+        raise ValueError("must be three integers ≥ 1 as high:normal:low, e.g. 6:3:1")
+    return weights  # type: ignore[return-value]
+
+
+_DEFAULT_FOLLOWS_MAX = (
+    ("HADES_DEFAULT_CPU_LIMIT", "default_cpu", "max_cpu"),
+    ("HADES_DEFAULT_MEMORY_LIMIT", "default_memory_bytes", "max_memory_bytes"),
+    ("HADES_DEFAULT_PIDS_LIMIT", "default_pids", "max_pids"),
+    ("HADES_DEFAULT_TIMEOUT_SECONDS", "default_timeout_s", "max_timeout_s"),
+)
+
+ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "HADES_NATS_URL": ("nats.url", _str),
+    "HADES_NATS_CONNECT_TIMEOUT_SECONDS": ("nats.connect_timeout_s", _positive_float),
+    "HADES_NATS_PUBLISH_TIMEOUT_SECONDS": ("nats.publish_timeout_s", _positive_float),
+    "HADES_NATS_REPLICAS": ("nats.replicas", _int(1)),
+    "HADES_DUPLICATE_WINDOW_SECONDS": ("nats.duplicate_window_s", _positive_float),
+    "HADES_EVENTS_MAX_AGE_SECONDS": ("nats.events_max_age_s", _positive_float),
+    "HADES_EVENTS_MAX_BYTES": ("nats.events_max_bytes", _int(-1)),
+    "HADES_HTTP_HOST": ("http.host", _str),
+    "HADES_SUBMIT_PORT": ("http.submit_port", _int(0)),
+    "HADES_LOGS_PORT": ("http.logs_port", _int(0)),
+    "HADES_DISPATCH_PORT": ("http.dispatch_port", _int(0)),
+    "HADES_API_KEY": ("http.api_key", _str),
+    "HADES_MAX_PAYLOAD_BYTES": ("http.max_payload_bytes", _int(1024)),
+    "HADES_SHUTDOWN_TIMEOUT_SECONDS": ("http.shutdown_timeout_s", _float(0)),
+    "HADES_DEFAULT_CPU_LIMIT": ("limits.default_cpu", _positive_float),
+    "HADES_MAX_CPU_LIMIT": ("limits.max_cpu", _positive_float),
+    "HADES_DEFAULT_MEMORY_LIMIT": ("limits.default_memory_bytes", _memory),
+    "HADES_MAX_MEMORY_LIMIT": ("limits.max_memory_bytes", _memory),
+    "HADES_DEFAULT_PIDS_LIMIT": ("limits.default_pids", _int(1)),
+    "HADES_MAX_PIDS_LIMIT": ("limits.max_pids", _int(1)),
+    "HADES_DEFAULT_TIMEOUT_SECONDS": ("limits.default_timeout_s", _int(1)),
+    "HADES_MAX_TIMEOUT_SECONDS": ("limits.max_timeout_s", _int(1)),
+    "HADES_ALLOWED_NETWORKS": ("limits.allowed_networks", _list),
+    "HADES_EXECUTOR": ("dispatch.executor", _choice("docker", "kubernetes")),
+    "HADES_CONCURRENCY": ("dispatch.concurrency", _int(1)),
+    "HADES_LANE_WEIGHTS": ("dispatch.lane_weights", _weights),
+    "HADES_ACK_WAIT_SECONDS": ("dispatch.ack_wait_s", _positive_float),
+    "HADES_MAX_DELIVER": ("dispatch.max_deliver", _int(1)),
+    "HADES_SHUTDOWN_GRACE_SECONDS": ("dispatch.shutdown_grace_s", _float(0)),
+    "HADES_CANCEL_GRACE_SECONDS": ("dispatch.cancel_grace_s", _float(0)),
+    "HADES_PULL_TIMEOUT_SECONDS": ("dispatch.pull_timeout_s", _positive_float),
+    "HADES_IMAGE_PULL_TIMEOUT_SECONDS": ("dispatch.image_pull_timeout_s", _positive_float),
+    "HADES_LOG_FLUSH_INTERVAL_SECONDS": ("dispatch.log_flush_interval_s", _positive_float),
+    "HADES_LOG_BATCH_LINES": ("dispatch.log_batch_lines", _int(1)),
+    "HADES_LOG_LINE_MAX_BYTES": ("dispatch.log_line_max_bytes", _int(256)),
+    "HADES_JOB_LOG_MAX_BYTES": ("dispatch.job_log_max_bytes", _int(1024)),
+    "HADES_SECRET_PATTERNS": ("dispatch.secret_patterns", _list),
+    "HADES_DOCKER_HOST": ("dispatch.docker_host", _str),
+    "HADES_K8S_NAMESPACE": ("kubernetes.namespace", _str),
+    "HADES_K8S_TTL_AFTER_FINISHED_SECONDS": ("kubernetes.ttl_after_finished_s", _int(0)),
+    "HADES_K8S_API_QPS": ("kubernetes.api_qps", _positive_float),
+    "HADES_CALLBACK_SECRET": ("logs.callback_secret", _str),
+    "HADES_CALLBACK_ALLOWED_HOSTS": ("logs.callback_allowed_hosts", _list),
+    "HADES_CALLBACK_MAX_ATTEMPTS": ("logs.callback_max_attempts", _int(1)),
+    "HADES_CALLBACK_TIMEOUT_SECONDS": ("logs.callback_timeout_s", _positive_float),
+    "HADES_CALLBACK_BACKOFF_SECONDS": ("logs.callback_backoff_s", _float(0)),
+    "HADES_LOGS_JOB_LOG_MAX_BYTES": ("logs.job_log_max_bytes", _int(1024)),
+    "HADES_LOG_LEVEL": ("log_level", _choice("debug", "info", "warning", "error")),
+}

@@ -1,0 +1,157 @@
+"""The JetStream topology: every stream, subject, consumer and header name, declared once.
+
+Every function calls ``ensure_topology`` at start-up; it creates what is missing and updates what changed, so
+any number of replicas may race on it. Consumers are created by the function that reads them
+(``ensure_consumer``), so KEDA can find them by name as soon as that function first runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import APIError, NotFoundError
+
+from runtime.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Lane(StrEnum):
+    HIGH = "high"  # priority ≥ 3 (the original Hades' high queue)
+    NORMAL = "normal"  # priority 2 (its medium queue)
+    LOW = "low"  # priority ≤ 1
+
+
+LANES: tuple[Lane, ...] = (Lane.HIGH, Lane.NORMAL, Lane.LOW)
+
+JOBS_STREAM = "HADES_JOBS"
+EVENTS_STREAM = "HADES_EVENTS"
+DEAD_STREAM = "HADES_DEAD"
+
+JOBS_SUBJECT_PREFIX = "hades.jobs"
+STATUS_SUBJECT_PREFIX = "hades.status"
+LOGS_SUBJECT_PREFIX = "hades.logs"
+CANCEL_SUBJECT_PREFIX = "hades.cancel"
+DEAD_SUBJECT_PREFIX = "hades.dead"
+
+HEADER_MSG_ID = "Nats-Msg-Id"
+HEADER_TRACEPARENT = "traceparent"
+HEADER_TRACESTATE = "tracestate"
+
+LOGS_CONSUMER = "collect-logs"
+
+
+def jobs_subject(lane: Lane) -> str:
+    return f"{JOBS_SUBJECT_PREFIX}.{lane}"
+
+
+def status_subject(job_id: str) -> str:
+    return f"{STATUS_SUBJECT_PREFIX}.{job_id}"
+
+
+def logs_subject(job_id: str) -> str:
+    return f"{LOGS_SUBJECT_PREFIX}.{job_id}"
+
+
+def cancel_subject(job_id: str) -> str:
+    return f"{CANCEL_SUBJECT_PREFIX}.{job_id}"
+
+
+def dead_subject(job_id: str) -> str:
+    return f"{DEAD_SUBJECT_PREFIX}.{job_id}"
+
+
+def dispatch_consumer(lane: Lane) -> str:
+    return f"dispatch-{lane}"
+
+
+def stream_configs(settings: Settings) -> list[js_api.StreamConfig]:
+    nats = settings.nats
+    return [
+        js_api.StreamConfig(
+            name=JOBS_STREAM,
+            description="Queued jobs, one subject per priority lane; a message is removed when its job ends.",
+            subjects=[jobs_subject(lane) for lane in LANES],
+            retention=js_api.RetentionPolicy.WORK_QUEUE,
+            storage=js_api.StorageType.FILE,
+            num_replicas=nats.replicas,
+            duplicate_window=nats.duplicate_window_s,
+            max_msg_size=settings.http.max_payload_bytes + 64 * 1024,
+        ),
+        js_api.StreamConfig(
+            name=EVENTS_STREAM,
+            description="Status, log and cancel events per job.",
+            subjects=[f"{STATUS_SUBJECT_PREFIX}.*", f"{LOGS_SUBJECT_PREFIX}.*", f"{CANCEL_SUBJECT_PREFIX}.*"],
+            retention=js_api.RetentionPolicy.LIMITS,
+            storage=js_api.StorageType.FILE,
+            num_replicas=nats.replicas,
+            duplicate_window=120.0,
+            max_age=nats.events_max_age_s,
+            max_bytes=nats.events_max_bytes,
+            allow_direct=True,
+        ),
+        js_api.StreamConfig(
+            name=DEAD_STREAM,
+            description="Jobs that exhausted their deliveries, kept for inspection and redrive.",
+            subjects=[f"{DEAD_SUBJECT_PREFIX}.*"],
+            retention=js_api.RetentionPolicy.LIMITS,
+            storage=js_api.StorageType.FILE,
+            num_replicas=nats.replicas,
+            max_age=nats.events_max_age_s,
+            max_msgs_per_subject=1,
+        ),
+    ]
+
+
+def dispatch_consumer_config(settings: Settings, lane: Lane) -> js_api.ConsumerConfig:
+    return js_api.ConsumerConfig(
+        durable_name=dispatch_consumer(lane),
+        description=f"Dispatchers pulling the {lane} lane",
+        filter_subject=jobs_subject(lane),
+        ack_policy=js_api.AckPolicy.EXPLICIT,
+        ack_wait=settings.dispatch.ack_wait_s,
+        max_deliver=settings.dispatch.max_deliver,
+        max_ack_pending=-1,
+        deliver_policy=js_api.DeliverPolicy.ALL,
+    )
+
+
+def logs_consumer_config() -> js_api.ConsumerConfig:
+    return js_api.ConsumerConfig(
+        durable_name=LOGS_CONSUMER,
+        description="Log collectors building job records",
+        filter_subjects=[f"{STATUS_SUBJECT_PREFIX}.*", f"{LOGS_SUBJECT_PREFIX}.*"],
+        ack_policy=js_api.AckPolicy.EXPLICIT,
+        ack_wait=30.0,
+        max_deliver=-1,
+        deliver_policy=js_api.DeliverPolicy.ALL,
+    )
+
+
+async def ensure_topology(js: JetStreamContext, settings: Settings) -> None:
+    """Create or update every stream; safe to call from many processes at once."""
+    for config in stream_configs(settings):
+        await _ensure_stream(js, config)
+
+
+async def _ensure_stream(js: JetStreamContext, config: js_api.StreamConfig) -> None:
+    try:
+        await js.stream_info(config.name or "")
+    except NotFoundError:
+        try:
+            await js.add_stream(config)
+            log.info("created stream %s", config.name)
+            return
+        except APIError as exc:
+            # Another replica created it between our look-up and our add: fall through to update.
+            if exc.err_code != 10058:
+                raise
+    await js.update_stream(config)
+
+
+async def ensure_consumer(js: JetStreamContext, stream: str, config: js_api.ConsumerConfig) -> None:
+    """Create the durable consumer, or bring an existing one up to date (the server's create-or-update)."""
+    await js.add_consumer(stream, config)

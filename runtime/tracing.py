@@ -1,0 +1,62 @@
+"""OpenTelemetry: one tracer provider per process, and trace context carried in NATS headers.
+
+Exporters are chosen by the standard ``OTEL_*`` variables through the SDK; with none set, spans are still created
+(so trace ids flow from the POST through NATS to every step and the log collector) but not exported.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, MutableMapping
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+
+log = logging.getLogger(__name__)
+_configured = False
+
+
+def setup_tracing(service: str) -> None:
+    """Install the SDK tracer provider once per process (tests build many apps in one process)."""
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    provider = TracerProvider(resource=Resource.create({"service.name": f"hades-{service}"}))
+    _add_exporter(provider)
+    trace.set_tracer_provider(provider)
+
+
+def _add_exporter(provider: TracerProvider) -> None:
+    # The OTLP exporter is an optional extra; the SDK's own auto-configuration reads OTEL_TRACES_EXPORTER.
+    try:
+        from opentelemetry.sdk._configuration import _get_exporter_names, _import_exporters
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError:
+        return
+    names = _get_exporter_names("traces")
+    if not names:
+        return
+    try:
+        span_exporters, _, _ = _import_exporters(names, [], [])
+    except Exception as exc:  # an exporter named in OTEL_TRACES_EXPORTER that is not installed
+        log.warning("trace exporter %s unavailable (%s); spans are not exported", names, exc)
+        return
+    for exporter_class in span_exporters.values():
+        provider.add_span_processor(BatchSpanProcessor(exporter_class()))
+
+
+def tracer(name: str) -> trace.Tracer:
+    return trace.get_tracer(name)
+
+
+def inject(headers: MutableMapping[str, str]) -> None:
+    """Add ``traceparent``/``tracestate`` of the current span to outgoing NATS headers."""
+    propagate.inject(headers)
+
+
+def extract(headers: Mapping[str, str] | None) -> otel_context.Context:
+    """The trace context carried by incoming NATS headers (empty context when there is none)."""
+    return propagate.extract(dict(headers or {}))

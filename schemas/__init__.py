@@ -1,0 +1,1 @@
+"""Data package: the job JSON Schema and example payloads (read through ``runtime.schemas``)."""
