@@ -1,13 +1,12 @@
 """Putting a job on its lane, and asking for a job to be cancelled.
 
 A job is stored in ``HADES_JOBS`` with its id as ``Nats-Msg-Id`` (so a retried publish within the duplicate
-window stores it once) while its ``queued`` event goes to ``hades.status.<id>``; both are sent at once and only
-the job's own ack decides the answer: a lost ``queued`` event is repaired by dispatch's ``running`` event.
+window stores it once); then its ``queued`` event goes to ``hades.status.<id>``. Only the job's own ack decides
+the answer: a lost ``queued`` event is repaired by dispatch's ``running`` event.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -29,19 +28,18 @@ class Enqueued:
 
 async def enqueue(conn: messaging.Messaging, job: Job) -> Enqueued:
     """Store the job durably; raises ``Unavailable`` when JetStream did not store it."""
-    queued = events.job_event(job.id, attempt=0, seq=0, status=JobStatus.QUEUED, job=job.summary())
-    stored, announced = await asyncio.gather(
-        conn.publish(topology.jobs_subject(job.lane), messaging.encode(job.to_message()), msg_id=job.id),
-        conn.publish(topology.status_subject(job.id), messaging.encode(queued), msg_id=events.status_msg_id(queued)),
-        return_exceptions=True,
+    ack = await conn.publish(topology.jobs_subject(job.lane), messaging.encode(job.to_message()), msg_id=job.id)
+    # The queued event names the job's stream sequence so the log collector can tell its place in the lane.
+    queued = events.job_event(
+        job.id, attempt=0, seq=0, status=JobStatus.QUEUED, job=job.summary(), stream_seq=ack.seq
     )
-    if isinstance(stored, BaseException):
-        raise stored
-    if isinstance(announced, HadesError):
-        log.warning("job %s stored, but its queued event was not: %s", job.id, announced.detail)
-    elif isinstance(announced, BaseException):
-        raise announced
-    return Enqueued(job=job, duplicate=stored.duplicate)
+    try:
+        await conn.publish(
+            topology.status_subject(job.id), messaging.encode(queued), msg_id=events.status_msg_id(queued)
+        )
+    except HadesError as exc:
+        log.warning("job %s stored, but its queued event was not: %s", job.id, exc.detail)
+    return Enqueued(job=job, duplicate=ack.duplicate)
 
 
 async def latest_status(conn: messaging.Messaging, job_id: str) -> events.StatusEvent | None:

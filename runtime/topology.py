@@ -42,6 +42,8 @@ HEADER_TRACEPARENT = "traceparent"
 HEADER_TRACESTATE = "tracestate"
 
 LOGS_CONSUMER = "collect-logs"
+RECORDS_BUCKET = "HADES_RECORDS"
+"""KV bucket (stream ``KV_HADES_RECORDS``) with the latest record per job, kept by the log collector."""
 
 
 def jobs_subject(lane: Lane) -> str:
@@ -80,6 +82,7 @@ def stream_configs(settings: Settings) -> list[js_api.StreamConfig]:
             num_replicas=nats.replicas,
             duplicate_window=nats.duplicate_window_s,
             max_msg_size=settings.http.max_payload_bytes + 64 * 1024,
+            allow_direct=True,  # direct gets tell a queued job's place in its lane
         ),
         js_api.StreamConfig(
             name=EVENTS_STREAM,

@@ -15,7 +15,7 @@ from runtime import topology
 from runtime.settings import Settings
 from tests.natsserver import NatsServer
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
+pytest_plugins = ["tests.dockerfixtures"]
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,64 @@
+"""Docker fixtures: the engine (skip without one, fail under CI=true) and a busybox image built locally.
+
+No registry is reachable, so test images are built ``FROM scratch`` with Debian's static busybox.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+BUSYBOX_IMAGE = "hades-test-busybox:1"
+BUSYBOX_BINARY = Path("/bin/busybox")
+
+DOCKERFILE = """FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+"""
+
+
+def _unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"CI=true but {reason}: .ci/run must install and start Docker")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[object]:
+    try:
+        import docker
+        import docker.errors
+    except ImportError:  # pragma: no cover - docker is a runtime dependency
+        _unavailable("the docker SDK is not installed")
+    try:
+        client = docker.from_env(timeout=30)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        _unavailable(f"no Docker engine answers ({exc.__class__.__name__})")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def busybox_image(docker_client: object, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny image with sh and the busybox tools (``ip``, ``sleep``, ``head`` …)."""
+    import docker.errors
+
+    client = docker_client  # type: ignore[assignment]
+    try:
+        client.images.get(BUSYBOX_IMAGE)  # type: ignore[attr-defined]
+        return BUSYBOX_IMAGE
+    except docker.errors.ImageNotFound:
+        pass
+    if not BUSYBOX_BINARY.exists():
+        _unavailable("/bin/busybox is missing: apt-get install busybox-static")
+    context = tmp_path_factory.mktemp("busybox-image")
+    shutil.copy(BUSYBOX_BINARY, context / "busybox")
+    (context / "Dockerfile").write_text(DOCKERFILE)
+    client.images.build(path=str(context), tag=BUSYBOX_IMAGE, rm=True)  # type: ignore[attr-defined]
+    return BUSYBOX_IMAGE
