@@ -73,7 +73,7 @@ class LimitSettings:
 @dataclass(frozen=True)
 class DispatchSettings:
     executor: str = "docker"
-    """``docker`` or ``kubernetes``."""
+    """Which executor runs the steps; ``docker`` (the Kubernetes executor is the next stage)."""
     concurrency: int = 4
     """Jobs one dispatcher runs at once."""
     lane_weights: tuple[int, int, int] = (6, 3, 1)
@@ -86,8 +86,8 @@ class DispatchSettings:
     """On SIGTERM, how long running jobs may finish before they are left for redelivery."""
     cancel_grace_s: float = 10.0
     """Between SIGTERM and SIGKILL when a running step is cancelled."""
-    pull_timeout_s: float = 5.0
-    """Idle wait of one pull request."""
+    pull_timeout_s: float = 1.0
+    """Longest idle wait before the lanes are polled again (new jobs wake a dispatcher at once)."""
     image_pull_timeout_s: float = 300.0
     """Longest an image pull may take before the job fails as infrastructure trouble."""
     log_flush_interval_s: float = 0.2
@@ -106,16 +106,6 @@ class DispatchSettings:
     def is_secret(self, key: str) -> bool:
         upper = key.upper()
         return any(fnmatch.fnmatchcase(upper, pattern.upper()) for pattern in self.secret_patterns)
-
-
-@dataclass(frozen=True)
-class KubernetesSettings:
-    namespace: str = "hades-jobs"
-    """Namespace the Jobs run in."""
-    ttl_after_finished_s: int = 3600
-    """``ttlSecondsAfterFinished`` of every Job."""
-    api_qps: float = 20.0
-    """Client-side rate limit towards the API server."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +128,6 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
-    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     logs: LogsSettings = field(default_factory=LogsSettings)
     log_level: str = "INFO"
 
@@ -164,7 +153,6 @@ class Settings:
             "http": HttpSettings,
             "limits": LimitSettings,
             "dispatch": DispatchSettings,
-            "kubernetes": KubernetesSettings,
             "logs": LogsSettings,
         }
         limits = values.setdefault("limits", {})
@@ -189,8 +177,6 @@ class Settings:
             raise SettingsError("HADES_DEFAULT_TIMEOUT_SECONDS must not exceed HADES_MAX_TIMEOUT_SECONDS")
         if self.nats.duplicate_window_s < 600:
             raise SettingsError("HADES_DUPLICATE_WINDOW_SECONDS must be at least 600 (10 minutes)")
-        if self.dispatch.executor not in ("docker", "kubernetes"):
-            raise SettingsError(f"HADES_EXECUTOR must be 'docker' or 'kubernetes', got {self.dispatch.executor!r}")
 
 
 def _int(minimum: int) -> Callable[[str], int]:
@@ -293,7 +279,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HADES_DEFAULT_TIMEOUT_SECONDS": ("limits.default_timeout_s", _int(1)),
     "HADES_MAX_TIMEOUT_SECONDS": ("limits.max_timeout_s", _int(1)),
     "HADES_ALLOWED_NETWORKS": ("limits.allowed_networks", _list),
-    "HADES_EXECUTOR": ("dispatch.executor", _choice("docker", "kubernetes")),
+    "HADES_EXECUTOR": ("dispatch.executor", _choice("docker")),
     "HADES_CONCURRENCY": ("dispatch.concurrency", _int(1)),
     "HADES_LANE_WEIGHTS": ("dispatch.lane_weights", _weights),
     "HADES_ACK_WAIT_SECONDS": ("dispatch.ack_wait_s", _positive_float),
@@ -308,9 +294,6 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HADES_JOB_LOG_MAX_BYTES": ("dispatch.job_log_max_bytes", _int(1024)),
     "HADES_SECRET_PATTERNS": ("dispatch.secret_patterns", _list),
     "HADES_DOCKER_HOST": ("dispatch.docker_host", _str),
-    "HADES_K8S_NAMESPACE": ("kubernetes.namespace", _str),
-    "HADES_K8S_TTL_AFTER_FINISHED_SECONDS": ("kubernetes.ttl_after_finished_s", _int(0)),
-    "HADES_K8S_API_QPS": ("kubernetes.api_qps", _positive_float),
     "HADES_CALLBACK_SECRET": ("logs.callback_secret", _str),
     "HADES_CALLBACK_ALLOWED_HOSTS": ("logs.callback_allowed_hosts", _list),
     "HADES_CALLBACK_MAX_ATTEMPTS": ("logs.callback_max_attempts", _int(1)),

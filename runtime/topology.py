@@ -116,7 +116,9 @@ def dispatch_consumer_config(settings: Settings, lane: Lane) -> js_api.ConsumerC
         filter_subject=jobs_subject(lane),
         ack_policy=js_api.AckPolicy.EXPLICIT,
         ack_wait=settings.dispatch.ack_wait_s,
-        max_deliver=settings.dispatch.max_deliver,
+        # One delivery more than the attempts: that last one only fails and dead-letters the job, so a job whose
+        # final attempt died with its dispatcher still ends with a terminal status.
+        max_deliver=settings.dispatch.max_deliver + 1,
         max_ack_pending=-1,
         deliver_policy=js_api.DeliverPolicy.ALL,
     )

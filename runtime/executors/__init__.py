@@ -1,5 +1,5 @@
-"""Executors: run a job's steps as containers. ``create_executor`` imports only the one configured, so the Docker
-path never imports ``kubernetes`` and the Kubernetes path never imports ``docker``."""
+"""Executors: run a job's steps as containers. ``create_executor`` imports only the one configured (lazily), so
+another executor's SDK is never imported on a path that does not use it."""
 
 from __future__ import annotations
 
@@ -10,10 +10,6 @@ __all__ = ["Executor", "RunHooks", "RunResult", "StepResult", "StopSignal", "cre
 
 
 async def create_executor(settings: Settings) -> Executor:
-    if settings.dispatch.executor == "kubernetes":
-        from runtime.executors import kubernetes
-
-        return await kubernetes.KubernetesExecutor.create(settings)
     from runtime.executors import docker
 
     return await docker.DockerExecutor.create(settings)

@@ -1,0 +1,208 @@
+"""The dispatch loop: take jobs from the lanes by weight, run up to ``concurrency`` at once, stop in two phases.
+
+Which lane next: among lanes with waiting jobs (their consumers' ``num_pending``), smooth weighted round-robin
+(6:3:1 by default), so high goes first and low never starves. An idle dispatcher sleeps until a core-NATS
+subscription on the job subjects says something arrived (or ``pull_timeout_s`` passes, for redeliveries).
+Cancel requests arrive on ``hades.cancel.*`` and reach the running job's ``StopSignal``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.errors import NotFoundError
+
+from runtime import jobrun, messaging, metrics, queue, topology
+from runtime.executors.base import Executor, StopSignal
+from runtime.jobs import JobStatus
+from runtime.settings import Settings
+from runtime.topology import Lane
+
+log = logging.getLogger(__name__)
+
+
+class LanePicker:
+    """Smooth weighted round-robin (as nginx does it) over the lanes that have work."""
+
+    def __init__(self, weights: Sequence[int]) -> None:
+        self.weights = dict(zip(topology.LANES, weights, strict=True))
+        self.current = dict.fromkeys(topology.LANES, 0)
+
+    def order(self, ready: Sequence[Lane]) -> list[Lane]:
+        """Lanes to try, best first: the weighted pick, then the rest by priority."""
+        if not ready:
+            return []
+        total = sum(self.weights[lane] for lane in ready)
+        for lane in ready:
+            self.current[lane] += self.weights[lane]
+        best = max(ready, key=lambda lane: self.current[lane])
+        self.current[best] -= total
+        return [best, *(lane for lane in topology.LANES if lane in ready and lane != best)]
+
+
+class Dispatcher:
+    def __init__(self, conn: messaging.Messaging, executor: Executor, settings: Settings) -> None:
+        self.conn = conn
+        self.executor = executor
+        self.settings = settings
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.deps = jobrun.Deps(conn=conn, executor=executor, settings=settings, dispatcher_id=self.id)
+        self.picker = LanePicker(settings.dispatch.lane_weights)
+        self.slots = asyncio.Semaphore(settings.dispatch.concurrency)
+        self.running: dict[str, tuple[asyncio.Task[None], StopSignal, Msg]] = {}
+        self.work_hint = asyncio.Event()
+        self.pulls: dict[Lane, nats.js.JetStreamContext.PullSubscription] = {}
+        self.subscriptions: list[Subscription] = []
+        self.loop_task: asyncio.Task[None] | None = None
+        metrics.DISPATCH_FREE_SLOTS.set(settings.dispatch.concurrency)
+
+    async def start(self) -> None:
+        js = self.conn.js
+        for lane in topology.LANES:
+            config = topology.dispatch_consumer_config(self.settings, lane)
+            await topology.ensure_consumer(js, topology.JOBS_STREAM, config)
+            self.pulls[lane] = await js.pull_subscribe_bind(
+                durable=topology.dispatch_consumer(lane), stream=topology.JOBS_STREAM
+            )
+        nc = self.conn.nc
+        self.subscriptions.append(await nc.subscribe(f"{topology.JOBS_SUBJECT_PREFIX}.*", cb=self._on_job_published))
+        self.subscriptions.append(await nc.subscribe(f"{topology.CANCEL_SUBJECT_PREFIX}.*", cb=self._on_cancel))
+        await self.sweep_leftovers()
+        self.loop_task = asyncio.create_task(self._loop(), name="dispatch-loop")
+        log.info(
+            "dispatcher %s: %d slots, lanes weighted %s, executor %s",
+            self.id,
+            self.settings.dispatch.concurrency,
+            ":".join(map(str, self.settings.dispatch.lane_weights)),
+            self.executor.name,
+        )
+
+    async def _on_job_published(self, msg: Msg) -> None:
+        self.work_hint.set()
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        job_id = msg.subject.rsplit(".", 1)[-1]
+        entry = self.running.get(job_id)
+        if entry is not None:
+            log.info("job %s: cancel requested, stopping it", job_id)
+            entry[1].stop(JobStatus.CANCELLED, grace_s=self.settings.dispatch.cancel_grace_s, detail="cancelled")
+
+    async def sweep_leftovers(self) -> None:
+        """Remove what ended jobs left behind (a dispatcher that crashed mid-job). A job that is still queued or
+        running keeps its resources: whoever runs it next cleans them up before starting."""
+        try:
+            leftovers = await self.executor.leftovers()
+        except Exception as exc:
+            log.warning("could not list leftovers: %s", exc)
+            return
+        for job_id in leftovers - set(self.running):
+            last = await queue.latest_status(self.conn, job_id)
+            if last is None or (last["kind"] == "job" and JobStatus(last["status"]).terminal):
+                log.info("removing leftovers of ended job %s", job_id)
+                await self.executor.cleanup(job_id)
+
+    async def _ready_lanes(self) -> list[Lane]:
+        ready = []
+        for lane, pull in self.pulls.items():
+            try:
+                info = await pull.consumer_info()
+            except (TimeoutError, nats.errors.Error):
+                continue
+            if info.num_pending:
+                ready.append(lane)
+        return ready
+
+    async def _next_message(self) -> Msg:
+        idle_s = self.settings.dispatch.pull_timeout_s
+        while True:
+            self.work_hint.clear()
+            ready = await self._ready_lanes()
+            # Nothing new pending: still try each lane briefly, for redeliveries (not counted as pending).
+            lanes = self.picker.order(ready) if ready else list(topology.LANES)
+            for lane in lanes:
+                try:
+                    msgs = await self.pulls[lane].fetch(1, timeout=0.5 if lane in ready else 0.02)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    continue
+                except nats.errors.Error as exc:
+                    log.warning("fetch from %s lane failed: %s", lane, exc)
+                    await asyncio.sleep(1)
+                    continue
+                if msgs:
+                    return msgs[0]
+            if not ready:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.work_hint.wait(), idle_s)
+
+    async def _loop(self) -> None:
+        while True:
+            await self.slots.acquire()
+            metrics.DISPATCH_FREE_SLOTS.dec()
+            try:
+                msg = await self._next_message()
+            except BaseException:
+                self._release()
+                raise
+            await self._start(msg)
+
+    def _release(self) -> None:
+        self.slots.release()
+        metrics.DISPATCH_FREE_SLOTS.inc()
+
+    async def _start(self, msg: Msg) -> None:
+        job_id = msg.headers.get(topology.HEADER_MSG_ID, "") if msg.headers else ""
+        stop = StopSignal()
+        if job_id and await self._cancel_requested(job_id):
+            stop.stop(JobStatus.CANCELLED, grace_s=0, detail="cancelled before it started")
+        task = asyncio.create_task(jobrun.handle(self.deps, msg, stop=stop), name=f"job-{job_id}")
+        self.running[job_id] = (task, stop, msg)
+        metrics.JOBS_RUNNING.inc()
+        task.add_done_callback(lambda t: self._finished(job_id, t))
+
+    async def _cancel_requested(self, job_id: str) -> bool:
+        try:
+            await self.conn.js.get_last_msg(topology.EVENTS_STREAM, topology.cancel_subject(job_id))
+        except NotFoundError:
+            return False
+        except (TimeoutError, nats.errors.Error):
+            return False
+        return True
+
+    def _finished(self, job_id: str, task: asyncio.Task[None]) -> None:
+        self.running.pop(job_id, None)
+        metrics.JOBS_RUNNING.dec()
+        self._release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("job %s: dispatch failed; it will be redelivered", job_id, exc_info=task.exception())
+
+    async def stop(self) -> None:
+        """Phase 1: stop taking jobs, let running ones finish within the grace. Phase 2: stop the rest and leave
+        their messages for another dispatcher (nak: redelivered at once, not after AckWait)."""
+        if self.loop_task is not None:
+            self.loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.loop_task
+        for sub in self.subscriptions:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        tasks = [task for task, _, _ in self.running.values()]
+        if tasks:
+            log.info("waiting up to %.0f s for %d running jobs", self.settings.dispatch.shutdown_grace_s, len(tasks))
+            _, pending = await asyncio.wait(tasks, timeout=self.settings.dispatch.shutdown_grace_s)
+            for job_id, (task, _, msg) in list(self.running.items()):
+                if task in pending:
+                    log.warning("job %s: still running at shutdown; handing it back to the queue", job_id)
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+                    with contextlib.suppress(Exception):
+                        await msg.nak()

@@ -1,0 +1,248 @@
+"""One delivery of one job: from the JetStream message to the terminal event and the ack.
+
+The message is acked only when the job has ended (its terminal event stored), and kept alive meanwhile with
+in-progress acks, so a live dispatcher's job is never handed to another and a dead one's comes back after
+``AckWait``. Infrastructure trouble (``Unavailable``) naks it for a later attempt; the delivery past
+``max_deliver`` fails it for good and copies it to the dead-letter subject.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from runtime import events, messaging, metrics, topology, tracing
+from runtime.errors import HadesError, JobError, Unavailable
+from runtime.executors.base import Executor, RunResult, StepResult, StopSignal
+from runtime.jobs import Job, JobStatus, Step, StepStatus, parse_time, utc_now
+from runtime.logsink import LogSink
+from runtime.settings import Settings
+
+log = logging.getLogger(__name__)
+tracer = tracing.tracer(__name__)
+
+RETRY_DELAY_S = 5.0
+"""How long a job waits before its next attempt after infrastructure trouble."""
+
+
+@dataclass
+class JobRun:
+    """Reports one attempt's progress as events; the executor calls it as ``RunHooks``."""
+
+    conn: messaging.Messaging
+    job: Job
+    attempt: int
+    sink: LogSink
+    sequence: events.Sequence = field(default_factory=events.Sequence)
+    reported: dict[int, StepResult] = field(default_factory=dict)
+    dequeued_at: float = field(default_factory=time.monotonic)
+    first_step_started: bool = False
+    step_spans: dict[int, Any] = field(default_factory=dict)
+
+    async def publish(self, event: events.StatusEvent) -> None:
+        try:
+            await self.conn.publish(
+                topology.status_subject(self.job.id), messaging.encode(event), msg_id=events.status_msg_id(event)
+            )
+        except HadesError as exc:
+            log.warning("job %s: status event %s lost: %s", self.job.id, event["status"], exc.detail)
+
+    async def job_status(self, status: JobStatus, reason: str | None = None, **extra: Any) -> None:
+        await self.publish(
+            events.job_event(
+                self.job.id, attempt=self.attempt, seq=self.sequence.next(), status=status, reason=reason, **extra
+            )
+        )
+
+    async def step_started(self, step: Step, *, started_at: str) -> None:
+        if not self.first_step_started:
+            self.first_step_started = True
+            metrics.JOB_START_LATENCY.observe(time.monotonic() - self.dequeued_at)
+        span = tracer.start_span("hades.step", attributes={"hades.job_id": self.job.id, "hades.step_id": step.id})
+        self.step_spans[step.id] = span
+        await self.publish(
+            events.step_event(
+                self.job.id,
+                attempt=self.attempt,
+                seq=self.sequence.next(),
+                step_id=step.id,
+                step_name=step.name,
+                status=StepStatus.RUNNING,
+                started_at=started_at,
+            )
+        )
+
+    async def step_finished(self, result: StepResult) -> None:
+        self.reported[result.step_id] = result
+        step = next(s for s in self.job.steps if s.id == result.step_id)
+        if result.duration_s is not None:
+            metrics.STEP_DURATION.labels(str(result.status)).observe(result.duration_s)
+        if result.reason and result.status is StepStatus.FAILED:
+            self.sink.system(step.id, f"[hades] step {step.id} ({step.name}) {result.reason}")
+        span = self.step_spans.pop(result.step_id, None)
+        if span is not None:
+            span.set_attribute("hades.step_status", str(result.status))
+            span.end()
+        extra = {
+            k: v
+            for k, v in (
+                ("exit_code", result.exit_code),
+                ("started_at", result.started_at),
+                ("finished_at", result.finished_at),
+                ("duration_s", result.duration_s),
+                ("reason", result.reason),
+            )
+            if v is not None
+        }
+        await self.publish(
+            events.step_event(
+                self.job.id,
+                attempt=self.attempt,
+                seq=self.sequence.next(),
+                step_id=step.id,
+                step_name=step.name,
+                status=result.status,
+                **extra,
+            )
+        )
+
+    def log(self, step_id: int, stream: str, message: str, *, at: str) -> None:
+        self.sink.add(step_id, stream, message, at=at)
+
+    async def report_unreported(self, result: RunResult) -> None:
+        """Steps the executor never reported (skipped, or lost to an error) still get their final event."""
+        by_id = {r.step_id: r for r in result.steps}
+        for step in self.job.steps:
+            if step.id in self.reported:
+                continue
+            await self.step_finished(
+                by_id.get(step.id)
+                or StepResult(step_id=step.id, status=StepStatus.SKIPPED, reason=result.reason or "not run")
+            )
+
+
+def secrets_of(job: Job, settings: Settings) -> list[str]:
+    values = [v for k, v in job.metadata.items() if settings.dispatch.is_secret(k)]
+    for step in job.steps:
+        values.extend(v for k, v in step.metadata.items() if settings.dispatch.is_secret(k))
+    return values
+
+
+async def keep_alive(msg: Msg, interval_s: float) -> None:
+    """In-progress acks well inside AckWait while the job runs."""
+    while True:
+        await asyncio.sleep(interval_s)
+        with contextlib.suppress(Exception):
+            await msg.in_progress()
+
+
+@dataclass
+class Deps:
+    conn: messaging.Messaging
+    executor: Executor
+    settings: Settings
+    dispatcher_id: str
+
+
+async def handle(deps: Deps, msg: Msg, *, stop: StopSignal) -> None:
+    """Run one delivered job message to its end. Cancelling this task leaves the message for redelivery."""
+    attempt = msg.metadata.num_delivered
+    try:
+        job = Job.from_message(json.loads(msg.data))
+    except (ValueError, KeyError, TypeError) as exc:
+        log.error("dropping malformed job message on %s: %s", msg.subject, exc)
+        await msg.term()
+        return
+    if attempt > 1:
+        metrics.REDELIVERIES.inc()
+    parent = tracing.extract(msg.headers)
+    with tracer.start_as_current_span(
+        "hades.dispatch", context=parent, attributes={"hades.job_id": job.id, "hades.attempt": attempt}
+    ):
+        await _handle(deps, msg, job, attempt, stop)
+
+
+async def _handle(deps: Deps, msg: Msg, job: Job, attempt: int, stop: StopSignal) -> None:
+    settings = deps.settings
+    sink = LogSink(
+        deps.conn, job_id=job.id, attempt=attempt, settings=settings.dispatch, secrets=secrets_of(job, settings)
+    )
+    run = JobRun(deps.conn, job, attempt, sink)
+    heartbeat = asyncio.create_task(keep_alive(msg, max(settings.dispatch.ack_wait_s / 3, 0.5)))
+    try:
+        if attempt > settings.dispatch.max_deliver:
+            await _dead_letter(deps, msg, run, f"gave up after {settings.dispatch.max_deliver} attempts")
+            return
+        if stop.requested:  # cancelled while queued
+            await _finish(deps, msg, run, RunResult(status=JobStatus.CANCELLED, steps=(), reason=stop.detail))
+            return
+        queue_wait = max(0.0, time.time() - parse_time(job.submitted_at).timestamp())
+        metrics.JOBS_STARTED.labels(str(job.lane)).inc()
+        metrics.JOB_QUEUE_WAIT.labels(str(job.lane)).observe(queue_wait)
+        await run.job_status(
+            JobStatus.RUNNING,
+            job=job.summary(),
+            queue_wait_s=round(queue_wait, 3),
+            dispatcher=deps.dispatcher_id,
+            started_at=utc_now(),
+        )
+        timer = asyncio.get_running_loop().call_later(
+            job.timeout_s,
+            lambda: stop.stop(JobStatus.TIMED_OUT, grace_s=0, detail=f"job timed out after {job.timeout_s} s"),
+        )
+        started = time.monotonic()
+        try:
+            result = await deps.executor.run(job, attempt=attempt, hooks=run, stop=stop)
+        except JobError as exc:
+            result = RunResult(status=JobStatus.FAILED, steps=(), reason=exc.detail)
+        except Unavailable as exc:
+            await _retry_later(deps, msg, run, exc)
+            return
+        finally:
+            timer.cancel()
+        metrics.JOB_DURATION.labels(str(result.status)).observe(time.monotonic() - started)
+        await _finish(deps, msg, run, result)
+    finally:
+        heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeat
+        await sink.close()
+
+
+async def _finish(deps: Deps, msg: Msg, run: JobRun, result: RunResult) -> None:
+    await run.report_unreported(result)
+    await run.sink.close()  # every line stored before the terminal event, so readers of the end see them all
+    await run.job_status(result.status, result.reason, finished_at=utc_now())
+    metrics.JOBS_FINISHED.labels(str(result.status)).inc()
+    log.info(
+        "job %s attempt %d: %s%s",
+        run.job.id,
+        run.attempt,
+        result.status,
+        f" ({result.reason})" if result.reason else "",
+    )
+    await msg.ack_sync()
+
+
+async def _retry_later(deps: Deps, msg: Msg, run: JobRun, exc: Unavailable) -> None:
+    if run.attempt >= deps.settings.dispatch.max_deliver:
+        await _dead_letter(deps, msg, run, f"infrastructure trouble on the last attempt: {exc.detail}")
+        return
+    log.warning("job %s attempt %d: %s; retrying in %.0f s", run.job.id, run.attempt, exc.detail, RETRY_DELAY_S)
+    run.sink.system(0, f"[hades] attempt {run.attempt} hit infrastructure trouble ({exc.detail}); retrying")
+    await run.job_status(JobStatus.RUNNING, f"retrying: {exc.detail}")
+    await msg.nak(delay=RETRY_DELAY_S)
+
+
+async def _dead_letter(deps: Deps, msg: Msg, run: JobRun, reason: str) -> None:
+    """Fail the job for good and keep its message where it can be listed and redriven."""
+    metrics.DEAD_LETTERED.inc()
+    await deps.conn.publish(topology.dead_subject(run.job.id), msg.data, headers={"Hades-Reason": reason[:500]})
+    await _finish(deps, msg, run, RunResult(status=JobStatus.FAILED, steps=(), reason=f"infrastructure: {reason}"))
