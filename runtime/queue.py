@@ -30,9 +30,7 @@ async def enqueue(conn: messaging.Messaging, job: Job) -> Enqueued:
     """Store the job durably; raises ``Unavailable`` when JetStream did not store it."""
     ack = await conn.publish(topology.jobs_subject(job.lane), messaging.encode(job.to_message()), msg_id=job.id)
     # The queued event names the job's stream sequence so the log collector can tell its place in the lane.
-    queued = events.job_event(
-        job.id, attempt=0, seq=0, status=JobStatus.QUEUED, job=job.summary(), stream_seq=ack.seq
-    )
+    queued = events.job_event(job.id, attempt=0, seq=0, status=JobStatus.QUEUED, job=job.summary(), stream_seq=ack.seq)
     try:
         await conn.publish(
             topology.status_subject(job.id), messaging.encode(queued), msg_id=events.status_msg_id(queued)
