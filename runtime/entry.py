@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from collections.abc import Callable
@@ -24,4 +25,14 @@ def serve(
         print(f"hades-{service}: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     logconfig.configure_logging(service, settings.log_level)
+    _use_uvloop()
     hades_web.run(create_app(settings), port=port(settings))
+
+
+def _use_uvloop() -> None:
+    """uvloop roughly doubles what one process serves (HTTP parsing, NATS I/O); asyncio's loop is the fallback."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

@@ -7,7 +7,6 @@ Publishing translates every NATS failure into ``Unavailable``, so callers answer
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -16,6 +15,7 @@ from typing import Any
 import nats
 import nats.errors
 import nats.js.errors
+import orjson
 from aiohttp import web
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -66,8 +66,16 @@ class Messaging:
         except (TimeoutError, nats.errors.Error) as exc:
             raise Unavailable(f"the message broker is not reachable: {type(exc).__name__}") from exc
 
-    async def publish_json(self, subject: str, body: Any, *, msg_id: str | None = None) -> js_api.PubAck:
-        return await self.publish(subject, encode(body), msg_id=msg_id)
+    async def publish_unacked(self, subject: str, payload: bytes, *, msg_id: str | None = None) -> None:
+        """Send to a stream subject without waiting for the ack: for advisory messages only (never a job)."""
+        hdrs: dict[str, str] = {}
+        if msg_id is not None:
+            hdrs[topology.HEADER_MSG_ID] = msg_id
+        tracing.inject(hdrs)
+        try:
+            await self.nc.publish(subject, payload, headers=hdrs)
+        except nats.errors.Error as exc:
+            log.warning("advisory message on %s not sent: %s", subject, exc)
 
     async def close(self) -> None:
         if self.nc.is_closed:
@@ -80,7 +88,7 @@ class Messaging:
 
 
 def encode(body: Any) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(body)
 
 
 async def connect(settings: Settings, *, name: str) -> Messaging:

@@ -7,12 +7,14 @@ JSON Schema cannot say (unique step ids, ``memory_swap`` ≥ ``memory_limit``) a
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterable, Mapping
 from functools import cache
 from importlib import resources
 from typing import Any
 
+import fastjsonschema
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
@@ -37,14 +39,29 @@ def _validator() -> Draft202012Validator:
     return Draft202012Validator(schema)
 
 
+@cache
+def _accepts() -> Any:
+    """A compiled yes/no check of the same schema, ~10x faster than ``jsonschema``: the hot path of submit.
+
+    It only decides; ``jsonschema`` (the reference, draft 2020-12) explains every rejection. The schema uses no
+    keyword whose meaning differs between draft 7 and 2020-12, and a test holds the two to the same verdicts.
+    """
+    schema = copy.deepcopy(job_schema())
+    schema["$schema"] = "http://json-schema.org/draft-07/schema#"
+    return fastjsonschema.compile(schema)
+
+
 def job_violations(document: Any) -> list[Violation]:
     """Every problem with a job document, in document order; empty when it is valid."""
-    violations: list[Violation] = []
-    for error in sorted(_validator().iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path]):
-        violations.extend(_render(error))
-    if not violations:
-        violations.extend(_semantic_violations(document))
-    return violations
+    try:
+        _accepts()(document)
+    except fastjsonschema.JsonSchemaException:
+        violations: list[Violation] = []
+        for error in sorted(_validator().iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path]):
+            violations.extend(_render(error))
+        if violations:
+            return violations
+    return _semantic_violations(document)
 
 
 def _pointer(parts: Iterable[Any]) -> str:

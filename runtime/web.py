@@ -7,12 +7,12 @@ Every error leaves as ``application/problem+json``: ``HadesError`` with its own 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -34,9 +34,14 @@ READINESS_CHECKS = web.AppKey("readiness_checks", list[ReadinessCheck])
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def parse_json(body: bytes) -> Any:
+    """Parse a request body; ``ValueError`` (with line and column) when it is not JSON."""
+    return orjson.loads(body)
+
+
 def json_response(body: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
-        body=json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(),
+        body=orjson.dumps(body),
         status=status,
         content_type="application/json",
         headers=headers,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -40,8 +39,8 @@ async def _read_document(request: web.Request) -> Any:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     body = await request.read()  # client_max_size enforces the limit for chunked bodies too
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return hades_web.parse_json(body)
+    except ValueError as exc:
         metrics.JOBS_REJECTED.labels("malformed").inc()
         raise MalformedJSON(f"the body is not valid JSON: {exc}") from None
 

@@ -1,0 +1,1 @@
+"""Benchmarks (``make bench``): each compares Hades against a raw baseline measured in the same run."""
