@@ -191,7 +191,9 @@ class Dispatcher:
             self.loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.loop_task
-        for sub in self.subscriptions:
+        # Pull subscriptions too: a fetch answered after its timeout leaves a message in a queue nobody reads,
+        # and draining the connection would wait for it. Unacked, it is redelivered after AckWait.
+        for sub in [*self.subscriptions, *self.pulls.values()]:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         tasks = [task for task, _, _ in self.running.values()]

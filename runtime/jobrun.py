@@ -244,5 +244,7 @@ async def _retry_later(deps: Deps, msg: Msg, run: JobRun, exc: Unavailable) -> N
 async def _dead_letter(deps: Deps, msg: Msg, run: JobRun, reason: str) -> None:
     """Fail the job for good and keep its message where it can be listed and redriven."""
     metrics.DEAD_LETTERED.inc()
+    # An earlier attempt may have died with its dispatcher and left containers running; this job is over.
+    await deps.executor.cleanup(run.job.id)
     await deps.conn.publish(topology.dead_subject(run.job.id), msg.data, headers={"Hades-Reason": reason[:500]})
     await _finish(deps, msg, run, RunResult(status=JobStatus.FAILED, steps=(), reason=f"infrastructure: {reason}"))

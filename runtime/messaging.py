@@ -114,6 +114,7 @@ async def connect(settings: Settings, *, name: str) -> Messaging:
                 reconnect_time_wait=1,
                 max_reconnect_attempts=-1,
                 allow_reconnect=True,
+                drain_timeout=5,
                 error_cb=on_error,
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,
