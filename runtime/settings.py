@@ -102,6 +102,9 @@ class DispatchSettings:
     """Metadata keys matching these (case-insensitive globs) have their values masked as ``***`` in logs."""
     docker_host: str = ""
     """Docker engine URL; empty: the usual ``DOCKER_HOST`` / local socket."""
+    scope: str = "hades"
+    """Label value that marks this deployment's containers, so dispatchers of another deployment sharing the
+    engine never sweep them as leftovers."""
 
     def is_secret(self, key: str) -> bool:
         upper = key.upper()
@@ -294,6 +297,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HADES_JOB_LOG_MAX_BYTES": ("dispatch.job_log_max_bytes", _int(1024)),
     "HADES_SECRET_PATTERNS": ("dispatch.secret_patterns", _list),
     "HADES_DOCKER_HOST": ("dispatch.docker_host", _str),
+    "HADES_SCOPE": ("dispatch.scope", _str),
     "HADES_CALLBACK_SECRET": ("logs.callback_secret", _str),
     "HADES_CALLBACK_ALLOWED_HOSTS": ("logs.callback_allowed_hosts", _list),
     "HADES_CALLBACK_MAX_ATTEMPTS": ("logs.callback_max_attempts", _int(1)),

@@ -40,8 +40,12 @@ async def clean_nats(nats_server: NatsServer) -> AsyncIterator[str]:
     yield nats_server.url
 
 
+SCOPE = f"test-{os.getpid()}"
+"""Containers of this test session; a concurrent session on the same engine has its own."""
+
+
 def make_settings(nats_url: str, **env: str) -> Settings:
-    return Settings.from_env({"HADES_NATS_URL": nats_url, **env})
+    return Settings.from_env({"HADES_NATS_URL": nats_url, "HADES_SCOPE": SCOPE, **env})
 
 
 @pytest.fixture

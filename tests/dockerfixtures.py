@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,21 +46,25 @@ def docker_client() -> Iterator[object]:
     client.close()
 
 
-@pytest.fixture(scope="session")
-def busybox_image(docker_client: object, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A tiny image with sh and the busybox tools (``ip``, ``sleep``, ``head`` …)."""
+def build_busybox_image(client: Any) -> str:
+    """Build ``hades-test-busybox:1`` unless the engine has it (also used by the benchmarks)."""
     import docker.errors
 
-    client = docker_client  # type: ignore[assignment]
     try:
-        client.images.get(BUSYBOX_IMAGE)  # type: ignore[attr-defined]
+        client.images.get(BUSYBOX_IMAGE)
         return BUSYBOX_IMAGE
     except docker.errors.ImageNotFound:
         pass
+    with tempfile.TemporaryDirectory() as context:
+        shutil.copy(BUSYBOX_BINARY, Path(context) / "busybox")
+        (Path(context) / "Dockerfile").write_text(DOCKERFILE)
+        client.images.build(path=context, tag=BUSYBOX_IMAGE, rm=True)
+    return BUSYBOX_IMAGE
+
+
+@pytest.fixture(scope="session")
+def busybox_image(docker_client: Any) -> str:
+    """A tiny image with sh and the busybox tools (``ip``, ``sleep``, ``head`` …)."""
     if not BUSYBOX_BINARY.exists():
         _unavailable("/bin/busybox is missing: apt-get install busybox-static")
-    context = tmp_path_factory.mktemp("busybox-image")
-    shutil.copy(BUSYBOX_BINARY, context / "busybox")
-    (context / "Dockerfile").write_text(DOCKERFILE)
-    client.images.build(path=str(context), tag=BUSYBOX_IMAGE, rm=True)  # type: ignore[attr-defined]
-    return BUSYBOX_IMAGE
+    return build_busybox_image(docker_client)

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from functions.dispatch.handlers import create_app as create_dispatch
 from functions.submit.handlers import create_app as create_submit
 from runtime import topology
-from tests.conftest import make_settings
+from tests.conftest import SCOPE, make_settings
 from tests.helpers import poll
 from tests.natsserver import free_port
 
@@ -256,6 +256,7 @@ def dispatcher_process(clean_nats: str, busybox_image: str) -> Iterator[Callable
                 "HADES_NATS_URL": clean_nats,
                 "HADES_DISPATCH_PORT": str(free_port()),
                 "HADES_PULL_TIMEOUT_SECONDS": "0.5",
+                "HADES_SCOPE": SCOPE,
                 **env,
             },
         )

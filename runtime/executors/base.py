@@ -95,7 +95,7 @@ def job_status(results: Sequence[StepResult], steps: Sequence[Step]) -> tuple[Jo
     for result in results:
         if result.status is StepStatus.FAILED and not by_id[result.step_id].continue_on_error:
             name = by_id[result.step_id].name
-            return JobStatus.FAILED, result.reason or f"step {result.step_id} ({name}) failed"
+            return JobStatus.FAILED, f"step {result.step_id} ({name}) {result.reason or 'failed'}"
     return JobStatus.SUCCEEDED, None
 
 

@@ -1,0 +1,578 @@
+"""The Docker executor: each step of a job is a container on one engine, all sharing one named volume.
+
+Owns: images (pulled when missing), the job's volume and containers (labelled ``hades.job-id`` and
+``hades.scope`` so a restarted dispatcher finds and removes its deployment's leftovers), each step's output streamed line by line to ``RunHooks.log``, the step
+limits and hardening, stopping the running step when dispatch asks, and removing everything afterwards. Leaves
+to dispatch: timeouts and cancels (it sets the ``StopSignal``), events, log caps and secret masking (in the
+hooks), retries.
+
+Every SDK call blocks, so every one runs on this executor's own thread pool, never on the event loop; the
+default pool also serves DNS lookups and must not queue behind a job's log stream. Each request is bounded by
+the client's timeout (waits are re-issued in slices) because cancelling an ``await`` does not stop its thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import functools
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+import urllib3.exceptions
+
+from runtime import units
+from runtime.errors import HadesError, JobError, Unavailable, truncate
+from runtime.executors.base import RunHooks, RunResult, StepResult, StopSignal, job_status, skipped
+from runtime.jobs import Job, JobStatus, Step, StepStatus, utc_now
+from runtime.settings import Settings
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+LABEL_JOB_ID = "hades.job-id"
+LABEL_ATTEMPT = "hades.attempt"
+LABEL_STEP_ID = "hades.step-id"
+LABEL_SCOPE = "hades.scope"
+IMAGE_KNOWN_S = 60.0
+"""An image seen on the engine is not inspected again for this long (a removed one is pulled on demand)."""
+SHARED_PATH = "/shared"
+
+API_TIMEOUT_S = 30.0
+"""One engine request (create, start, inspect, remove …); past it the engine counts as unavailable."""
+WAIT_SLICE_S = 30.0
+"""A wait for a container's exit is re-issued this often, so no thread blocks on a hung engine for good."""
+DRAIN_TIMEOUT_S = 10.0
+"""How long a step's output stream may stay open after its container exited before it is closed."""
+MAX_PARTIAL_LINE_CHARS = 1024 * 1024
+"""Output without a newline is passed on in pieces of this size, so one endless line cannot eat memory."""
+
+CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETUID", "SETGID", "KILL")
+"""All capabilities are dropped, then these few added back. Build scripts run as root inside their image and
+still need to own, chmod and write files they did not create (CHOWN, DAC_OVERRIDE, FOWNER, FSETID: package
+managers, ``cp -p``, fixing permissions on ``/shared``), to drop to another user (SETUID, SETGID: ``su``,
+``gosu``, test runners) and to stop their own processes (KILL). Docker's other defaults are left out: NET_RAW
+(raw sockets, spoofing), MKNOD (device nodes), AUDIT_WRITE, SETPCAP, SETFCAP, SYS_CHROOT and NET_BIND_SERVICE
+serve no build and widen what a hostile script can try."""
+
+_NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
+_ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
+
+
+class DockerExecutor:
+    """``hooks.step_finished`` is called for every step that was tried (including one the engine could not
+    start); skipped steps appear only in the ``RunResult``."""
+
+    name = "docker"
+
+    def __init__(self, client: Any, *, settings: Settings, pool: ThreadPoolExecutor, host_cpus: float | None) -> None:
+        self._client = client
+        self._settings = settings
+        self._pool = pool
+        self._host_cpus = host_cpus
+        self._cleanups: set[asyncio.Task[None]] = set()  # shielded cleanups that outlive a cancelled run
+        self._images_seen: dict[str, float] = {}  # image → monotonic time it was last seen on the engine
+        self._scope = settings.dispatch.scope
+
+    @classmethod
+    async def create(cls, settings: Settings) -> DockerExecutor:
+        # Per job: one output stream and one exit wait (both long), one short call; plus room for checks.
+        pool = ThreadPoolExecutor(max_workers=3 * settings.dispatch.concurrency + 2, thread_name_prefix="hades-docker")
+        try:
+            # Even from_env talks to the engine (it asks for the API version), so it runs off the loop too.
+            client, host_cpus = await asyncio.get_running_loop().run_in_executor(
+                pool, _connect, settings.dispatch.docker_host, API_TIMEOUT_S
+            )
+        except _ENGINE_ERRORS as exc:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise Unavailable(f"docker engine not reachable: {_explain(exc)}") from exc
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        return cls(client, settings=settings, pool=pool, host_cpus=host_cpus)
+
+    async def close(self) -> None:
+        if self._cleanups:  # removals that cancelled runs left running
+            await asyncio.wait(self._cleanups, timeout=API_TIMEOUT_S)
+        try:
+            await self._call(self._client.close)
+        except Unavailable as exc:
+            log.debug("closing the docker client: %s", exc.detail)
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def check(self) -> str | None:
+        try:
+            await self._call(self._client.ping)
+        except Unavailable as exc:
+            return truncate(exc.detail, 200)
+        return None
+
+    # -- running a job ------------------------------------------------------------------------------------------
+
+    async def run(self, job: Job, *, attempt: int, hooks: RunHooks, stop: StopSignal) -> RunResult:
+        await self.cleanup(job.id)  # what an earlier attempt of this job left behind
+        try:
+            return await self._run(job, attempt=attempt, hooks=hooks, stop=stop)
+        finally:
+            await self._cleanup_shielded(job.id)
+
+    async def _run(self, job: Job, *, attempt: int, hooks: RunHooks, stop: StopSignal) -> RunResult:
+        if stop.requested:
+            return _stopped(job.steps, [], stop)
+        # Every image first: a job whose third step cannot run should fail before its first step spends time.
+        pulls = asyncio.ensure_future(self._ensure_images(job))
+        try:
+            if not await _unless_stopped(pulls, stop):
+                return _stopped(job.steps, [], stop)
+            pulls.result()
+        finally:
+            pulls.cancel()
+        volume = await self._create_volume(job, attempt)
+        results: list[StepResult] = []
+        for index, step in enumerate(job.steps):
+            if stop.requested:
+                return _stopped(job.steps[index:], results, stop)
+            result, interrupted = await self._run_step(
+                job, step, attempt=attempt, volume=volume, hooks=hooks, stop=stop
+            )
+            results.append(result)
+            await hooks.step_finished(result)
+            if interrupted:
+                return _stopped(job.steps[index + 1 :], results, stop)
+            if result.status is StepStatus.FAILED and not step.continue_on_error:
+                results += skipped(job.steps[index + 1 :], reason=f"skipped: step {step.id} ({step.name}) failed")
+                break
+        status, reason = job_status(results, job.steps)
+        return RunResult(status=status, steps=tuple(results), reason=reason)
+
+    async def _run_step(
+        self, job: Job, step: Step, *, attempt: int, volume: str, hooks: RunHooks, stop: StopSignal
+    ) -> tuple[StepResult, bool]:
+        """Run one step's container; the flag says whether the stop signal ended it."""
+        container = await self._create_container(job, step, attempt=attempt, volume=volume)
+        loop = asyncio.get_running_loop()
+        # Attached before the start, so not a byte of output can be written before someone reads it.
+        stream = await self._call(container.attach, stdout=True, stderr=True, stream=True, logs=True, demux=True)
+        reader = loop.run_in_executor(self._pool, _pump, stream, _emitter(loop, hooks, step.id), job.id)
+        try:
+            try:
+                await self._blocking(container.start)
+            except docker.errors.APIError as exc:
+                if exc.is_server_error():
+                    raise _unavailable(exc) from exc
+                # The engine refused the command (e.g. no ``sh`` in the image): the step's fault, not ours.
+                return StepResult(step.id, StepStatus.FAILED, reason=f"could not start: {_explain(exc)}"), False
+            except _ENGINE_ERRORS as exc:
+                raise _unavailable(exc) from exc
+            started_at, began = utc_now(), time.monotonic()
+            log.debug("job %s: step %d started in %s", job.id, step.id, container.name)
+            await hooks.step_started(step, started_at=started_at)
+
+            exit_task = asyncio.ensure_future(self._exit_code(container))
+            try:
+                interrupted = not await _unless_stopped(exit_task, stop)
+                if interrupted:
+                    log.info("job %s: stopping step %d (%s)", job.id, step.id, stop.detail or stop.reason)
+                    await self._stop_container(container, grace_s=stop.grace_s)
+                    try:
+                        exit_code = await asyncio.wait_for(exit_task, API_TIMEOUT_S)
+                    except TimeoutError:
+                        raise Unavailable(f"docker engine: step {step.id} did not stop") from None
+                else:
+                    exit_code = exit_task.result()
+            finally:
+                exit_task.cancel()
+            finished_at, duration_s = utc_now(), round(time.monotonic() - began, 3)
+
+            await self._drain(reader, stream, job_id=job.id, step_id=step.id)
+            # Only a failure needs the state (was it the memory limit?); a success saves the engine a call.
+            state = await self._call(_state, container) if exit_code != 0 else {}
+        finally:
+            if not reader.done():
+                self._close_stream(stream)
+
+        status, reason = StepStatus.SUCCEEDED, None
+        if interrupted:
+            status, reason = StepStatus.FAILED, _stop_reason(stop)
+        elif exit_code != 0 and state.get("OOMKilled"):
+            status, reason = (
+                StepStatus.FAILED,
+                f"killed: out of memory (limit {units.format_memory(step.memory_bytes)})",
+            )
+        elif exit_code != 0:
+            status, reason = StepStatus.FAILED, f"exited with code {exit_code}"
+        result = StepResult(
+            step_id=step.id,
+            status=status,
+            exit_code=exit_code,
+            started_at=started_at,
+            finished_at=finished_at,
+            duration_s=duration_s,
+            reason=reason,
+        )
+        return result, interrupted
+
+    def _container_spec(self, job: Job, step: Step, *, attempt: int, volume: str) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "image": step.image,
+            "name": f"hades-{_safe(job.id)}-a{attempt}-s{step.id}",
+            "labels": {
+                LABEL_JOB_ID: job.id,
+                LABEL_ATTEMPT: str(attempt),
+                LABEL_STEP_ID: str(step.id),
+                LABEL_SCOPE: self._scope,
+            },
+            "environment": job.environment(step),
+            "working_dir": SHARED_PATH,
+            "volumes": {volume: {"bind": SHARED_PATH, "mode": "rw"}},
+            "network_mode": step.network,
+            "nano_cpus": int(self._cpus(step.cpu_limit) * 1e9),
+            "mem_limit": step.memory_bytes,
+            "memswap_limit": step.memory_swap_bytes,
+            "pids_limit": step.pids_limit,
+            "privileged": False,
+            "security_opt": ["no-new-privileges"],
+            "cap_drop": ["ALL"],
+            "cap_add": list(CAPABILITIES),
+            "stdin_open": False,
+            "tty": False,  # keeps stdout and stderr apart
+        }
+        if step.script.strip():
+            # The entrypoint, not just the command: an image's own ENTRYPOINT would otherwise get ``sh -c …`` as
+            # its arguments, and Kubernetes' ``command`` (the other executor) replaces the entrypoint too.
+            spec["entrypoint"] = ["sh", "-c"]
+            spec["command"] = [step.script]
+        return spec
+
+    def _cpus(self, requested: float) -> float:
+        # The operator's maximum may exceed this host's cores, and the engine refuses a step asking for more
+        # than it has: such a step gets the whole machine instead of failing.
+        return min(requested, self._host_cpus) if self._host_cpus else requested
+
+    async def _create_container(self, job: Job, step: Step, *, attempt: int, volume: str) -> Any:
+        spec = self._container_spec(job, step, attempt=attempt, volume=volume)
+        try:
+            try:
+                return await self._blocking(self._client.containers.create, **spec)
+            except docker.errors.ImageNotFound:
+                # Removed since we last saw it: pull it again, then create once more.
+                self._images_seen.pop(step.image, None)
+                await self._ensure_image(step.image)
+                return await self._blocking(self._client.containers.create, **spec)
+        except docker.errors.APIError as exc:
+            if exc.is_server_error():
+                raise _unavailable(exc) from exc
+            raise JobError(f"step {step.id} ({step.name}) cannot run: {_explain(exc)}") from exc
+        except _ENGINE_ERRORS as exc:
+            raise _unavailable(exc) from exc
+
+    async def _create_volume(self, job: Job, attempt: int) -> str:
+        name = f"hades-{_safe(job.id)}-a{attempt}"
+        labels = {LABEL_JOB_ID: job.id, LABEL_ATTEMPT: str(attempt), LABEL_SCOPE: self._scope}
+        await self._call(self._client.volumes.create, name=name, driver="local", labels=labels)
+        return name
+
+    async def _exit_code(self, container: Any) -> int:
+        while True:
+            try:
+                status = await self._blocking(container.wait, timeout=WAIT_SLICE_S)
+            except _ENGINE_ERRORS as exc:
+                if _timed_out(exc):
+                    continue  # still running; ask again
+                raise _unavailable(exc) from exc
+            return int(status.get("StatusCode", -1))
+
+    async def _stop_container(self, container: Any, *, grace_s: float) -> None:
+        """SIGTERM, then SIGKILL after the grace (the engine does both); no grace: SIGKILL at once."""
+        try:
+            if grace_s > 0:
+                await self._blocking(container.stop, timeout=math.ceil(grace_s))
+            else:
+                await self._blocking(container.kill)
+        except docker.errors.APIError as exc:
+            if exc.status_code not in (404, 409):  # gone already, or exited on its own meanwhile
+                raise _unavailable(exc) from exc
+        except _ENGINE_ERRORS as exc:
+            raise _unavailable(exc) from exc
+
+    async def _drain(self, reader: asyncio.Future[None], stream: Any, *, job_id: str, step_id: int) -> None:
+        """Wait until every line was read and handed to the hooks (the stream ends with the container)."""
+        try:
+            await asyncio.wait_for(asyncio.shield(reader), DRAIN_TIMEOUT_S)
+        except TimeoutError:
+            log.warning(
+                "job %s: step %d output still open %.0f s after it ended; closing it", job_id, step_id, DRAIN_TIMEOUT_S
+            )
+            self._close_stream(stream)
+
+    def _close_stream(self, stream: Any) -> None:
+        # Shuts the socket down so the reader thread sees the end; never awaited, so it also works mid-cancel.
+        with contextlib.suppress(RuntimeError):  # the pool is shut down: the executor is closing
+            self._pool.submit(_close_quietly, stream)
+
+    # -- images ---------------------------------------------------------------------------------------------------
+
+    async def _ensure_images(self, job: Job) -> None:
+        for image in dict.fromkeys(step.image for step in job.steps):
+            await self._ensure_image(image)
+
+    async def _ensure_image(self, image: str) -> None:
+        seen = self._images_seen.get(image)
+        if seen is not None and time.monotonic() - seen < IMAGE_KNOWN_S:
+            return
+        try:
+            await self._blocking(self._client.images.get, image)
+            self._images_seen[image] = time.monotonic()
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.is_server_error():
+                raise _unavailable(exc) from exc
+            raise JobError(f"image {image!r} is not available: {_explain(exc)}") from exc
+        except _ENGINE_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        timeout_s = self._settings.dispatch.image_pull_timeout_s
+        log.info("pulling image %s", image)
+        try:
+            await asyncio.wait_for(self._blocking(_pull, self._client.api, image, timeout_s), timeout_s)
+        except TimeoutError:
+            raise JobError(f"image {image!r} is not available: pull did not finish within {timeout_s:g} s") from None
+        except (docker.errors.APIError, _PullFailed) as exc:
+            # Not found, no registry reachable, access denied: infrastructure or configuration, not the user's code.
+            raise JobError(f"image {image!r} is not available: pull failed: {_explain(exc)}") from exc
+        except _ENGINE_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        self._images_seen[image] = time.monotonic()
+
+    # -- cleanup --------------------------------------------------------------------------------------------------
+
+    async def cleanup(self, job_id: str) -> None:
+        selector = {"label": f"{LABEL_JOB_ID}={job_id}"}
+        containers = await self._call(self._client.containers.list, all=True, sparse=True, filters=selector)
+        for container in containers:
+            # v=True also removes anonymous volumes an image's VOLUME lines created; the job volume is named.
+            await self._remove(container.remove, force=True, v=True)
+        for volume in await self._call(self._client.volumes.list, filters=selector):
+            await self._remove(volume.remove, force=True)
+
+    async def leftovers(self) -> set[str]:
+        # Only this deployment's: another Hades (or test session) on the same engine keeps its own.
+        selector = {"label": [LABEL_JOB_ID, f"{LABEL_SCOPE}={self._scope}"]}
+        containers = await self._call(self._client.containers.list, all=True, sparse=True, filters=selector)
+        volumes = await self._call(self._client.volumes.list, filters=selector)
+        found = {(c.attrs.get("Labels") or {}).get(LABEL_JOB_ID) for c in containers}
+        found |= {(v.attrs.get("Labels") or {}).get(LABEL_JOB_ID) for v in volumes}
+        return {job_id for job_id in found if job_id}
+
+    async def _remove(self, remove: Callable[..., Any], **kwargs: Any) -> None:
+        try:
+            await self._blocking(remove, **kwargs)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409 and "already in progress" in _explain(exc):
+                return
+            raise _unavailable(exc) from exc
+        except _ENGINE_ERRORS as exc:
+            raise _unavailable(exc) from exc
+
+    async def _cleanup_shielded(self, job_id: str) -> None:
+        """Remove the job's resources even when the run was cancelled: the removal runs on as its own task."""
+        task = asyncio.ensure_future(self.cleanup(job_id))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+        try:
+            await asyncio.shield(task)
+        except HadesError as exc:
+            log.warning("job %s: cleanup failed (the leftover sweep retries it): %s", job_id, exc.detail)
+
+    # -- calling the SDK off the loop -----------------------------------------------------------------------------
+
+    async def _blocking(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    async def _call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """A call whose every failure means the engine is in trouble."""
+        try:
+            return await self._blocking(fn, *args, **kwargs)
+        except _ENGINE_ERRORS as exc:
+            raise _unavailable(exc) from exc
+
+
+# -- helpers that run on the pool's threads ---------------------------------------------------------------------
+
+
+class _PullFailed(Exception):
+    pass
+
+
+def _connect(base_url: str, timeout_s: float) -> tuple[Any, float | None]:
+    """The client, and how many CPUs the engine's host has (None if it does not say)."""
+    client = (
+        docker.DockerClient(base_url=base_url, timeout=timeout_s) if base_url else docker.from_env(timeout=timeout_s)
+    )
+    try:
+        info = client.info()
+    except BaseException:
+        client.close()
+        raise
+    try:
+        return client, float(info["NCPU"])
+    except (KeyError, TypeError, ValueError):
+        return client, None
+
+
+def _pull(api: Any, image: str, timeout_s: float) -> None:
+    # The SDK's pull request has no read timeout; the deadline check between progress messages bounds it as
+    # long as the engine talks (it reports progress continuously), the caller's wait_for bounds the job anyway.
+    deadline = time.monotonic() + timeout_s
+    for event in api.pull(image, stream=True, decode=True):
+        if isinstance(event, dict) and event.get("error"):
+            raise _PullFailed(str(event["error"]))
+        if time.monotonic() > deadline:
+            raise _PullFailed(f"did not finish within {timeout_s:g} s")
+
+
+def _state(container: Any) -> dict[str, Any]:
+    container.reload()
+    return dict(container.attrs.get("State") or {})
+
+
+def _close_quietly(stream: Any) -> None:
+    try:
+        stream.close()  # shuts the socket down: a reader blocked on it wakes up and sees the end
+        # CancellableStream.close leaves the HTTP response (and with it the socket's file descriptor) open.
+        response = getattr(stream, "_response", None)
+        if response is not None:
+            response.close()
+    except Exception as exc:  # already closed, or the engine is gone: either way the reader ends
+        log.debug("closing an output stream: %s", exc)
+
+
+Emit = Callable[[list[tuple[str, str]], str], None]
+
+
+def _emitter(loop: asyncio.AbstractEventLoop, hooks: RunHooks, step_id: int) -> Emit:
+    """Hands a batch of (stream, line) read at one moment to ``hooks.log`` on the event loop."""
+
+    def deliver(batch: list[tuple[str, str]], at: str) -> None:
+        for stream, line in batch:
+            hooks.log(step_id, stream, line, at=at)
+
+    def emit(batch: list[tuple[str, str]], at: str) -> None:
+        loop.call_soon_threadsafe(deliver, batch, at)
+
+    return emit
+
+
+def _pump(stream: Iterable[tuple[bytes | None, bytes | None]], emit: Emit, job_id: str) -> None:
+    """Read a step's demultiplexed output until it ends, passing on each complete line as soon as it arrives."""
+    lines = {"stdout": _Lines(), "stderr": _Lines()}
+    try:
+        for out, err in stream:
+            batch = [("stdout", line) for line in lines["stdout"].feed(out)] if out else []
+            if err:
+                batch += [("stderr", line) for line in lines["stderr"].feed(err)]
+            if batch:
+                emit(batch, utc_now())
+    except Exception as exc:  # the stream was closed under us (hung engine) or the loop is gone
+        log.debug("job %s: output stream ended: %s", job_id, exc)
+    finally:
+        _close_quietly(stream)  # the engine ended it; this releases our end of the socket
+    tail = [(name, rest) for name, split in lines.items() if (rest := split.flush()) is not None]
+    if tail:
+        with contextlib.suppress(RuntimeError):  # the event loop is closed
+            emit(tail, utc_now())
+
+
+class _Lines:
+    """Bytes in, complete lines out: UTF-8 (bad bytes replaced) split on newlines, partial lines kept for later."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._parts: list[str] = []
+        self._size = 0
+
+    def feed(self, chunk: bytes) -> list[str]:
+        text = self._decoder.decode(chunk)
+        if "\n" not in text:
+            self._parts.append(text)
+            self._size += len(text)
+            return [self._take()] if self._size >= MAX_PARTIAL_LINE_CHARS else []
+        first, *rest = text.split("\n")
+        tail = rest.pop()
+        found = ["".join(self._parts) + first, *rest]
+        self._parts, self._size = ([tail], len(tail)) if tail else ([], 0)
+        return [line.removesuffix("\r") for line in found]
+
+    def flush(self) -> str | None:
+        self._parts.append(self._decoder.decode(b"", final=True))
+        rest = self._take()
+        return rest.removesuffix("\r") if rest else None
+
+    def _take(self) -> str:
+        text = "".join(self._parts)
+        self._parts, self._size = [], 0
+        return text
+
+
+# -- small pure helpers -----------------------------------------------------------------------------------------
+
+
+async def _unless_stopped(task: asyncio.Future[Any], stop: StopSignal) -> bool:
+    """Wait for ``task`` or the stop signal, whichever comes first; True when the task is done."""
+    if not task.done() and not stop.requested:
+        stopper = asyncio.ensure_future(stop.event.wait())
+        try:
+            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+    return task.done()
+
+
+def _stopped(rest: Iterable[Step], results: list[StepResult], stop: StopSignal) -> RunResult:
+    reason = f"skipped: {stop.detail}" if stop.detail else f"skipped: job {stop.reason}"
+    steps = (*results, *skipped(tuple(rest), reason=reason))
+    return RunResult(status=stop.reason, steps=steps, reason=stop.detail or None)
+
+
+def _stop_reason(stop: StopSignal) -> str:
+    verb = "killed" if stop.grace_s <= 0 else "stopped"
+    detail = stop.detail or ("job timed out" if stop.reason is JobStatus.TIMED_OUT else str(stop.reason))
+    return f"{verb}: {detail}"
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """A read timeout (on a unix socket the SDK reports it as a ConnectionError wrapping urllib3's)."""
+    if isinstance(exc, requests.exceptions.Timeout):
+        return True
+    return isinstance(exc, requests.exceptions.ConnectionError) and any(
+        isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args
+    )
+
+
+def _unavailable(exc: BaseException) -> Unavailable:
+    return Unavailable(f"docker engine: {_explain(exc)}")
+
+
+def _explain(exc: BaseException) -> str:
+    text = getattr(exc, "explanation", None) or str(exc) or exc.__class__.__name__
+    return truncate(str(text))
+
+
+def _safe(text: str) -> str:
+    return _NAME_UNSAFE.sub("-", text)
