@@ -1,10 +1,10 @@
 """The Docker executor: each step of a job is a container on one engine, all sharing one named volume.
 
 Owns: images (pulled when missing), the job's volume and containers (labelled ``hades.job-id`` and
-``hades.scope`` so a restarted dispatcher finds and removes its deployment's leftovers), each step's output streamed line by line to ``RunHooks.log``, the step
-limits and hardening, stopping the running step when dispatch asks, and removing everything afterwards. Leaves
-to dispatch: timeouts and cancels (it sets the ``StopSignal``), events, log caps and secret masking (in the
-hooks), retries.
+``hades.scope``, so a restarted dispatcher finds and removes its own deployment's leftovers), each step's output
+streamed line by line to ``RunHooks.log``, the step limits and hardening, stopping the running step when dispatch
+asks, and removing everything afterwards. Leaves to dispatch: timeouts and cancels (it sets the ``StopSignal``),
+events, log caps and secret masking (in the hooks), retries.
 
 Every SDK call blocks, so every one runs on this executor's own thread pool, never on the event loop; the
 default pool also serves DNS lookups and must not queue behind a job's log stream. Each request is bounded by
