@@ -23,6 +23,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
 import docker
@@ -122,13 +123,28 @@ class DockerExecutor:
     # -- running a job ------------------------------------------------------------------------------------------
 
     async def run(self, job: Job, *, attempt: int, hooks: RunHooks, stop: StopSignal) -> RunResult:
-        await self.cleanup(job.id)  # what an earlier attempt of this job left behind
+        if attempt > 1:
+            await self.cleanup(job.id)  # what an earlier attempt of this job left behind
+        created = _Created()
         try:
-            return await self._run(job, attempt=attempt, hooks=hooks, stop=stop)
-        finally:
+            result = await self._run(job, attempt=attempt, hooks=hooks, stop=stop, created=created)
+        except BaseException:
+            await self._cleanup_shielded(job.id)  # by label: also finds what a cancelled create left behind
+            raise
+        # The usual path removes exactly what it made, without listing the engine's containers by label.
+        try:
+            await self._remove_created(created)
+        except HadesError:
             await self._cleanup_shielded(job.id)
+        return result
 
-    async def _run(self, job: Job, *, attempt: int, hooks: RunHooks, stop: StopSignal) -> RunResult:
+    async def _remove_created(self, created: _Created) -> None:
+        for container in created.containers:
+            await self._remove(container.remove, force=True, v=True)
+        if created.volume:
+            await self._remove(self._client.api.remove_volume, name=created.volume, force=True)
+
+    async def _run(self, job: Job, *, attempt: int, hooks: RunHooks, stop: StopSignal, created: _Created) -> RunResult:
         if stop.requested:
             return _stopped(job.steps, [], stop)
         # Every image first: a job whose third step cannot run should fail before its first step spends time.
@@ -139,13 +155,13 @@ class DockerExecutor:
             pulls.result()
         finally:
             pulls.cancel()
-        volume = await self._create_volume(job, attempt)
+        volume = created.volume = await self._create_volume(job, attempt)
         results: list[StepResult] = []
         for index, step in enumerate(job.steps):
             if stop.requested:
                 return _stopped(job.steps[index:], results, stop)
             result, interrupted = await self._run_step(
-                job, step, attempt=attempt, volume=volume, hooks=hooks, stop=stop
+                job, step, attempt=attempt, volume=volume, hooks=hooks, stop=stop, created=created
             )
             results.append(result)
             await hooks.step_finished(result)
@@ -158,10 +174,11 @@ class DockerExecutor:
         return RunResult(status=status, steps=tuple(results), reason=reason)
 
     async def _run_step(
-        self, job: Job, step: Step, *, attempt: int, volume: str, hooks: RunHooks, stop: StopSignal
+        self, job: Job, step: Step, *, attempt: int, volume: str, hooks: RunHooks, stop: StopSignal, created: _Created
     ) -> tuple[StepResult, bool]:
         """Run one step's container; the flag says whether the stop signal ended it."""
         container = await self._create_container(job, step, attempt=attempt, volume=volume)
+        created.containers.append(container)
         loop = asyncio.get_running_loop()
         # Attached before the start, so not a byte of output can be written before someone reads it.
         stream = await self._call(container.attach, stdout=True, stderr=True, stream=True, logs=True, demux=True)
@@ -418,6 +435,14 @@ class DockerExecutor:
 
 class _PullFailed(Exception):
     pass
+
+
+@dataclass
+class _Created:
+    """What one run made on the engine, in order, so the usual path can remove exactly that."""
+
+    containers: list[Any] = field(default_factory=list)
+    volume: str | None = None
 
 
 def _connect(base_url: str, timeout_s: float) -> tuple[Any, float | None]:
