@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import nats.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from runtime import jobrun, messaging, metrics, queue, topology
@@ -60,7 +61,7 @@ class Dispatcher:
         self.slots = asyncio.Semaphore(settings.dispatch.concurrency)
         self.running: dict[str, tuple[asyncio.Task[None], StopSignal, Msg]] = {}
         self.work_hint = asyncio.Event()
-        self.pulls: dict[Lane, nats.js.JetStreamContext.PullSubscription] = {}
+        self.pulls: dict[Lane, JetStreamContext.PullSubscription] = {}
         self.subscriptions: list[Subscription] = []
         self.loop_task: asyncio.Task[None] | None = None
         metrics.DISPATCH_FREE_SLOTS.set(settings.dispatch.concurrency)
@@ -193,7 +194,11 @@ class Dispatcher:
                 await self.loop_task
         # Pull subscriptions too: a fetch answered after its timeout leaves a message in a queue nobody reads,
         # and draining the connection would wait for it. Unacked, it is redelivered after AckWait.
-        for sub in [*self.subscriptions, *self.pulls.values()]:
+        subscriptions: list[Subscription | JetStreamContext.PullSubscription] = [
+            *self.subscriptions,
+            *self.pulls.values(),
+        ]
+        for sub in subscriptions:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         tasks = [task for task, _, _ in self.running.values()]

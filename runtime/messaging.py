@@ -110,7 +110,7 @@ async def connect(settings: Settings, *, name: str) -> Messaging:
             nc = await nats.connect(
                 servers=servers,
                 name=name,
-                connect_timeout=settings.nats.connect_timeout_s,  # type: ignore[arg-type]
+                connect_timeout=settings.nats.connect_timeout_s,  # type: ignore[arg-type,unused-ignore]
                 reconnect_time_wait=1,
                 max_reconnect_attempts=-1,
                 allow_reconnect=True,

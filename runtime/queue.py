@@ -36,7 +36,7 @@ async def enqueue(conn: messaging.Messaging, job: Job) -> Enqueued:
     await conn.publish_unacked(
         topology.status_subject(job.id), messaging.encode(queued), msg_id=events.status_msg_id(queued)
     )
-    return Enqueued(job=job, duplicate=ack.duplicate)
+    return Enqueued(job=job, duplicate=bool(ack.duplicate))
 
 
 async def latest_status(conn: messaging.Messaging, job_id: str) -> events.StatusEvent | None:

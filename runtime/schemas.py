@@ -116,7 +116,7 @@ def _message(keyword: str | None, value: Any, schema: Mapping[str, Any], error: 
     }
     if keyword in simple:
         return simple[keyword]
-    return error.message[:300]
+    return str(error.message)[:300]
 
 
 def _semantic_violations(document: Mapping[str, Any]) -> list[Violation]:

@@ -248,7 +248,7 @@ def _weights(raw: str) -> tuple[int, int, int]:
         weights = ()
     if len(weights) != 3 or any(w < 1 for w in weights):
         raise ValueError("must be three integers ≥ 1 as high:normal:low, e.g. 6:3:1")
-    return weights  # type: ignore[return-value]
+    return (weights[0], weights[1], weights[2])
 
 
 _DEFAULT_FOLLOWS_MAX = (

@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STATE = ROOT / ".hades"
+STATE = Path(os.environ.get("HADES_LOCAL_STATE_DIR", ROOT / ".hades"))
 FUNCTIONS = ("submit", "dispatch", "logs")
 COLOURS = {"nats": "36", "submit": "32", "dispatch": "33", "logs": "35"}
+DEFAULT_PORTS = {"submit": "8080", "logs": "8081", "dispatch": "8082"}
 NATS_PORT = int(os.environ.get("HADES_LOCAL_NATS_PORT", "4222"))
 
 
@@ -74,7 +75,6 @@ async def stop(process: asyncio.subprocess.Process, timeout_s: float = 30) -> No
 
 
 async def main() -> int:
-    STATE.mkdir(exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.setdefault("HADES_NATS_URL", f"nats://127.0.0.1:{NATS_PORT}")
     stopping = asyncio.Event()
@@ -100,11 +100,9 @@ async def main() -> int:
         for name in FUNCTIONS:
             if (ROOT / "functions" / name / "__main__.py").exists():
                 children.append(await start(name, sys.executable, "-m", f"functions.{name}", env=env))
-        print(
-            "hades: submit http://127.0.0.1:8080  logs http://127.0.0.1:8081  dispatch http://127.0.0.1:8082"
-            " — Ctrl-C stops everything",
-            flush=True,
-        )
+        ports = {name: env.get(f"HADES_{name.upper()}_PORT", default) for name, default in DEFAULT_PORTS.items()}
+        urls = "  ".join(f"{name} http://127.0.0.1:{port}" for name, port in ports.items())
+        print(f"hades: {urls} — Ctrl-C stops everything", flush=True)
         exits = [asyncio.create_task(p.wait()) for p, _ in [(nats, nats_logs), *children]]
         stop_wait = asyncio.create_task(stopping.wait())
         done, _ = await asyncio.wait([stop_wait, *exits], return_when=asyncio.FIRST_COMPLETED)
@@ -119,4 +117,5 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
+    STATE.mkdir(exist_ok=True)
     sys.exit(asyncio.run(main()))
