@@ -50,7 +50,7 @@ StatusEvent = JobEvent | StepEvent
 
 
 class LogLine(TypedDict):
-    seq: int
+    seq: int  # 1, 2, 3 … per attempt, one per line across all steps: readers rely on there being no gaps
     step_id: int
     stream: str  # a LogStream value
     at: str

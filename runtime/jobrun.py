@@ -86,6 +86,7 @@ class JobRun:
             metrics.STEP_DURATION.labels(str(result.status)).observe(result.duration_s)
         if result.reason and result.status is StepStatus.FAILED:
             self.sink.system(step.id, f"[hades] step {step.id} ({step.name}) {result.reason}")
+        await self.sink.flush()  # a reader sees a step's last lines before its final status
         span = self.step_spans.pop(result.step_id, None)
         if span is not None:
             span.set_attribute("hades.step_status", str(result.status))

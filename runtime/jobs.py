@@ -211,6 +211,7 @@ class Job:
             "submitted_at": self.submitted_at,
             "timeout_seconds": self.timeout_s,
             "callback_url": self.callback_url,
+            "status_callback_url": self.status_callback_url,
             "steps": [{"id": s.id, "name": s.name, "image": s.image} for s in self.steps],
         }
 

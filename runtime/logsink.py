@@ -66,6 +66,7 @@ class LogSink:
         self._buffer_bytes = 0
         self._wake = asyncio.Event()
         self._closed = False
+        self._publishing = asyncio.Lock()  # the flush loop and flush() must not interleave batches
         self._flusher = asyncio.create_task(self._flush_loop(), name=f"logs-{job_id}")
 
     def add(self, step_id: int, stream: str, message: str, *, at: str) -> None:
@@ -108,7 +109,15 @@ class LogSink:
             self._wake.clear()
             await self._publish_buffer()
 
+    async def flush(self) -> None:
+        """Publish what is buffered now, e.g. a step's last lines before its final status."""
+        await self._publish_buffer()
+
     async def _publish_buffer(self) -> None:
+        async with self._publishing:
+            await self._publish_buffered()
+
+    async def _publish_buffered(self) -> None:
         while self._buffer:
             batch: list[events.LogLine] = []
             size = 0

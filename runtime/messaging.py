@@ -66,17 +66,6 @@ class Messaging:
         except (TimeoutError, nats.errors.Error) as exc:
             raise Unavailable(f"the message broker is not reachable: {type(exc).__name__}") from exc
 
-    async def publish_unacked(self, subject: str, payload: bytes, *, msg_id: str | None = None) -> None:
-        """Send to a stream subject without waiting for the ack: for advisory messages only (never a job)."""
-        hdrs: dict[str, str] = {}
-        if msg_id is not None:
-            hdrs[topology.HEADER_MSG_ID] = msg_id
-        tracing.inject(hdrs)
-        try:
-            await self.nc.publish(subject, payload, headers=hdrs)
-        except nats.errors.Error as exc:
-            log.warning("advisory message on %s not sent: %s", subject, exc)
-
     async def close(self) -> None:
         if self.nc.is_closed:
             return

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from nats.js.errors import NotFoundError
 
 from runtime import events, messaging, topology
-from runtime.errors import Conflict, JobNotFound
+from runtime.errors import Conflict, HadesError, JobNotFound
 from runtime.jobs import Job, JobStatus, utc_now
 
 log = logging.getLogger(__name__)
@@ -31,11 +31,14 @@ async def enqueue(conn: messaging.Messaging, job: Job) -> Enqueued:
     ack = await conn.publish(topology.jobs_subject(job.lane), messaging.encode(job.to_message()), msg_id=job.id)
     # The queued event names the job's stream sequence so the log collector can tell its place in the lane.
     queued = events.job_event(job.id, attempt=0, seq=0, status=JobStatus.QUEUED, job=job.summary(), stream_seq=ack.seq)
-    # Not awaited for an ack: the answer depends on the job alone, and the event is advisory (dispatch's running
-    # event carries the same summary), so this saves a round trip's worth of work per job on the hot path.
-    await conn.publish_unacked(
-        topology.status_subject(job.id), messaging.encode(queued), msg_id=events.status_msg_id(queued)
-    )
+    # Stored before the answer, so a client that cancels or looks the job up right after the POST finds it. A
+    # failure does not fail the POST: the job is stored, and dispatch's running event carries the same summary.
+    try:
+        await conn.publish(
+            topology.status_subject(job.id), messaging.encode(queued), msg_id=events.status_msg_id(queued)
+        )
+    except HadesError as exc:
+        log.warning("job %s stored, but its queued event was not: %s", job.id, exc.detail)
     return Enqueued(job=job, duplicate=bool(ack.duplicate))
 
 

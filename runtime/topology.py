@@ -62,6 +62,11 @@ def cancel_subject(job_id: str) -> str:
     return f"{CANCEL_SUBJECT_PREFIX}.{job_id}"
 
 
+def job_events_subject(job_id: str) -> str:
+    """``hades.*.<id>``: one filter for all of a job's status, log and cancel messages."""
+    return f"hades.*.{job_id}"
+
+
 def dead_subject(job_id: str) -> str:
     return f"{DEAD_SUBJECT_PREFIX}.{job_id}"
 

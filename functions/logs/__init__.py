@@ -1,0 +1,1 @@
+"""logs (collect-logs): fold status and log events into job records, serve records and logs, send callbacks."""

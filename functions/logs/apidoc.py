@@ -1,0 +1,247 @@
+"""The logs function's OpenAPI document: every route and every error it answers."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from runtime import openapi
+
+_STATUSES = ["queued", "running", "succeeded", "failed", "timed_out", "cancelled"]
+_LEGACY = ["Queued", "Running", "Succeeded", "Failed", "Stopped"]
+_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+_NOT_FOUND = {
+    "description": "No such job (the body also carries the original Hades Log Manager's `error` field)",
+    "content": {
+        "application/problem+json": {
+            "schema": {
+                "allOf": [
+                    {"$ref": "#/components/schemas/Problem"},
+                    {"type": "object", "properties": {"error": {"type": "string", "examples": ["job not found: …"]}}},
+                ]
+            }
+        }
+    },
+}
+_UNAVAILABLE = openapi.problem("NATS is not reachable; retry after Retry-After seconds")
+_BAD = openapi.problem("A query parameter or header is malformed; `detail` says which")
+_NULLABLE_STRING = {"type": ["string", "null"]}
+_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+
+_STEP = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "name": _NULLABLE_STRING,
+        "image": _NULLABLE_STRING,
+        "status": {"enum": ["pending", "running", "succeeded", "failed", "skipped"]},
+        "exit_code": {"type": ["integer", "null"]},
+        "started_at": _NULLABLE_TIME,
+        "finished_at": _NULLABLE_TIME,
+        "duration_s": {"type": ["number", "null"]},
+        "reason": _NULLABLE_STRING,
+    },
+}
+_CALLBACK = {
+    "type": ["object", "null"],
+    "description": "The result callback to the job's callback_url: its state and every attempt's outcome.",
+    "properties": {
+        "url": {"type": "string"},
+        "state": {"enum": ["pending", "sending", "done"]},
+        "outcome": {"enum": ["delivered", "failed", "refused", None]},
+        "attempts": {"type": "integer"},
+        "last_status": {"type": ["integer", "null"]},
+        "last_error": _NULLABLE_STRING,
+        "claimed_by": _NULLABLE_STRING,
+        "claimed_at": _NULLABLE_TIME,
+    },
+}
+_RECORD = {
+    "type": "object",
+    "required": ["id", "status", "attempt", "steps"],
+    "properties": {
+        "id": {"type": "string", "format": "uuid"},
+        "name": _NULLABLE_STRING,
+        "status": {"enum": _STATUSES},
+        "reason": _NULLABLE_STRING,
+        "priority": {"type": ["integer", "null"]},
+        "lane": {"enum": ["high", "normal", "low", None]},
+        "submitted_at": _NULLABLE_TIME,
+        "started_at": _NULLABLE_TIME,
+        "finished_at": _NULLABLE_TIME,
+        "queue_wait_s": {"type": ["number", "null"]},
+        "timeout_seconds": {"type": ["integer", "null"]},
+        "attempt": {"type": "integer", "description": "The delivery that runs (ran) the job; 0 while queued"},
+        "queue_position": {"type": "integer", "description": "Only while queued: jobs ahead in its lane"},
+        "steps": {"type": "array", "items": {"$ref": "#/components/schemas/StepRecord"}},
+        "log_lines": {"type": "integer", "description": "Lines of the current attempt"},
+        "log_bytes": {"type": "integer"},
+        "log_truncated": {"type": "boolean", "description": "The job wrote more than HADES_LOGS_JOB_LOG_MAX_BYTES"},
+        "last_log_seq": {"type": "integer"},
+        "callback": {"$ref": "#/components/schemas/Callback"},
+        "updated_at": _NULLABLE_TIME,
+    },
+}
+_LOG_LINE = {
+    "type": "object",
+    "properties": {
+        "timestamp": {"type": "string", "format": "date-time"},
+        "message": {"type": "string"},
+        "output_stream": {"enum": ["stdout", "stderr", "system"]},
+        "seq": {"type": "integer"},
+    },
+}
+_LOGS = {
+    "type": "object",
+    "required": ["logs"],
+    "properties": {
+        "logs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "job_id": {"type": "string"},
+                    "container_id": {"type": "string"},
+                    "step": {"type": "integer"},
+                    "step_name": {"type": "string"},
+                    "logs": {"type": "array", "items": {"$ref": "#/components/schemas/LogLine"}},
+                },
+            },
+        }
+    },
+}
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    status_ok = openapi.json_body("OK", {"type": "object"})
+    record = openapi.json_body("The job's record", {"$ref": "#/components/schemas/JobRecord"})
+    paths = {
+        "/jobs": {
+            "get": {
+                "summary": "List job records, newest submitted first",
+                "parameters": [
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "description": "Only jobs in these statuses (comma-separated; the original's names too)",
+                        "schema": {"type": "string", "examples": ["running", "failed,Stopped"]},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+                    },
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "description": "The `next` of the previous page",
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {
+                    "200": openapi.json_body(
+                        "One page",
+                        {
+                            "type": "object",
+                            "required": ["jobs", "next"],
+                            "properties": {
+                                "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/JobRecord"}},
+                                "next": {"type": ["string", "null"]},
+                            },
+                        },
+                    ),
+                    "400": _BAD,
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+        "/jobs/{job_id}": {
+            "get": {
+                "summary": "A job's record (with its place in the lane while queued)",
+                "parameters": [_JOB_ID],
+                "responses": {"200": record, "404": _NOT_FOUND, "503": _UNAVAILABLE},
+            }
+        },
+        "/jobs/{job_id}/status": {
+            "get": {
+                "summary": "A job's status as the original Hades answers it",
+                "parameters": [_JOB_ID],
+                "responses": {
+                    "200": openapi.json_body(
+                        "Its status", {"type": "object", "properties": {"status": {"enum": _LEGACY}}}
+                    ),
+                    "404": _NOT_FOUND,
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+        "/jobs/{job_id}/logs": {
+            "get": {
+                "summary": "A job's logs (its current attempt): all of them once it ended, so far while it runs",
+                "parameters": [
+                    _JOB_ID,
+                    {"name": "step", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "format", "in": "query", "schema": {"enum": ["json", "text"], "default": "json"}},
+                ],
+                "responses": {
+                    "200": {
+                        "description": "Per step, in step order; `format=text`: the lines only, streamed",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Logs"}},
+                            "text/plain": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "400": _BAD,
+                    "404": _NOT_FOUND,
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+        "/jobs/{job_id}/logs/stream": {
+            "get": {
+                "summary": "Live logs as Server-Sent Events",
+                "description": "Every line from the start, then live ones; each line's `id` is `<attempt>.<seq>` "
+                "and its data a JSON line. Status changes come as `event: status`; the last event is "
+                "`event: end` with the terminal status. Reconnecting with `Last-Event-ID` resumes after "
+                "that line, without a gap or a repeat.",
+                "parameters": [
+                    _JOB_ID,
+                    {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string", "pattern": r"^\d+\.\d+$"}},
+                ],
+                "responses": {
+                    "200": {"description": "The event stream", "content": {"text/event-stream": {}}},
+                    "400": _BAD,
+                    "404": _NOT_FOUND,
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+        "/health": {"get": {"summary": "Liveness, as the original Hades answers", "responses": {"200": status_ok}}},
+        "/healthz": {"get": {"summary": "Liveness", "responses": {"200": status_ok}}},
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: 503 while NATS is unreachable or the collector stopped",
+                "responses": {"200": status_ok, "503": openapi.json_body("Not ready", {"type": "object"})},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {"200": {"description": "text exposition", "content": {"text/plain": {}}}},
+            }
+        },
+        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": status_ok}}},
+    }
+    return openapi.document(
+        title="Hades logs API",
+        description="Job records, logs and live logs of Hades jobs; result callbacks.",
+        paths=paths,
+        extra_schemas={
+            "JobRecord": _RECORD,
+            "StepRecord": _STEP,
+            "Callback": _CALLBACK,
+            "LogLine": _LOG_LINE,
+            "Logs": _LOGS,
+        },
+    )

@@ -1,0 +1,276 @@
+"""HTTP handlers of the logs function: job records, their logs (JSON, plain text, live over SSE), health.
+
+The original Hades Log Manager's answers are kept where clients rely on them: ``GET /jobs/{id}/status`` gives its
+status names, an unknown job's 404 also carries ``"error": "job not found: <id>"``, and ``/health`` answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import weakref
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from aiohttp import web
+from aiohttp_sse import EventSourceResponse, sse_response
+
+from functions.logs import apidoc
+from runtime import callbacks, collector, jobs, logstore, records, recordstore, topology
+from runtime import web as hades_web
+from runtime.errors import HadesError, JobNotFound, RequestError, to_problem
+from runtime.messaging import MESSAGING, messaging_context
+from runtime.records import Record
+from runtime.settings import Settings
+from runtime.web import SETTINGS, json_response
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+TEXT_CHUNK_BYTES = 64 * 1024
+"""Plain-text logs leave in chunks of about this size."""
+_EVENT_ID = re.compile(r"^(\d{1,9})\.(\d{1,12})$")
+
+SSE_STREAMS = web.AppKey("sse_streams", weakref.WeakSet[EventSourceResponse])
+
+
+class BadParameter(RequestError):
+    kind = "bad-parameter"
+    title = "Bad parameter"
+
+
+def job_not_found(job_id: str) -> web.Response:
+    """The problem body, plus the original Hades Log Manager's ``error`` field."""
+    body = {**to_problem(JobNotFound(job_id)), "error": f"job not found: {job_id}"}
+    response = json_response(body, status=404)
+    response.content_type = hades_web.PROBLEM_JSON
+    return response
+
+
+async def _record(request: web.Request) -> Record | None:
+    job_id = request.match_info["job_id"]
+    if not jobs.is_job_id(job_id):
+        return None  # also keeps anything but a UUID out of NATS subjects
+    return await request.app[recordstore.RECORDS].load(job_id)
+
+
+def _statuses(text: str | None) -> set[str] | None:
+    if text is None:
+        return None
+    found: set[str] = set()
+    for name in (n.strip() for n in text.split(",")):
+        named = records.statuses_named(name)
+        if not named:
+            valid = ", ".join(
+                [str(s) for s in jobs.JobStatus] + ["Queued", "Running", "Succeeded", "Failed", "Stopped"]
+            )
+            raise BadParameter(f"status {name!r} is not one of: {valid}")
+        found.update(str(s) for s in named)
+    return found
+
+
+def _int_parameter(request: web.Request, name: str, *, minimum: int, maximum: int | None = None) -> int | None:
+    text = request.query.get(name)
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"from {minimum} to {maximum}" if maximum is not None else f"≥ {minimum}"
+        raise BadParameter(f"{name} must be an integer {bounds}, got {text!r}")
+    return value
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    statuses = _statuses(request.query.get("status"))
+    limit = _int_parameter(request, "limit", minimum=1, maximum=MAX_LIMIT) or DEFAULT_LIMIT
+    cursor = request.query.get("cursor")
+    if cursor is not None:
+        try:
+            recordstore.decode_cursor(cursor)
+        except ValueError:
+            raise BadParameter("cursor is not one this API gave out (take it from a previous answer's next)") from None
+    store = request.app[recordstore.RECORDS]
+    page = await recordstore.list_records(store.scan(), statuses=statuses, limit=limit, cursor=cursor)
+    return json_response({"jobs": [records.public(r) for r in page.records], "next": page.next})
+
+
+async def get_job(request: web.Request) -> web.Response:
+    record = await _record(request)
+    if record is None:
+        return job_not_found(request.match_info["job_id"])
+    body = records.public(record)
+    stream_seq, lane = record.get("_stream_seq"), record.get("lane")
+    if (
+        record["status"] == jobs.JobStatus.QUEUED
+        and isinstance(stream_seq, int)
+        and lane in {str(each) for each in topology.LANES}
+    ):
+        try:
+            position = await recordstore.queue_position(request.app[MESSAGING], lane=lane, stream_seq=stream_seq)
+        except HadesError as exc:
+            log.warning("job %s: queue position unknown: %s", record["id"], exc.detail)
+            position = None
+        if position is not None:
+            body["queue_position"] = position
+    return json_response(body)
+
+
+async def get_status(request: web.Request) -> web.Response:
+    """The original Hades answer: ``{"status": "Queued|Running|Succeeded|Failed|Stopped"}``."""
+    record = await _record(request)
+    if record is None:
+        return job_not_found(request.match_info["job_id"])
+    return json_response({"status": records.legacy_status(record)})
+
+
+async def get_logs(request: web.Request) -> web.StreamResponse:
+    step = _int_parameter(request, "step", minimum=0)
+    output = request.query.get("format", "json")
+    if output not in ("json", "text"):
+        raise BadParameter(f"format must be json or text, got {output!r}")
+    record = await _record(request)
+    if record is None:
+        return job_not_found(request.match_info["job_id"])
+    nc = request.app[MESSAGING].nc
+    max_bytes = request.app[SETTINGS].logs.job_log_max_bytes
+    if output == "json":
+        return json_response({"logs": await logstore.job_logs(nc, record, max_bytes=max_bytes, step=step)})
+    lines = logstore.iter_lines(nc, record["id"], attempt=record["attempt"], max_bytes=max_bytes, step=step)
+    async with contextlib.aclosing(lines):
+        first = await anext(lines, None)  # a broker failure is still a 503 here, before the 200 goes out
+        response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+        await response.prepare(request)
+        chunk: list[str] = []
+        size = 0
+        if first is not None:
+            chunk.append(first["message"] + "\n")
+            size = len(first["message"]) + 1
+        try:
+            async for line in lines:
+                chunk.append(line["message"] + "\n")
+                size += len(line["message"]) + 1
+                if size >= TEXT_CHUNK_BYTES:
+                    await response.write("".join(chunk).encode())
+                    chunk, size = [], 0
+            if chunk:
+                await response.write("".join(chunk).encode())
+            await response.write_eof()
+        except HadesError as exc:  # too late for a status code: cut the connection so the client sees it
+            log.warning("job %s: text logs cut short: %s", record["id"], exc.detail)
+            if request.transport is not None:
+                request.transport.abort()
+        except ConnectionError:
+            log.info("job %s: the client left during its text logs", record["id"])
+    return response
+
+
+def _last_event_id(request: web.Request) -> tuple[int, int] | None:
+    text = request.headers.get("Last-Event-ID")
+    if not text:
+        return None
+    match = _EVENT_ID.match(text.strip())
+    if match is None:
+        raise BadParameter(f"Last-Event-ID must be <attempt>.<seq> as this stream sends it, got {text[:40]!r}")
+    return int(match[1]), int(match[2])
+
+
+def _line_data(item: logstore.LiveLine) -> str:
+    return json.dumps(
+        {**logstore.wire_line(item.line), "step": item.line.get("step_id"), "attempt": item.attempt},
+        ensure_ascii=False,
+    )
+
+
+def _status_data(event: dict[str, Any]) -> str:
+    data = {k: v for k, v in event.items() if k != "job"}
+    if event["kind"] == "job":
+        data["legacy_status"] = jobs.JobStatus(event["status"]).legacy
+    return json.dumps(data, ensure_ascii=False)
+
+
+async def _pump(sse: EventSourceResponse, items: AsyncGenerator[logstore.LiveItem, None]) -> None:
+    async with contextlib.aclosing(items):
+        async for item in items:
+            if isinstance(item, logstore.LiveLine):
+                await sse.send(_line_data(item), id=item.event_id)
+            elif isinstance(item, logstore.LiveStatus):
+                await sse.send(_status_data(dict(item.event)), event="status")
+            else:
+                legacy = jobs.JobStatus(item.status).legacy
+                body = {"status": item.status, "legacy_status": legacy, "reason": item.reason}
+                await sse.send(json.dumps(body), event="end")
+                return
+
+
+async def stream_logs(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events: every line from the start (or after ``Last-Event-ID``), live ones, status, ``end``."""
+    after = _last_event_id(request)
+    record = await _record(request)
+    if record is None:
+        return job_not_found(request.match_info["job_id"])
+    known_end = logstore.LiveEnd(record["status"], record.get("reason")) if records.is_terminal(record) else None
+    items = logstore.follow(request.app[MESSAGING].nc, record["id"], after=after, known_end=known_end)
+    async with sse_response(request) as sse:
+        request.app[SSE_STREAMS].add(sse)
+        pump = asyncio.create_task(_pump(sse, items))
+        closed = asyncio.create_task(sse.wait())  # the client went away, or the server shuts down
+        try:
+            await asyncio.wait({pump, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (pump, closed):
+                task.cancel()
+            for task in (pump, closed):
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+                except (HadesError, ConnectionError) as exc:
+                    log.info("job %s: live log stream ended early: %s", record["id"], exc)
+    return sse
+
+
+async def close_streams(app: web.Application) -> None:
+    """``on_shutdown``: end every open live stream so the server can stop (clients reconnect elsewhere)."""
+    streams = app[SSE_STREAMS]
+    for sse in list(streams):
+        with contextlib.suppress(RuntimeError):
+            sse.stop_streaming()
+
+
+async def health(request: web.Request) -> web.Response:
+    """Liveness on the original Hades Log Manager's path."""
+    return json_response({"status": "ok"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(apidoc.openapi_document())
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/jobs", list_jobs)
+    app.router.add_get("/jobs/{job_id}", get_job)
+    app.router.add_get("/jobs/{job_id}/status", get_status)
+    app.router.add_get("/jobs/{job_id}/logs", get_logs)
+    app.router.add_get("/jobs/{job_id}/logs/stream", stream_logs)
+    app.router.add_get("/health", health)
+    app.router.add_get("/openapi.json", openapi)
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = hades_web.create_app(settings, service="logs")
+    app[SSE_STREAMS] = weakref.WeakSet()
+    # Clients first, the loop last: cleanup runs in reverse, so the loop stops before its clients close.
+    app.cleanup_ctx.append(messaging_context(settings, name="hades-logs"))
+    app.cleanup_ctx.append(recordstore.records_context)
+    app.cleanup_ctx.append(callbacks.callbacks_context)
+    app.cleanup_ctx.append(collector.collector_context)
+    app.on_shutdown.append(close_streams)
+    add_routes(app)
+    return app

@@ -1,0 +1,193 @@
+"""The log collector's loop: pull status and log events, fold them into job records, ack, start callbacks.
+
+All replicas share the durable pull consumer ``collect-logs``; a fetched batch is grouped by job, each job's
+events are applied in arrival order to its record with one compare-and-set write, and the messages are acked
+only after that write succeeded (a failed write naks them for redelivery). The reducer (``runtime.records``) makes
+repeats, late and out-of-order events harmless, so redelivery and several replicas never corrupt a record.
+Malformed events are logged and terminated; nothing in an event can stop the loop. Log lines are not copied: the
+record only counts them (``runtime.logstore`` reads them back from the stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+from aiohttp import web
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from runtime import events, logstore, metrics, records, topology, tracing
+from runtime.callbacks import CALLBACKS, CallbackSender
+from runtime.errors import HadesError
+from runtime.jobs import is_job_id, utc_now
+from runtime.messaging import MESSAGING
+from runtime.records import Record
+from runtime.recordstore import RECORDS, RecordStore
+from runtime.web import READINESS_CHECKS, SETTINGS
+
+log = logging.getLogger(__name__)
+tracer = tracing.tracer(__name__)
+
+FETCH_BATCH = 256
+FETCH_TIMEOUT_S = 5.0
+"""Idle wait of one pull request."""
+RETRY_DELAY_S = 1.0
+"""Pause after NATS trouble, and the redelivery delay of events whose record could not be written."""
+
+
+@dataclass(frozen=True)
+class Event:
+    msg: Msg
+    kind: str  # job | step | logs
+    body: Any  # a StatusEvent or a LogBatch
+
+
+def decode(msg: Msg) -> tuple[str, Event]:
+    """The job id and event of a message; ``EventError`` for anything that is not a valid event of that job."""
+    prefix, _, job_id = msg.subject.rpartition(".")
+    if prefix == topology.STATUS_SUBJECT_PREFIX:
+        try:
+            status = events.decode_status(msg.data)
+        except ValueError as exc:  # EventError, or a status name we do not know
+            raise events.EventError(str(exc)) from exc
+        numbers = [status["attempt"], status["seq"]] + ([status["step_id"]] if status["kind"] == "step" else [])
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
+            raise events.EventError("attempt, seq and step_id must be integers")
+        event = Event(msg, status["kind"], status)
+    elif prefix == topology.LOGS_SUBJECT_PREFIX:
+        batch = events.decode_logs(msg.data)
+        if not isinstance(batch["attempt"], int) or not all(logstore.valid_line(line) for line in batch["lines"]):
+            raise events.EventError("a log batch needs an integer attempt and lines with integer seq and a message")
+        if not batch["lines"]:
+            raise events.EventError("an empty log batch")
+        event = Event(msg, "logs", batch)
+    else:
+        raise events.EventError(f"not an event subject: {msg.subject}")
+    if event.body["job_id"] != job_id or not is_job_id(job_id):
+        raise events.EventError(f"job id {event.body['job_id']!r} does not match subject {msg.subject}")
+    return job_id, event
+
+
+class Collector:
+    def __init__(self, js: JetStreamContext, store: RecordStore, callbacks: CallbackSender, *, max_log_bytes: int):
+        self.js = js
+        self.store = store
+        self.callbacks = callbacks
+        self.max_log_bytes = max_log_bytes
+
+    def fold(self, record: Record | None, batch: list[Event], outcomes: list[str]) -> Record | None:
+        """Apply one job's events in order; None when none of them changed the record."""
+        now, changed = utc_now(), False
+        for event in batch:
+            if event.kind == "logs":
+                new = records.apply_logs(record, event.body, max_bytes=self.max_log_bytes, now=now)
+            else:
+                new = records.apply_status(record, event.body, now=now)
+            outcomes.append("applied" if new is not None else "duplicate")
+            if new is not None:
+                record, changed = new, True
+        return record if changed else None
+
+    async def apply(self, job_id: str, batch: list[Event]) -> None:
+        outcomes: list[str] = []
+
+        def change(record: Record | None) -> Record | None:
+            outcomes.clear()  # a compare-and-set retry folds again
+            return self.fold(record, batch, outcomes)
+
+        parent = tracing.extract(batch[0].msg.headers)
+        try:
+            with tracer.start_as_current_span(
+                "hades.collect", context=parent, attributes={"hades.job_id": job_id, "hades.events": len(batch)}
+            ):
+                record = await self.store.update(job_id, change)
+        except HadesError as exc:
+            log.warning("job %s: record not written (%s); events come again", job_id, exc.detail)
+            for event in batch:
+                with contextlib.suppress(nats.errors.Error):
+                    await event.msg.nak(delay=RETRY_DELAY_S)
+            return
+        except Exception:  # an event the reducer cannot take: drop it rather than see it forever
+            log.exception("job %s: dropping %d events that could not be applied", job_id, len(batch))
+            for event in batch:
+                metrics.EVENTS_APPLIED.labels(event.kind, "malformed").inc()
+                with contextlib.suppress(nats.errors.Error):
+                    await event.msg.term()
+            return
+        for event, outcome in zip(batch, outcomes, strict=False):
+            metrics.EVENTS_APPLIED.labels(event.kind, outcome).inc()
+            with contextlib.suppress(nats.errors.Error):
+                await event.msg.ack()
+        if record is not None:
+            self.callbacks.trigger(record)
+
+    async def handle(self, msgs: list[Msg]) -> None:
+        by_job: dict[str, list[Event]] = {}
+        for msg in msgs:
+            try:
+                job_id, event = decode(msg)
+            except events.EventError as exc:
+                log.warning("dropping a malformed event on %s: %s", msg.subject, exc)
+                metrics.EVENTS_APPLIED.labels("unknown", "malformed").inc()
+                with contextlib.suppress(nats.errors.Error):
+                    await msg.term()
+                continue
+            by_job.setdefault(job_id, []).append(event)
+        await asyncio.gather(*(self.apply(job_id, batch) for job_id, batch in by_job.items()))
+
+    async def run(self) -> None:
+        """Pull and apply until cancelled; NATS trouble pauses it, nothing ends it."""
+        sub: JetStreamContext.PullSubscription | None = None
+        try:
+            while True:
+                try:
+                    if sub is None:
+                        sub = await self._subscribe()
+                    msgs = await sub.fetch(batch=FETCH_BATCH, timeout=FETCH_TIMEOUT_S)
+                except TimeoutError:
+                    continue
+                except nats.errors.Error as exc:
+                    log.warning("collector: %s; retrying", exc)
+                    if isinstance(exc, nats.js.errors.APIError) and sub is not None:
+                        # e.g. the consumer or its stream is gone: create it again
+                        with contextlib.suppress(nats.errors.Error):
+                            await sub.unsubscribe()
+                        sub = None
+                    await asyncio.sleep(RETRY_DELAY_S)
+                    continue
+                await self.handle(msgs)
+        finally:
+            if sub is not None:
+                with contextlib.suppress(nats.errors.Error):
+                    await sub.unsubscribe()
+
+    async def _subscribe(self) -> JetStreamContext.PullSubscription:
+        await topology.ensure_consumer(self.js, topology.EVENTS_STREAM, topology.logs_consumer_config())
+        return await self.js.pull_subscribe_bind(durable=topology.LOGS_CONSUMER, stream=topology.EVENTS_STREAM)
+
+
+COLLECTOR = web.AppKey("collector", asyncio.Task[None])
+
+
+async def collector_ready(app: web.Application) -> str | None:
+    return "the log collector stopped" if app[COLLECTOR].done() else None
+
+
+async def collector_context(app: web.Application) -> AsyncIterator[None]:
+    """The last ``cleanup_ctx`` entry: the loop starts after its clients and stops before they close."""
+    collector = Collector(
+        app[MESSAGING].js, app[RECORDS], app[CALLBACKS], max_log_bytes=app[SETTINGS].logs.job_log_max_bytes
+    )
+    app[COLLECTOR] = asyncio.create_task(collector.run(), name="collector")
+    app[READINESS_CHECKS].append(collector_ready)
+    yield
+    app[COLLECTOR].cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await app[COLLECTOR]

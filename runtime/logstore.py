@@ -1,0 +1,381 @@
+"""Reading a job's log lines and status events back from ``HADES_EVENTS``, in bounded memory.
+
+The lines are never copied elsewhere: the events stream is durable and has the retention. ``read_messages``
+walks one subject in stream order with batched direct gets (``$JS.API.DIRECT.GET``, ``next_by_subj``, ``batch``,
+``max_bytes``), so at most one batch is held at a time, no server-side consumer is created per request, and any
+replica of the stream can answer. ``LineOrder`` puts one attempt's lines back in ``seq`` order and drops repeats;
+``iter_lines`` feeds ``GET /logs``, its plain-text form and callbacks; ``follow`` feeds the live stream: it reads
+to the end, then waits for a wake-up from a plain NATS subscription on the job's subjects (or a short poll, in
+case a wake-up is lost) and reads on from where it stopped.
+
+Contract with the writer (``runtime.logsink``): one attempt's lines are numbered 1, 2, 3 … and published in order.
+A gap (a lost batch) costs a live reader ``GAP_WAIT_S`` and a finished read a little buffering, never a repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import json
+import logging
+from collections.abc import AsyncGenerator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from runtime import events, topology
+from runtime.errors import Unavailable
+from runtime.events import LogLine
+from runtime.jobs import JobStatus
+
+log = logging.getLogger(__name__)
+
+BATCH_MESSAGES = 256
+"""Messages asked for per direct get."""
+BATCH_BYTES = 1024 * 1024
+"""...and at most this many bytes (a log batch is at most 256 KiB), so one batch bounds the memory of a read."""
+REORDER_WINDOW_LINES = 10_000
+"""Lines held back waiting for an earlier one; past it the gap is given up (the earliest held line goes out)."""
+GAP_WAIT_S = 0.3
+"""How long a live reader waits for a missing line before it moves on."""
+POLL_S = 0.5
+"""A live reader re-reads this often even without a wake-up, so a lost one delays it by at most this."""
+REQUEST_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    seq: int
+    """Its sequence in the stream."""
+    subject: str
+    data: bytes
+    headers: dict[str, str]
+
+
+async def read_messages(
+    nc: Client, *, stream: str, subject: str, start_seq: int = 1, timeout_s: float = REQUEST_TIMEOUT_S
+) -> AsyncGenerator[StoredMessage, None]:
+    """Every message on ``subject`` (wildcards allowed) from ``start_seq`` on, in stream order, until the end."""
+    inbox = nc.new_inbox()
+    try:
+        sub = await nc.subscribe(inbox)
+    except nats.errors.Error as exc:
+        raise Unavailable(f"the message broker is not reachable: {type(exc).__name__}") from exc
+    request_subject = f"$JS.API.DIRECT.GET.{stream}"
+    seq = start_seq
+    try:
+        while True:
+            request = {"seq": seq, "next_by_subj": subject, "batch": BATCH_MESSAGES, "max_bytes": BATCH_BYTES}
+            await nc.publish(request_subject, json.dumps(request).encode(), reply=inbox)
+            while True:
+                msg = await sub.next_msg(timeout=timeout_s)
+                headers = dict(msg.headers or {})
+                status = headers.get("Status")
+                if status == "404":  # nothing (more) on the subject
+                    return
+                if status == "204":  # end of this batch
+                    if int(headers.get("Nats-Num-Pending", "0")) == 0:
+                        return
+                    break
+                if status:
+                    raise Unavailable(f"reading {stream} failed: {status} {headers.get('Description', '')}")
+                stored = StoredMessage(
+                    seq=int(headers["Nats-Sequence"]), subject=headers["Nats-Subject"], data=msg.data, headers=headers
+                )
+                seq = stored.seq + 1
+                yield stored
+    except (TimeoutError, nats.errors.Error) as exc:
+        raise Unavailable(f"the message broker did not answer: {type(exc).__name__}") from exc
+    finally:
+        with contextlib.suppress(nats.errors.Error):
+            await sub.unsubscribe()
+
+
+@dataclass(order=True)
+class _Held:
+    seq: int
+    line: LogLine = field(compare=False)
+
+
+@dataclass
+class LineOrder:
+    """One job's lines in ``(attempt, seq)`` order, each once, whatever order and how often they arrive."""
+
+    attempt: int = -1
+    next_seq: int = 1
+    window: int = REORDER_WINDOW_LINES
+    _held: list[_Held] = field(default_factory=list)
+    _held_seqs: set[int] = field(default_factory=set)
+
+    @classmethod
+    def after(cls, attempt: int, seq: int) -> LineOrder:
+        """Resuming after line ``seq`` of ``attempt`` (an SSE ``Last-Event-ID``)."""
+        return cls(attempt=attempt, next_seq=seq + 1)
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
+
+    def push(self, attempt: int, line: LogLine) -> list[tuple[int, LogLine]]:
+        """The lines that can go out now that ``line`` arrived."""
+        if attempt < self.attempt:
+            return []
+        out: list[tuple[int, LogLine]] = []
+        if attempt > self.attempt:
+            out = self.flush()
+            self.attempt, self.next_seq = attempt, 1
+        seq = line["seq"]
+        if seq < self.next_seq or seq in self._held_seqs:
+            return out
+        if seq == self.next_seq:
+            out.append((attempt, line))
+            self.next_seq += 1
+        else:
+            heapq.heappush(self._held, _Held(seq, line))
+            self._held_seqs.add(seq)
+            if len(self._held) > self.window:
+                self._release_first(out)
+        self._release_ready(out)
+        return out
+
+    def flush(self) -> list[tuple[int, LogLine]]:
+        """Give up waiting for missing lines: everything held goes out, in order."""
+        out: list[tuple[int, LogLine]] = []
+        while self._held:
+            self._release_first(out)
+            self._release_ready(out)
+        return out
+
+    def _release_first(self, out: list[tuple[int, LogLine]]) -> None:
+        held = heapq.heappop(self._held)
+        self._held_seqs.discard(held.seq)
+        out.append((self.attempt, held.line))
+        self.next_seq = held.seq + 1
+
+    def _release_ready(self, out: list[tuple[int, LogLine]]) -> None:
+        while self._held and self._held[0].seq <= self.next_seq:
+            held = heapq.heappop(self._held)
+            self._held_seqs.discard(held.seq)
+            if held.seq == self.next_seq:
+                out.append((self.attempt, held.line))
+                self.next_seq += 1
+
+
+def valid_line(line: Any) -> bool:
+    """A line readers can show: an integer ``seq`` and a text ``message`` (the rest is optional)."""
+    return isinstance(line, dict) and isinstance(line.get("seq"), int) and isinstance(line.get("message"), str)
+
+
+def _decode_batch(message: StoredMessage) -> events.LogBatch | None:
+    try:
+        batch = events.decode_logs(message.data)
+    except events.EventError as exc:
+        log.warning("skipping a malformed log batch (stream seq %d): %s", message.seq, exc)
+        return None
+    if not isinstance(batch["attempt"], int):
+        return None
+    batch["lines"] = [line for line in batch["lines"] if valid_line(line)]
+    return batch
+
+
+def line_bytes(line: LogLine) -> int:
+    """What one line counts against the per-job cap (as the writer counts it: its UTF-8 bytes and a newline)."""
+    return len(line["message"].encode()) + 1
+
+
+async def iter_lines(
+    nc: Client, job_id: str, *, attempt: int, max_bytes: int, step: int | None = None
+) -> AsyncGenerator[LogLine, None]:
+    """One attempt's lines, in order, each once, up to ``max_bytes``; holds at most one batch and the window."""
+    order = LineOrder(attempt=attempt)
+    budget = max_bytes
+
+    def emit(lines: Iterable[tuple[int, LogLine]]) -> Iterable[LogLine]:
+        nonlocal budget
+        for _, line in lines:
+            budget -= line_bytes(line)
+            if budget < 0:
+                return
+            if step is None or line.get("step_id") == step:
+                yield line
+
+    messages = read_messages(nc, stream=topology.EVENTS_STREAM, subject=topology.logs_subject(job_id))
+    async with contextlib.aclosing(messages):
+        async for message in messages:
+            batch = _decode_batch(message)
+            if batch is None or batch["attempt"] != attempt:
+                continue
+            for line in batch["lines"]:
+                for out in emit(order.push(attempt, line)):
+                    yield out
+                if budget < 0:
+                    return
+    for out in emit(order.flush()):
+        yield out
+
+
+def log_entry(job_id: str, step_id: int, step_name: str | None) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "container_id": f"{job_id}-{step_id}",
+        "step": step_id,
+        "step_name": step_name or "",
+        "logs": [],
+    }
+
+
+def wire_line(line: LogLine) -> dict[str, Any]:
+    return {
+        "timestamp": line.get("at"),
+        "message": line["message"],
+        "output_stream": line.get("stream", "stdout"),
+        "seq": line["seq"],
+    }
+
+
+async def job_logs(
+    nc: Client, record: dict[str, Any], *, max_bytes: int, step: int | None = None
+) -> list[dict[str, Any]]:
+    """``GET /jobs/{id}/logs``: one entry per step in step order with the lines of the record's attempt."""
+    job_id = record["id"]
+    entries = {s["id"]: log_entry(job_id, s["id"], s.get("name")) for s in record["steps"] if step in (None, s["id"])}
+    lines = iter_lines(nc, job_id, attempt=record["attempt"], max_bytes=max_bytes, step=step)
+    async with contextlib.aclosing(lines):
+        async for line in lines:
+            step_id = line.get("step_id")
+            if not isinstance(step_id, int):
+                continue
+            if step_id not in entries:
+                entries[step_id] = log_entry(job_id, step_id, "hades" if step_id == 0 else None)
+            entries[step_id]["logs"].append(wire_line(line))
+    return [entries[key] for key in sorted(entries)]
+
+
+@dataclass(frozen=True)
+class LiveLine:
+    attempt: int
+    line: LogLine
+
+    @property
+    def event_id(self) -> str:
+        return f"{self.attempt}.{self.line['seq']}"
+
+
+@dataclass(frozen=True)
+class LiveStatus:
+    event: events.StatusEvent
+
+
+@dataclass(frozen=True)
+class LiveEnd:
+    status: str
+    reason: str | None
+
+
+LiveItem = LiveLine | LiveStatus | LiveEnd
+
+
+@dataclass
+class _StatusFilter:
+    """Status events newer than the last one shown (per job and per step); nothing after a terminal one."""
+
+    job_key: tuple[int, int] | None = None
+    step_keys: dict[int, tuple[int, int]] = field(default_factory=dict)
+    terminal: events.JobEvent | None = None
+
+    def admit(self, event: events.StatusEvent) -> bool:
+        key = (event["attempt"], event["seq"])
+        if event["kind"] == "job":
+            if self.terminal is not None or (self.job_key is not None and key <= self.job_key):
+                return False
+            self.job_key = key
+            if JobStatus(event["status"]).terminal:
+                self.terminal = event
+            return True
+        last = self.step_keys.get(event["step_id"])
+        if last is not None and key <= last:
+            return False
+        self.step_keys[event["step_id"]] = key
+        return True
+
+
+async def follow(
+    nc: Client, job_id: str, *, after: tuple[int, int] | None = None, known_end: LiveEnd | None = None
+) -> AsyncGenerator[LiveItem, None]:
+    """Every line and status change from the start (or after line ``after``), then live ones, then the end.
+
+    ``known_end`` is the job's end when its record already shows it, for a job whose terminal event has left the
+    stream. With ``after``, status events before that line are not repeated.
+    """
+    wake = asyncio.Event()
+
+    async def on_message(msg: Msg) -> None:
+        wake.set()
+
+    subject = topology.job_events_subject(job_id)
+    try:
+        sub = await nc.subscribe(subject, cb=on_message, pending_msgs_limit=1024)
+    except nats.errors.Error as exc:
+        raise Unavailable(f"the message broker is not reachable: {type(exc).__name__}") from exc
+    order = LineOrder.after(*after) if after else LineOrder()
+    passed_resume_point = after is None
+    statuses = _StatusFilter()
+    cursor = 1
+    try:
+        while True:
+            wake.clear()
+            messages = read_messages(nc, stream=topology.EVENTS_STREAM, subject=subject, start_seq=cursor)
+            async with contextlib.aclosing(messages):
+                async for message in messages:
+                    cursor = message.seq + 1
+                    if message.subject.startswith(topology.LOGS_SUBJECT_PREFIX + "."):
+                        batch = _decode_batch(message)
+                        if batch is None:
+                            continue
+                        for line in batch["lines"]:
+                            if after is not None and (batch["attempt"], line["seq"]) >= after:
+                                passed_resume_point = True
+                            for attempt, ready in order.push(batch["attempt"], line):
+                                yield LiveLine(attempt, ready)
+                    elif message.subject.startswith(topology.STATUS_SUBJECT_PREFIX + "."):
+                        event = _decode_status(message)
+                        if event is not None and statuses.admit(event) and passed_resume_point:
+                            yield LiveStatus(event)
+            if statuses.terminal is not None or known_end is not None:
+                for attempt, ready in order.flush():
+                    yield LiveLine(attempt, ready)
+                if statuses.terminal is not None:
+                    yield LiveEnd(statuses.terminal["status"], statuses.terminal.get("reason"))
+                else:
+                    assert known_end is not None
+                    yield known_end
+                return
+            if order.holding:
+                if not await _wait(wake, GAP_WAIT_S):
+                    for attempt, ready in order.flush():
+                        yield LiveLine(attempt, ready)
+            else:
+                await _wait(wake, POLL_S)
+    finally:
+        with contextlib.suppress(nats.errors.Error):
+            await sub.unsubscribe()
+
+
+def _decode_status(message: StoredMessage) -> events.StatusEvent | None:
+    try:
+        return events.decode_status(message.data)
+    except (events.EventError, ValueError) as exc:
+        log.warning("skipping a malformed status event (stream seq %d): %s", message.seq, exc)
+        return None
+
+
+async def _wait(wake: asyncio.Event, timeout_s: float) -> bool:
+    try:
+        await asyncio.wait_for(wake.wait(), timeout_s)
+    except TimeoutError:
+        return False
+    return True
