@@ -60,6 +60,7 @@ class Dispatcher:
         self.picker = LanePicker(settings.dispatch.lane_weights)
         self.slots = asyncio.Semaphore(settings.dispatch.concurrency)
         self.running: dict[str, tuple[asyncio.Task[None], StopSignal, Msg]] = {}
+        self.stops: dict[str, StopSignal] = {}  # every taken job, registered before its cancel check
         self.work_hint = asyncio.Event()
         self.pulls: dict[Lane, JetStreamContext.PullSubscription] = {}
         self.subscriptions: list[Subscription] = []
@@ -92,10 +93,10 @@ class Dispatcher:
 
     async def _on_cancel(self, msg: Msg) -> None:
         job_id = msg.subject.rsplit(".", 1)[-1]
-        entry = self.running.get(job_id)
-        if entry is not None:
+        stop = self.stops.get(job_id)
+        if stop is not None:
             log.info("job %s: cancel requested, stopping it", job_id)
-            entry[1].stop(JobStatus.CANCELLED, grace_s=self.settings.dispatch.cancel_grace_s, detail="cancelled")
+            stop.stop(JobStatus.CANCELLED, grace_s=self.settings.dispatch.cancel_grace_s, detail="cancelled")
 
     async def sweep_leftovers(self) -> None:
         """Remove what ended jobs left behind (a dispatcher that crashed mid-job). A job that is still queued or
@@ -161,7 +162,7 @@ class Dispatcher:
 
     async def _start(self, msg: Msg) -> None:
         job_id = msg.headers.get(topology.HEADER_MSG_ID, "") if msg.headers else ""
-        stop = StopSignal()
+        stop = self.stops[job_id] = StopSignal()  # before the check: a cancel arriving meanwhile is not lost
         if job_id and await self._cancel_requested(job_id):
             stop.stop(JobStatus.CANCELLED, grace_s=0, detail="cancelled before it started")
         task = asyncio.create_task(jobrun.handle(self.deps, msg, stop=stop), name=f"job-{job_id}")
@@ -180,6 +181,7 @@ class Dispatcher:
 
     def _finished(self, job_id: str, task: asyncio.Task[None]) -> None:
         self.running.pop(job_id, None)
+        self.stops.pop(job_id, None)
         metrics.JOBS_RUNNING.dec()
         self._release()
         if not task.cancelled() and task.exception() is not None:
