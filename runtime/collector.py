@@ -35,7 +35,9 @@ from runtime.web import READINESS_CHECKS, SETTINGS
 log = logging.getLogger(__name__)
 tracer = tracing.tracer(__name__)
 
-FETCH_BATCH = 256
+FETCH_BATCH = 32
+"""Messages per fetch: log batches are up to 256 KiB each, so one fetch holds at most ~8 MiB (256 held ~64 MiB
+and grew a catching-up collector by ~45 MiB)."""
 FETCH_TIMEOUT_S = 5.0
 """Idle wait of one pull request."""
 RETRY_DELAY_S = 1.0

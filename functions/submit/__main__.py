@@ -4,4 +4,4 @@ from functions.submit.handlers import create_app
 from runtime import entry
 
 if __name__ == "__main__":
-    entry.serve("submit", create_app, lambda settings: settings.http.submit_port)
+    entry.serve("submit", create_app, lambda settings: settings.http.submit_port, uvloop=True)
