@@ -1,7 +1,7 @@
 """Logs at scale: serve a job's whole log as text, and show the logs function's memory stays bounded.
 
 One logs process; a job with N lines published as dispatch would (batches of 1,000); ``GET ?format=text`` read
-to the end. Its peak RSS growth is measured at 20,000 and 200,000 lines (bounded: it must not grow ~10×), and the
+to the end. Its peak RSS growth is measured at 20,000 and 200,000 lines (bounded: it must not grow tenfold), and the
 time is compared with a raw nats-py read of the same lines from the stream (an ordered consumer) in the same run.
 """
 
