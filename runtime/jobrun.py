@@ -61,23 +61,25 @@ class JobRun:
             )
         )
 
+    async def step_status(self, step: Step, status: StepStatus, **extra: Any) -> None:
+        event = events.step_event(
+            self.job.id,
+            attempt=self.attempt,
+            seq=self.sequence.next(),
+            step_id=step.id,
+            step_name=step.name,
+            status=status,
+            **extra,
+        )
+        await self.publish(event)
+
     async def step_started(self, step: Step, *, started_at: str) -> None:
         if not self.first_step_started:
             self.first_step_started = True
             metrics.JOB_START_LATENCY.observe(time.monotonic() - self.dequeued_at)
         span = tracer.start_span("hades.step", attributes={"hades.job_id": self.job.id, "hades.step_id": step.id})
         self.step_spans[step.id] = span
-        await self.publish(
-            events.step_event(
-                self.job.id,
-                attempt=self.attempt,
-                seq=self.sequence.next(),
-                step_id=step.id,
-                step_name=step.name,
-                status=StepStatus.RUNNING,
-                started_at=started_at,
-            )
-        )
+        await self.step_status(step, StepStatus.RUNNING, started_at=started_at)
 
     async def step_finished(self, result: StepResult) -> None:
         self.reported[result.step_id] = result
@@ -102,17 +104,7 @@ class JobRun:
             )
             if v is not None
         }
-        await self.publish(
-            events.step_event(
-                self.job.id,
-                attempt=self.attempt,
-                seq=self.sequence.next(),
-                step_id=step.id,
-                step_name=step.name,
-                status=result.status,
-                **extra,
-            )
-        )
+        await self.step_status(step, result.status, **extra)
 
     def log(self, step_id: int, stream: str, message: str, *, at: str) -> None:
         self.sink.add(step_id, stream, message, at=at)

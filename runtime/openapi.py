@@ -68,6 +68,27 @@ def json_body(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def probe_paths(*, ready_when: str) -> dict[str, Any]:
+    """The routes every function gets from ``runtime.web.create_app``."""
+    status_ok = json_body("OK", {"type": "object"})
+    return {
+        "/healthz": {"get": {"summary": "Liveness", "responses": {"200": status_ok}}},
+        "/readyz": {
+            "get": {
+                "summary": f"Readiness: 503 while {ready_when}",
+                "responses": {"200": status_ok, "503": json_body("Not ready", {"type": "object"})},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {"200": {"description": "text exposition", "content": {"text/plain": {}}}},
+            }
+        },
+        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": status_ok}}},
+    }
+
+
 def document(
     *, title: str, description: str, paths: dict[str, Any], extra_schemas: dict[str, Any] | None = None
 ) -> dict[str, Any]:

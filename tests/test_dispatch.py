@@ -106,7 +106,7 @@ def leftovers(job_id: str) -> list[str]:
     client = docker.from_env()
     try:
         label = f"hades.job-id={job_id}"
-        found = [c.name for c in client.containers.list(all=True, filters={"label": label})]
+        found = [c.id[:12] for c in client.containers.list(all=True, sparse=True, filters={"label": label})]
         found += [v.name for v in client.volumes.list(filters={"label": label})]
         return found
     finally:

@@ -60,9 +60,10 @@ async def executor() -> AsyncIterator[DockerExecutor]:
 
 def _remaining(client: Any, job_id: str) -> list[str]:
     selector = {"label": f"{LABEL_JOB_ID}={job_id}"}
-    containers = client.containers.list(all=True, filters=selector)
+    # sparse: no per-container inspect, which could 404 on one removed between the list and the inspect
+    containers = client.containers.list(all=True, sparse=True, filters=selector)
     volumes = client.volumes.list(filters=selector)
-    return [f"container {c.name}" for c in containers] + [f"volume {v.name}" for v in volumes]
+    return [f"container {c.id[:12]}" for c in containers] + [f"volume {v.name}" for v in volumes]
 
 
 _created: list[str] = []

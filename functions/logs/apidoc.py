@@ -218,20 +218,7 @@ def openapi_document() -> dict[str, Any]:
             }
         },
         "/health": {"get": {"summary": "Liveness, as the original Hades answers", "responses": {"200": status_ok}}},
-        "/healthz": {"get": {"summary": "Liveness", "responses": {"200": status_ok}}},
-        "/readyz": {
-            "get": {
-                "summary": "Readiness: 503 while NATS is unreachable or the collector stopped",
-                "responses": {"200": status_ok, "503": openapi.json_body("Not ready", {"type": "object"})},
-            }
-        },
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics",
-                "responses": {"200": {"description": "text exposition", "content": {"text/plain": {}}}},
-            }
-        },
-        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": status_ok}}},
+        **openapi.probe_paths(ready_when="NATS is unreachable or the collector stopped"),
     }
     return openapi.document(
         title="Hades logs API",

@@ -14,7 +14,6 @@ the client's timeout (waits are re-issued in slices) because cancelling an ``awa
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
 import functools
 import logging
@@ -33,6 +32,7 @@ import urllib3.exceptions
 
 from runtime import units
 from runtime.errors import HadesError, JobError, Unavailable, truncate
+from runtime.executors import output
 from runtime.executors.base import RunHooks, RunResult, StepResult, StopSignal, job_status, skipped
 from runtime.jobs import Job, JobStatus, Step, StepStatus, utc_now
 from runtime.settings import Settings
@@ -56,9 +56,6 @@ WAIT_SLICE_S = 30.0
 """A wait for a container's exit is re-issued this often, so no thread blocks on a hung engine for good."""
 DRAIN_TIMEOUT_S = 10.0
 """How long a step's output stream may stay open after its container exited before it is closed."""
-MAX_PARTIAL_LINE_CHARS = 1024 * 1024
-"""Output without a newline is passed on in pieces of this size, so one endless line cannot eat memory."""
-
 CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETUID", "SETGID", "KILL")
 """All capabilities are dropped, then these few added back. Build scripts run as root inside their image and
 still need to own, chmod and write files they did not create (CHOWN, DAC_OVERRIDE, FOWNER, FSETID: package
@@ -182,7 +179,7 @@ class DockerExecutor:
         loop = asyncio.get_running_loop()
         # Attached before the start, so not a byte of output can be written before someone reads it.
         stream = await self._call(container.attach, stdout=True, stderr=True, stream=True, logs=True, demux=True)
-        reader = loop.run_in_executor(self._pool, _pump, stream, _emitter(loop, hooks, step.id), job.id)
+        reader = loop.run_in_executor(self._pool, output.pump, stream, output.emitter(loop, hooks, step.id), job.id)
         try:
             try:
                 await self._blocking(container.start)
@@ -337,7 +334,7 @@ class DockerExecutor:
     def _close_stream(self, stream: Any) -> None:
         # Shuts the socket down so the reader thread sees the end; never awaited, so it also works mid-cancel.
         with contextlib.suppress(RuntimeError):  # the pool is shut down: the executor is closing
-            self._pool.submit(_close_quietly, stream)
+            self._pool.submit(output.close_quietly, stream)
 
     # -- images ---------------------------------------------------------------------------------------------------
 
@@ -475,84 +472,6 @@ def _pull(api: Any, image: str, timeout_s: float) -> None:
 def _state(container: Any) -> dict[str, Any]:
     container.reload()
     return dict(container.attrs.get("State") or {})
-
-
-def _close_quietly(stream: Any) -> None:
-    try:
-        stream.close()  # shuts the socket down: a reader blocked on it wakes up and sees the end
-        # CancellableStream.close leaves the HTTP response (and with it the socket's file descriptor) open.
-        response = getattr(stream, "_response", None)
-        if response is not None:
-            response.close()
-    except Exception as exc:  # already closed, or the engine is gone: either way the reader ends
-        log.debug("closing an output stream: %s", exc)
-
-
-Emit = Callable[[list[tuple[str, str]], str], None]
-
-
-def _emitter(loop: asyncio.AbstractEventLoop, hooks: RunHooks, step_id: int) -> Emit:
-    """Hands a batch of (stream, line) read at one moment to ``hooks.log`` on the event loop."""
-
-    def deliver(batch: list[tuple[str, str]], at: str) -> None:
-        for stream, line in batch:
-            hooks.log(step_id, stream, line, at=at)
-
-    def emit(batch: list[tuple[str, str]], at: str) -> None:
-        loop.call_soon_threadsafe(deliver, batch, at)
-
-    return emit
-
-
-def _pump(stream: Iterable[tuple[bytes | None, bytes | None]], emit: Emit, job_id: str) -> None:
-    """Read a step's demultiplexed output until it ends, passing on each complete line as soon as it arrives."""
-    lines = {"stdout": _Lines(), "stderr": _Lines()}
-    try:
-        for out, err in stream:
-            batch = [("stdout", line) for line in lines["stdout"].feed(out)] if out else []
-            if err:
-                batch += [("stderr", line) for line in lines["stderr"].feed(err)]
-            if batch:
-                emit(batch, utc_now())
-    except Exception as exc:  # the stream was closed under us (hung engine) or the loop is gone
-        log.debug("job %s: output stream ended: %s", job_id, exc)
-    finally:
-        _close_quietly(stream)  # the engine ended it; this releases our end of the socket
-    tail = [(name, rest) for name, split in lines.items() if (rest := split.flush()) is not None]
-    if tail:
-        with contextlib.suppress(RuntimeError):  # the event loop is closed
-            emit(tail, utc_now())
-
-
-class _Lines:
-    """Bytes in, complete lines out: UTF-8 (bad bytes replaced) split on newlines, partial lines kept for later."""
-
-    def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._parts: list[str] = []
-        self._size = 0
-
-    def feed(self, chunk: bytes) -> list[str]:
-        text = self._decoder.decode(chunk)
-        if "\n" not in text:
-            self._parts.append(text)
-            self._size += len(text)
-            return [self._take()] if self._size >= MAX_PARTIAL_LINE_CHARS else []
-        first, *rest = text.split("\n")
-        tail = rest.pop()
-        found = ["".join(self._parts) + first, *rest]
-        self._parts, self._size = ([tail], len(tail)) if tail else ([], 0)
-        return [line.removesuffix("\r") for line in found]
-
-    def flush(self) -> str | None:
-        self._parts.append(self._decoder.decode(b"", final=True))
-        rest = self._take()
-        return rest.removesuffix("\r") if rest else None
-
-    def _take(self) -> str:
-        text = "".join(self._parts)
-        self._parts, self._size = [], 0
-        return text
 
 
 # -- small pure helpers -----------------------------------------------------------------------------------------
