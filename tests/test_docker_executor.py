@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -267,10 +266,8 @@ async def test_timeout_kills_the_running_step_and_skips_the_rest(executor, remai
     run, hooks = await _run_until_output(executor, job, stop, "started")
 
     stop.stop(JobStatus.TIMED_OUT, grace_s=0, detail="job timed out after 1 s")
-    began = time.monotonic()
     result = await asyncio.wait_for(run, 15)
 
-    assert time.monotonic() - began < 5
     assert result.status is JobStatus.TIMED_OUT
     assert result.reason == "job timed out after 1 s"
     assert statuses(result) == [(1, StepStatus.FAILED), (2, StepStatus.SKIPPED)]
@@ -288,15 +285,27 @@ async def test_cancel_sends_sigterm_first_and_the_step_may_exit_gracefully(execu
     run, hooks = await _run_until_output(executor, job, stop, "ready")
 
     stop.stop(JobStatus.CANCELLED, grace_s=20, detail="cancelled")
-    began = time.monotonic()
     result = await asyncio.wait_for(run, 30)
 
-    assert time.monotonic() - began < 10  # ended by its own trap, long before the grace ran out
     assert result.status is JobStatus.CANCELLED
     assert statuses(result) == [(1, StepStatus.FAILED), (2, StepStatus.SKIPPED)]
     assert result.steps[0].reason == "stopped: cancelled"
     assert result.steps[0].exit_code == 0
-    assert hooks.output(1) == ["ready", "got TERM"]
+    assert hooks.output(1) == ["ready", "got TERM"]  # ended by its own trap (exit 0), not by SIGKILL
+    assert await remaining(job.id) == []
+
+
+async def test_cancel_stops_a_script_that_does_not_trap_sigterm(executor, remaining, busybox_image):
+    # As PID 1 a shell ignores SIGTERM and would wait out the whole grace; under docker-init it gets it.
+    job = make_job(busybox_image, [{"id": 1, "script": "echo ready; sleep 60"}])
+    stop = StopSignal()
+    run, _ = await _run_until_output(executor, job, stop, "ready")
+
+    stop.stop(JobStatus.CANCELLED, grace_s=60, detail="cancelled")
+    result = await asyncio.wait_for(run, 90)
+
+    assert result.status is JobStatus.CANCELLED
+    assert result.steps[0].exit_code == 143  # SIGTERM, not SIGKILL (137) after the grace
     assert await remaining(job.id) == []
 
 

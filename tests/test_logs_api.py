@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -540,10 +539,9 @@ async def test_open_streams_end_cleanly_on_shutdown(client: TestClient, conn: me
     async with aiohttp.ClientSession() as session:
         response = await session.get(client.make_url(f"/jobs/{dispatch.id}/logs/stream"))
         assert (await next_event(response)).event == "status"
-        started = time.monotonic()
+        # Without the close-on-shutdown hook the server would wait its 60 s shutdown timeout for the stream.
         await asyncio.wait_for(client.server.close(), timeout=10)
         assert await response.content.read() == b""  # ended by the server, not cut off
-        assert time.monotonic() - started < 5
 
 
 # --- the rest ------------------------------------------------------------------------------------------------

@@ -260,6 +260,9 @@ class DockerExecutor:
             "security_opt": ["no-new-privileges"],
             "cap_drop": ["ALL"],
             "cap_add": list(CAPABILITIES),
+            # docker-init (tini) as PID 1: a script that never traps SIGTERM still stops on a cancel (as PID 1 it
+            # would ignore it for the whole grace), and zombies of fork-happy job code are reaped.
+            "init": True,
             "stdin_open": False,
             "tty": False,  # keeps stdout and stderr apart
         }
