@@ -23,7 +23,7 @@ from aiohttp import web
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from runtime import events, logstore, metrics, records, topology, tracing
+from runtime import events, logstore, metrics, records, tasks, topology, tracing
 from runtime.callbacks import CALLBACKS, CallbackSender
 from runtime.errors import HadesError
 from runtime.jobs import is_job_id, utc_now
@@ -190,6 +190,4 @@ async def collector_context(app: web.Application) -> AsyncIterator[None]:
     app[COLLECTOR] = asyncio.create_task(collector.run(), name="collector")
     app[READINESS_CHECKS].append(collector_ready)
     yield
-    app[COLLECTOR].cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await app[COLLECTOR]
+    await tasks.cancel_and_wait(app[COLLECTOR])

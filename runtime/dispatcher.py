@@ -22,7 +22,8 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from runtime import jobrun, messaging, metrics, queue, topology
+from runtime import jobrun, messaging, metrics, queue, tasks, topology
+from runtime.errors import HadesError
 from runtime.executors.base import Executor, StopSignal
 from runtime.jobs import JobStatus
 from runtime.settings import Settings
@@ -63,8 +64,10 @@ class Dispatcher:
         self.stops: dict[str, StopSignal] = {}  # every taken job, registered before its cancel check
         self.work_hint = asyncio.Event()
         self.pulls: dict[Lane, JetStreamContext.PullSubscription] = {}
-        self.subscriptions: list[Subscription] = []
         self.loop_task: asyncio.Task[None] | None = None
+        self.stopping = False
+        self.hint_subscription: Subscription | None = None
+        self.cancel_subscription: Subscription | None = None
         metrics.DISPATCH_FREE_SLOTS.set(settings.dispatch.concurrency)
 
     async def start(self) -> None:
@@ -76,8 +79,8 @@ class Dispatcher:
                 durable=topology.dispatch_consumer(lane), stream=topology.JOBS_STREAM
             )
         nc = self.conn.nc
-        self.subscriptions.append(await nc.subscribe(f"{topology.JOBS_SUBJECT_PREFIX}.*", cb=self._on_job_published))
-        self.subscriptions.append(await nc.subscribe(f"{topology.CANCEL_SUBJECT_PREFIX}.*", cb=self._on_cancel))
+        self.hint_subscription = await nc.subscribe(f"{topology.JOBS_SUBJECT_PREFIX}.*", cb=self._on_job_published)
+        self.cancel_subscription = await nc.subscribe(f"{topology.CANCEL_SUBJECT_PREFIX}.*", cb=self._on_cancel)
         await self.sweep_leftovers()
         self.loop_task = asyncio.create_task(self._loop(), name="dispatch-loop")
         log.info(
@@ -107,10 +110,13 @@ class Dispatcher:
             log.warning("could not list leftovers: %s", exc)
             return
         for job_id in leftovers - set(self.running):
-            last = await queue.latest_status(self.conn, job_id)
-            if last is None or (last["kind"] == "job" and JobStatus(last["status"]).terminal):
-                log.info("removing leftovers of ended job %s", job_id)
-                await self.executor.cleanup(job_id)
+            try:
+                last = await queue.latest_status(self.conn, job_id)
+                if last is None or (last["kind"] == "job" and JobStatus(last["status"]).terminal):
+                    log.info("removing leftovers of ended job %s", job_id)
+                    await self.executor.cleanup(job_id)
+            except HadesError as exc:  # one stuck leftover must not keep the dispatcher from starting
+                log.warning("leftovers of job %s not removed: %s", job_id, exc.detail)
 
     async def _ready_lanes(self) -> list[Lane]:
         ready = []
@@ -125,7 +131,7 @@ class Dispatcher:
 
     async def _next_message(self) -> Msg:
         idle_s = self.settings.dispatch.pull_timeout_s
-        while True:
+        while not self.stopping:
             self.work_hint.clear()
             ready = await self._ready_lanes()
             # Nothing new pending: still try each lane briefly, for redeliveries (not counted as pending).
@@ -144,9 +150,10 @@ class Dispatcher:
             if not ready:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.work_hint.wait(), idle_s)
+        raise asyncio.CancelledError
 
     async def _loop(self) -> None:
-        while True:
+        while not self.stopping:
             await self.slots.acquire()
             metrics.DISPATCH_FREE_SLOTS.dec()
             try:
@@ -154,6 +161,11 @@ class Dispatcher:
             except BaseException:
                 self._release()
                 raise
+            if self.stopping:  # taken as the stop came: hand it straight back
+                self._release()
+                with contextlib.suppress(Exception):
+                    await msg.nak()
+                return
             await self._start(msg)
 
     def _release(self) -> None:
@@ -168,7 +180,7 @@ class Dispatcher:
         task = asyncio.create_task(jobrun.handle(self.deps, msg, stop=stop), name=f"job-{job_id}")
         self.running[job_id] = (task, stop, msg)
         metrics.JOBS_RUNNING.inc()
-        task.add_done_callback(lambda t: self._finished(job_id, t))
+        task.add_done_callback(lambda t: self._finished(job_id, t, stop))
 
     async def _cancel_requested(self, job_id: str) -> bool:
         try:
@@ -179,9 +191,12 @@ class Dispatcher:
             return False
         return True
 
-    def _finished(self, job_id: str, task: asyncio.Task[None]) -> None:
-        self.running.pop(job_id, None)
-        self.stops.pop(job_id, None)
+    def _finished(self, job_id: str, task: asyncio.Task[None], stop: StopSignal) -> None:
+        # Only this delivery's entries: after a long outage the same job may be running again as a later attempt.
+        if self.running.get(job_id, (None,))[0] is task:
+            del self.running[job_id]
+        if self.stops.get(job_id) is stop:
+            del self.stops[job_id]
         metrics.JOBS_RUNNING.dec()
         self._release()
         if not task.cancelled() and task.exception() is not None:
@@ -190,23 +205,23 @@ class Dispatcher:
     async def stop(self) -> None:
         """Phase 1: stop taking jobs, let running ones finish within the grace. Phase 2: stop the rest and leave
         their messages for another dispatcher (nak: redelivered at once, not after AckWait)."""
+        self.stopping = True
+        self.work_hint.set()
         if self.loop_task is not None:
-            self.loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.loop_task
+            await tasks.cancel_and_wait(self.loop_task)
         # Pull subscriptions too: a fetch answered after its timeout leaves a message in a queue nobody reads,
-        # and draining the connection would wait for it. Unacked, it is redelivered after AckWait.
+        # and draining the connection would wait for it. Unacked, it is redelivered after AckWait. The cancel
+        # subscription stays until the running jobs are done: a cancel during the grace still stops its job.
         subscriptions: list[Subscription | JetStreamContext.PullSubscription] = [
-            *self.subscriptions,
+            *([self.hint_subscription] if self.hint_subscription else []),
             *self.pulls.values(),
         ]
-        for sub in subscriptions:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-        tasks = [task for task, _, _ in self.running.values()]
-        if tasks:
-            log.info("waiting up to %.0f s for %d running jobs", self.settings.dispatch.shutdown_grace_s, len(tasks))
-            _, pending = await asyncio.wait(tasks, timeout=self.settings.dispatch.shutdown_grace_s)
+        await _unsubscribe(subscriptions)
+        running = [task for task, _, _ in self.running.values()]
+        if running:
+            grace_s = self.settings.dispatch.shutdown_grace_s
+            log.info("waiting up to %.0f s for %d running jobs", grace_s, len(running))
+            _, pending = await asyncio.wait(running, timeout=grace_s)
             for job_id, (task, _, msg) in list(self.running.items()):
                 if task in pending:
                     log.warning("job %s: still running at shutdown; handing it back to the queue", job_id)
@@ -215,3 +230,10 @@ class Dispatcher:
                         await task
                     with contextlib.suppress(Exception):
                         await msg.nak()
+        await _unsubscribe([self.cancel_subscription] if self.cancel_subscription else [])
+
+
+async def _unsubscribe(subscriptions: Sequence[Subscription | JetStreamContext.PullSubscription]) -> None:
+    for subscription in subscriptions:
+        with contextlib.suppress(Exception):
+            await subscription.unsubscribe()

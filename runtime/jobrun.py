@@ -18,7 +18,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from runtime import events, messaging, metrics, topology, tracing
+from runtime import events, messaging, metrics, queue, topology, tracing
 from runtime.errors import HadesError, JobError, Unavailable
 from runtime.executors.base import Executor, RunResult, StepResult, StopSignal
 from runtime.jobs import Job, JobStatus, Step, StepStatus, parse_time, utc_now
@@ -30,6 +30,8 @@ tracer = tracing.tracer(__name__)
 
 RETRY_DELAY_S = 5.0
 """How long a job waits before its next attempt after infrastructure trouble."""
+TERMINAL_PUBLISH_ATTEMPTS = 4
+"""Tries (0.5, 1, 2 s apart) to store a terminal event before the job is handed back instead of acked."""
 
 
 @dataclass
@@ -170,6 +172,8 @@ async def _handle(deps: Deps, msg: Msg, job: Job, attempt: int, stop: StopSignal
     run = JobRun(deps.conn, job, attempt, sink)
     heartbeat = asyncio.create_task(keep_alive(msg, max(settings.dispatch.ack_wait_s / 3, 0.5)))
     try:
+        if attempt > 1 and await _already_ended(deps, msg, job):
+            return
         if attempt > settings.dispatch.max_deliver:
             await _dead_letter(deps, msg, run, f"gave up after {settings.dispatch.max_deliver} attempts")
             return
@@ -209,10 +213,39 @@ async def _handle(deps: Deps, msg: Msg, job: Job, attempt: int, stop: StopSignal
         await sink.close()
 
 
+async def _already_ended(deps: Deps, msg: Msg, job: Job) -> bool:
+    """A redelivery whose job has a stored end (its ack was lost): ack it, do not run the job twice."""
+    try:
+        last = await queue.latest_status(deps.conn, job.id)
+    except HadesError:
+        return False
+    if last is None or last["kind"] != "job" or not JobStatus(last["status"]).terminal:
+        return False
+    log.info("job %s already ended %s; acking its redelivery", job.id, last["status"])
+    with contextlib.suppress(Exception):
+        await msg.ack_sync()
+    return True
+
+
 async def _finish(deps: Deps, msg: Msg, run: JobRun, result: RunResult) -> None:
+    """Store the terminal event, then ack; if it cannot be stored, nak: the job is never acked without an end."""
     await run.report_unreported(result)
     await run.sink.close()  # every line stored before the terminal event, so readers of the end see them all
-    await run.job_status(result.status, result.reason, finished_at=utc_now())
+    terminal = events.job_event(
+        run.job.id,
+        attempt=run.attempt,
+        seq=run.sequence.next(),
+        status=result.status,
+        reason=result.reason,
+        finished_at=utc_now(),
+    )
+    try:
+        await _publish_with_retries(run.conn, terminal)
+    except Unavailable as exc:
+        log.error("job %s: its %s could not be stored (%s); handing it back", run.job.id, result.status, exc.detail)
+        with contextlib.suppress(Exception):
+            await msg.nak(delay=RETRY_DELAY_S)
+        return
     metrics.JOBS_FINISHED.labels(str(result.status)).inc()
     log.info(
         "job %s attempt %d: %s%s",
@@ -224,6 +257,22 @@ async def _finish(deps: Deps, msg: Msg, run: JobRun, result: RunResult) -> None:
     await msg.ack_sync()
 
 
+async def _publish_with_retries(conn: messaging.Messaging, event: events.StatusEvent) -> None:
+    """The same ``Nats-Msg-Id`` each time, so a retry after a lost ack stores the event once."""
+    delay_s = 0.5
+    for attempt in range(1, TERMINAL_PUBLISH_ATTEMPTS + 1):
+        try:
+            await conn.publish(
+                topology.status_subject(event["job_id"]), messaging.encode(event), msg_id=events.status_msg_id(event)
+            )
+            return
+        except Unavailable:
+            if attempt == TERMINAL_PUBLISH_ATTEMPTS:
+                raise
+            await asyncio.sleep(delay_s)
+            delay_s *= 2
+
+
 async def _retry_later(deps: Deps, msg: Msg, run: JobRun, exc: Unavailable) -> None:
     if run.attempt >= deps.settings.dispatch.max_deliver:
         await _dead_letter(deps, msg, run, f"infrastructure trouble on the last attempt: {exc.detail}")
@@ -231,13 +280,20 @@ async def _retry_later(deps: Deps, msg: Msg, run: JobRun, exc: Unavailable) -> N
     log.warning("job %s attempt %d: %s; retrying in %.0f s", run.job.id, run.attempt, exc.detail, RETRY_DELAY_S)
     run.sink.system(0, f"[hades] attempt {run.attempt} hit infrastructure trouble ({exc.detail}); retrying")
     await run.job_status(JobStatus.RUNNING, f"retrying: {exc.detail}")
-    await msg.nak(delay=RETRY_DELAY_S)
+    with contextlib.suppress(Exception):  # if even the nak is lost, AckWait brings the job back
+        await msg.nak(delay=RETRY_DELAY_S)
 
 
 async def _dead_letter(deps: Deps, msg: Msg, run: JobRun, reason: str) -> None:
     """Fail the job for good and keep its message where it can be listed and redriven."""
     metrics.DEAD_LETTERED.inc()
-    # An earlier attempt may have died with its dispatcher and left containers running; this job is over.
-    await deps.executor.cleanup(run.job.id)
-    await deps.conn.publish(topology.dead_subject(run.job.id), msg.data, headers={"Hades-Reason": reason[:500]})
+    # Best effort, both: whatever is down, the job still gets its terminal status below.
+    try:  # an earlier attempt may have died with its dispatcher and left containers running; this job is over
+        await deps.executor.cleanup(run.job.id)
+    except HadesError as exc:
+        log.warning("job %s: leftovers not removed: %s", run.job.id, exc.detail)
+    try:
+        await deps.conn.publish(topology.dead_subject(run.job.id), msg.data, headers={"Hades-Reason": reason[:500]})
+    except HadesError as exc:
+        log.warning("job %s: not copied to the dead letters: %s", run.job.id, exc.detail)
     await _finish(deps, msg, run, RunResult(status=JobStatus.FAILED, steps=(), reason=f"infrastructure: {reason}"))

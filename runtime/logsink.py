@@ -57,7 +57,9 @@ class LogSink:
         self.job_id = job_id
         self.attempt = attempt
         self.settings = settings
-        self.secrets = sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
+        # A multi-line secret (a PEM key) is printed line by line, so each of its lines is masked on its own too.
+        pieces = {piece.strip() for secret in secrets for piece in [secret, *secret.splitlines()]}
+        self.secrets = sorted({p for p in pieces if len(p) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
         self.seq = 0
         self.bytes_written = 0
         self.truncated = False

@@ -23,7 +23,7 @@ from nats.js import api as js_api
 
 from runtime import topology, tracing
 from runtime import web as hades_web
-from runtime.errors import Unavailable, truncate
+from runtime.errors import PayloadTooLarge, Unavailable, truncate
 from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,11 @@ class Messaging:
         """Store ``payload`` in JetStream and wait for the ack; ``Unavailable`` if it is not stored."""
         if not self.connected:
             raise Unavailable("the message broker is not reachable")
+        if len(payload) > self.nc.max_payload:
+            # Permanent, unlike the errors below: retrying the same message can never succeed.
+            raise PayloadTooLarge(
+                f"the message is {len(payload)} bytes; the message broker takes at most {self.nc.max_payload}"
+            )
         hdrs: dict[str, str] = dict(headers or {})
         if msg_id is not None:
             hdrs[topology.HEADER_MSG_ID] = msg_id

@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import nats.errors
 from nats.js.errors import NotFoundError
 
 from runtime import events, messaging, topology
-from runtime.errors import Conflict, HadesError, JobNotFound
+from runtime.errors import Conflict, HadesError, JobNotFound, Unavailable
 from runtime.jobs import Job, JobStatus, utc_now
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,10 @@ class Enqueued:
 async def enqueue(conn: messaging.Messaging, job: Job) -> Enqueued:
     """Store the job durably; raises ``Unavailable`` when JetStream did not store it."""
     ack = await conn.publish(topology.jobs_subject(job.lane), messaging.encode(job.to_message()), msg_id=job.id)
+    if ack.duplicate:
+        # An idempotent retry: the job and its queued event were stored the first time. Publishing the event
+        # again could make "queued" the latest status of a job that has already ended.
+        return Enqueued(job=job, duplicate=True)
     # The queued event names the job's stream sequence so the log collector can tell its place in the lane.
     queued = events.job_event(job.id, attempt=0, seq=0, status=JobStatus.QUEUED, job=job.summary(), stream_seq=ack.seq)
     # Stored before the answer, so a client that cancels or looks the job up right after the POST finds it. A
@@ -48,7 +53,13 @@ async def latest_status(conn: messaging.Messaging, job_id: str) -> events.Status
         msg = await conn.js.get_last_msg(topology.EVENTS_STREAM, topology.status_subject(job_id))
     except NotFoundError:
         return None
-    return events.decode_status(msg.data or b"")
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise Unavailable(f"the message broker did not answer: {type(exc).__name__}") from exc
+    try:
+        return events.decode_status(msg.data or b"")
+    except ValueError:
+        log.warning("job %s: its last status event is malformed", job_id)
+        return None
 
 
 async def request_cancel(conn: messaging.Messaging, job_id: str, *, reason: str) -> None:

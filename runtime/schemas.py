@@ -119,14 +119,31 @@ def _message(keyword: str | None, value: Any, schema: Mapping[str, Any], error: 
     return str(error.message)[:300]
 
 
+_SINGLE_LINE_FIELDS = ("image", "network", "traceparent", "callback_url", "status_callback_url")
+
+
+def _multi_line(document: Mapping[str, Any], at: str) -> list[Violation]:
+    """Python's ``$`` also matches before a final newline, so the patterns alone let ``"alpine\n"`` through."""
+    found: list[Violation] = []
+    for name in _SINGLE_LINE_FIELDS:
+        value = document.get(name)
+        if isinstance(value, str) and "\n" in value:
+            found.append({"path": f"{at}/{name}", "message": "must be a single line"})
+    for key in document.get("metadata") or {}:
+        if "\n" in key:
+            found.append({"path": f"{at}/metadata/{key}", "message": "is not a valid environment variable name"})
+    return found
+
+
 def _semantic_violations(document: Mapping[str, Any]) -> list[Violation]:
-    violations: list[Violation] = []
+    violations: list[Violation] = _multi_line(document, "")
     seen: dict[int, int] = {}
     for index, step in enumerate(document["steps"]):
         step_id = step["id"]
         if step_id in seen:
             violations.append({"path": f"/steps/{index}/id", "message": f"duplicates the id of /steps/{seen[step_id]}"})
         seen.setdefault(step_id, index)
+        violations.extend(_multi_line(step, f"/steps/{index}"))
         memory = units.parse_memory(step["memory_limit"]) if "memory_limit" in step else None
         swap = units.parse_memory(step["memory_swap"]) if "memory_swap" in step else None
         for name, size in (("memory_limit", memory), ("memory_swap", swap)):

@@ -485,3 +485,23 @@ async def test_unreachable_engine_is_unavailable():
 
 async def test_check_reports_a_working_engine(executor):
     assert await executor.check() is None
+
+
+async def test_the_engine_keeps_a_capped_copy_of_the_output_and_an_init_process(
+    executor, remaining, busybox_image, docker_client
+):
+    job = make_job(busybox_image, [{"id": 1, "script": "echo ready; sleep 30"}])
+    stop = StopSignal()
+    run, _ = await _run_until_output(executor, job, stop, "ready")
+
+    def host_config() -> dict[str, Any]:
+        [container] = docker_client.containers.list(filters={"label": f"{LABEL_JOB_ID}={job.id}"})
+        return dict(container.attrs["HostConfig"])
+
+    config = await asyncio.to_thread(host_config)
+    stop.stop(JobStatus.CANCELLED, grace_s=0, detail="cancelled")
+    await asyncio.wait_for(run, 30)
+
+    assert config["LogConfig"] == {"Type": "json-file", "Config": {"max-file": "1", "max-size": "10m"}}
+    assert config["Init"] is True
+    assert await remaining(job.id) == []

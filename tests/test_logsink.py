@@ -74,3 +74,13 @@ def test_lanes_are_served_by_weight_and_low_never_starves() -> None:
     assert picks[0] == Lane.HIGH
     assert picker.order([Lane.LOW]) == [Lane.LOW]
     assert LanePicker((6, 3, 1)).order([Lane.LOW, Lane.HIGH])[:2] == [Lane.HIGH, Lane.LOW]
+
+
+async def test_each_line_of_a_multi_line_secret_is_masked(conn: messaging.Messaging, clean_nats: str) -> None:
+    key = "-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0B\nAQEFAASCBKcwggSjAgEAAoIB\n-----END KEY-----"
+    sink = LogSink(conn, job_id="job-c", attempt=1, settings=make_settings(clean_nats).dispatch, secrets=[key])
+    for line in key.splitlines():  # what `cat key.pem` prints
+        sink.add(1, "stdout", line, at="t")
+    await sink.close()
+    printed = [line["message"] for line in await stored_lines(conn, "job-c")]
+    assert printed == ["***"] * 4

@@ -60,6 +60,14 @@ def test_invalid_examples_get_their_exact_errors(name: str) -> None:
     assert schemas.job_violations(load(f"invalid/{name}")) == INVALID_EXPECTED[name]
 
 
+def test_a_trailing_newline_does_not_slip_through_the_patterns() -> None:
+    document = {"name": "n", "metadata": {"FOO\n": "x"}, "steps": [{"id": 1, "image": "alpine\n", "network": "none"}]}
+    assert schemas.job_violations(document) == [
+        {"path": "/metadata/FOO\n", "message": "is not a valid environment variable name"},
+        {"path": "/steps/0/image", "message": "must be a single line"},
+    ]
+
+
 def test_a_non_object_body_is_named_at_the_root() -> None:
     assert schemas.job_violations([1, 2]) == [{"path": "/", "message": "must be of type object"}]
 

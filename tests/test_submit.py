@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -127,6 +128,15 @@ async def test_a_body_over_the_limit_is_a_413(aiohttp_client: Any, clean_nats: s
 
     chunked = await client.post("/jobs", data=chunks(), headers={"Content-Type": "application/json"})
     await assert_problem(chunked, 413)
+
+
+async def test_a_job_over_the_brokers_message_limit_is_a_413(aiohttp_client: Any, clean_nats: str) -> None:
+    # The operator allows 2 MiB bodies, but NATS carries at most 1 MiB a message: a clear 413, never a 503.
+    client = await aiohttp_client(create_app(make_settings(clean_nats, HADES_MAX_PAYLOAD_BYTES=str(2 * 2**20))))
+    big = {**HELLO, "steps": [{**HELLO["steps"][0], "script": "x" * 200_000, "id": i} for i in range(1, 7)]}
+    body = io.BytesIO(json.dumps(big).encode())
+    response = await client.post("/jobs", data=body, headers={"Content-Type": "application/json"})
+    await assert_problem(response, 413, detail_has="the message broker takes at most")
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (EXAMPLES / "invalid").glob("*.json")))

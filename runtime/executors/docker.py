@@ -82,6 +82,7 @@ class DockerExecutor:
         self._cleanups: set[asyncio.Task[None]] = set()  # shielded cleanups that outlive a cancelled run
         self._images_seen: dict[str, float] = {}  # image → monotonic time it was last seen on the engine
         self._scope = settings.dispatch.scope
+        self._engine_log_size = f"{max(1, -(-settings.dispatch.job_log_max_bytes // 2**20))}m"
 
     @classmethod
     async def create(cls, settings: Settings) -> DockerExecutor:
@@ -263,6 +264,9 @@ class DockerExecutor:
             # docker-init (tini) as PID 1: a script that never traps SIGTERM still stops on a cancel (as PID 1 it
             # would ignore it for the whole grace), and zombies of fork-happy job code are reaped.
             "init": True,
+            # The engine's own copy of the output (we read it live from the attach stream) is capped too, so a
+            # step printing without end cannot fill the host's disk.
+            "log_config": {"type": "json-file", "config": {"max-size": self._engine_log_size, "max-file": "1"}},
             "stdin_open": False,
             "tty": False,  # keeps stdout and stderr apart
         }
