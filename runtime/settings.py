@@ -113,6 +113,9 @@ class DispatchSettings:
 
 @dataclass(frozen=True)
 class LogsSettings:
+    api_key: str = field(default="", repr=False)
+    """When set, the logs API's job routes need Basic ``hades:<key>`` or ``Bearer <key>``; empty: open, as the
+    original Log Manager was. A key of its own, so a dashboard can read without being able to submit."""
     callback_secret: str = field(default="", repr=False)
     """When set, callbacks carry ``X-Hades-Signature: sha256=<hex HMAC of the body>``."""
     callback_allowed_hosts: tuple[str, ...] = ()
@@ -298,6 +301,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HADES_SECRET_PATTERNS": ("dispatch.secret_patterns", _list),
     "HADES_DOCKER_HOST": ("dispatch.docker_host", _str),
     "HADES_SCOPE": ("dispatch.scope", _str),
+    "HADES_LOGS_API_KEY": ("logs.api_key", _str),
     "HADES_CALLBACK_SECRET": ("logs.callback_secret", _str),
     "HADES_CALLBACK_ALLOWED_HOSTS": ("logs.callback_allowed_hosts", _list),
     "HADES_CALLBACK_MAX_ATTEMPTS": ("logs.callback_max_attempts", _int(1)),

@@ -220,6 +220,10 @@ def openapi_document() -> dict[str, Any]:
         "/health": {"get": {"summary": "Liveness, as the original Hades answers", "responses": {"200": status_ok}}},
         **openapi.probe_paths(ready_when="NATS is unreachable or the collector stopped"),
     }
+    for path, item in paths.items():
+        if path.startswith("/jobs"):  # open unless HADES_LOGS_API_KEY is set
+            item["get"]["security"] = [{}, {"basic": []}, {"bearer": []}]
+            item["get"]["responses"]["401"] = openapi.problem("HADES_LOGS_API_KEY is set and the request lacks it")
     return openapi.document(
         title="Hades logs API",
         description="Job records, logs and live logs of Hades jobs; result callbacks.",

@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
 from functions.logs import apidoc
-from runtime import callbacks, collector, jobs, logstore, records, recordstore, topology
+from runtime import auth, callbacks, collector, jobs, logstore, records, recordstore, topology
 from runtime import web as hades_web
 from runtime.errors import HadesError, JobNotFound, RequestError, to_problem
 from runtime.messaging import MESSAGING, messaging_context
@@ -253,6 +253,14 @@ async def openapi(request: web.Request) -> web.Response:
     return json_response(apidoc.openapi_document())
 
 
+@web.middleware
+async def require_key(request: web.Request, handler: hades_web.Handler) -> web.StreamResponse:
+    """Job routes need the logs key when one is set; probes, metrics and the API document stay open."""
+    if request.path == "/jobs" or request.path.startswith("/jobs/"):
+        auth.check(request, request.app[SETTINGS].logs.api_key)
+    return await handler(request)
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/jobs", list_jobs)
     app.router.add_get("/jobs/{job_id}", get_job)
@@ -265,6 +273,7 @@ def add_routes(app: web.Application) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     app = hades_web.create_app(settings, service="logs")
+    app.middlewares.append(require_key)
     app[SSE_STREAMS] = weakref.WeakSet()
     # Clients first, the loop last: cleanup runs in reverse, so the loop stops before its clients close.
     app.cleanup_ctx.append(messaging_context(settings, name="hades-logs"))
