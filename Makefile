@@ -22,6 +22,7 @@ test: $(STAMP)  ## the whole suite (Docker tests skip without an engine, except 
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)

@@ -1,12 +1,20 @@
 """Result callbacks: when a job with a ``callback_url`` ends, POST its record and logs there, once.
 
 Exactly one collector replica sends a job's callback: it first claims it on the record by compare-and-set
-(``callback.state``: ``pending`` → ``sending``, with its name and the time); a claim older than the longest a
-delivery can take is considered abandoned (its replica died) and may be taken over. Deliveries run as background
-tasks, never in the collector's loop. The body is signed (``X-Hades-Signature: sha256=<hex HMAC-SHA256>``) when
-``HADES_CALLBACK_SECRET`` is set; ``X-Hades-Delivery`` is one id per job, the same on every retry, so a receiver
-can drop repeats. Network errors, 5xx and 429 are retried with exponential backoff and full jitter (or the
-``Retry-After`` seconds), up to ``HADES_CALLBACK_MAX_ATTEMPTS``; every attempt is written to the record.
+(``callback.state``: ``pending`` → ``sending``, with its name and the time) and rewrites ``claimed_at`` at least
+every ``CLAIM_STEP_S`` plus one request while it holds the claim. A claim left alone for twice that (the lease) is
+abandoned (its replica died): every replica looks for such claims, and for due callbacks nobody started, every
+quarter lease, and takes them over. A replica that cannot go on (NATS unreachable, shutting down) hands its claim
+back (``sending`` → ``pending``) and, unless shutting down, tries again with backoff.
+
+Deliveries run as background tasks, never in the collector's loop, at most ``MAX_CONCURRENT_SENDS`` at a time. The
+body is signed (``X-Hades-Signature: sha256=<hex HMAC-SHA256 of the body>``) when ``HADES_CALLBACK_SECRET`` is
+set; ``X-Hades-Delivery`` is one id per job, the same on every retry, so a receiver can drop repeats;
+``X-Hades-Timestamp`` (unix seconds) says when the attempt was sent. Network errors, 5xx and 429 are retried with
+exponential backoff and full jitter (or the ``Retry-After`` seconds, at most ``MAX_RETRY_DELAY_S``), up to
+``HADES_CALLBACK_MAX_ATTEMPTS``; every attempt is written to the record. Redirects are not followed (an allowed
+host cannot pass the POST on to one that is not), and at most ``ANSWER_MAX_BYTES`` of an answer are read.
+Blocking private addresses is left to the network (egress policy): the allow-list checks names, not addresses.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import random
 import time
 import uuid
@@ -29,7 +38,7 @@ import aiohttp
 from aiohttp import web
 
 from runtime import logstore, metrics, records
-from runtime.errors import HadesError, truncate
+from runtime.errors import HadesError, Unavailable, truncate
 from runtime.jobs import utc_now
 from runtime.messaging import MESSAGING, Messaging
 from runtime.records import Record
@@ -41,6 +50,19 @@ log = logging.getLogger(__name__)
 
 MAX_RETRY_DELAY_S = 300.0
 """Longest wait between two attempts, whatever ``Retry-After`` asks for."""
+CLAIM_STEP_S = 60.0
+"""Longest a sender goes without rewriting its claim, besides one request: reading the job's logs may take this
+long at most, and a longer wait between attempts renews the claim this often. Twice that plus twice the request
+timeout is the lease (140 s by default)."""
+MAX_CONCURRENT_SENDS = 16
+"""Callbacks one replica delivers at a time (each holds its body, up to the per-job log cap, and a connection)."""
+ANSWER_MAX_BYTES = 4096
+"""Of a receiver's answer at most this much is read: its status is what counts, and the rest is not waited for."""
+FINISH_TRIES = 5
+"""Writes of a callback's outcome before it is given up (and the callback goes stale, to be sent again)."""
+HAND_BACK_TIMEOUT_S = 2.0
+"""On shutdown, how long handing a claim back may take before it is left to the lease."""
+TIMESTAMP_HEADER = "X-Hades-Timestamp"
 _DELIVERY_NAMESPACE = uuid.UUID("0b7e1f0e-8a55-4c1b-9c61-5b2f0d1f8c3e")
 
 
@@ -68,23 +90,34 @@ def host_allowed(url: str, allowed: tuple[str, ...]) -> bool:
 
 
 def retry_after_s(value: str | None) -> float | None:
+    """The receiver's ``Retry-After`` in seconds, at most ``MAX_RETRY_DELAY_S``; None to use our own backoff."""
     if value is None:
         return None
     try:
         seconds = float(value)
     except ValueError:
         return None  # an HTTP date: fall back to our own backoff
-    return min(max(seconds, 0.0), MAX_RETRY_DELAY_S)
+    if not math.isfinite(seconds) or seconds < 0:
+        return None  # "nan" would never wake up, "inf" never come back, "-5" means nothing
+    return min(seconds, MAX_RETRY_DELAY_S)
 
 
 def backoff_s(settings: LogsSettings, attempt: int) -> float:
     """Full jitter: anywhere between 0 and the exponential ceiling of this attempt."""
-    return random.uniform(0, min(settings.callback_backoff_s * 2 ** (attempt - 1), MAX_RETRY_DELAY_S))
+    return random.uniform(0, min(settings.callback_backoff_s * 2 ** min(attempt - 1, 32), MAX_RETRY_DELAY_S))
 
 
 def lease_s(settings: LogsSettings) -> float:
-    """How long a claim may stand before another replica takes the callback over."""
-    return settings.callback_max_attempts * (settings.callback_timeout_s + MAX_RETRY_DELAY_S) + 60.0
+    """How long a claim may stand unrenewed before another replica takes the callback over.
+
+    Twice the longest a live sender goes between two writes of its claim (``CLAIM_STEP_S`` and one request).
+    """
+    return 2 * (CLAIM_STEP_S + settings.callback_timeout_s)
+
+
+def resume_every_s(settings: LogsSettings) -> float:
+    """How often a replica looks for callbacks that are due but not under way, or whose claim went stale."""
+    return lease_s(settings) / 4
 
 
 def due(record: Record) -> bool:
@@ -94,15 +127,33 @@ def due(record: Record) -> bool:
 
 
 def claim(record: Record | None, *, replica: str, lease: float, now: float) -> Record | None:
-    """The record with the callback claimed by ``replica``, or None when it is not ours to send."""
+    """The record with the callback claimed by ``replica``, or None when it is not ours to send.
+
+    Ours to send: pending, or sending under a claim that went stale, or under ``replica``'s own claim (left over
+    when handing it back failed; a replica runs one delivery per job at a time).
+    """
     if record is None or not records.is_terminal(record) or not record.get("callback"):
         return None
     callback = record["callback"]
-    stale = callback["state"] == "sending" and now - _epoch(callback.get("claimed_at")) > lease
-    if callback["state"] != "pending" and not stale:
+    if callback["state"] == "sending":
+        mine = callback.get("claimed_by") == replica
+        if not mine and now - _epoch(callback.get("claimed_at")) <= lease:
+            return None
+    elif callback["state"] != "pending":
         return None
-    record = {**record, "callback": {**callback, "state": "sending", "claimed_by": replica, "claimed_at": utc_now()}}
-    return record
+    return {**record, "callback": {**callback, "state": "sending", "claimed_by": replica, "claimed_at": utc_now()}}
+
+
+def handed_back(record: Record | None, *, replica: str) -> Record | None:
+    """The record with ``replica``'s claim given up (``pending`` again), or None when it holds no claim there.
+
+    Only a callback still ``sending`` goes back: a ``done`` one (finished just before a cancel landed) stays done.
+    """
+    if _noted(record, replica) is None:
+        return None
+    assert record is not None
+    callback = {**record["callback"], "state": "pending", "claimed_by": None, "claimed_at": None}
+    return {**record, "callback": callback, "updated_at": utc_now()}
 
 
 def _epoch(text: str | None) -> float:
@@ -113,13 +164,14 @@ def _epoch(text: str | None) -> float:
 
 
 def _noted(record: Record | None, replica: str, **changes: Any) -> Record | None:
-    if record is None or not record.get("callback") or record["callback"].get("claimed_by") != replica:
-        return None  # someone took it over: their word counts
-    return {**record, "callback": {**record["callback"], **changes}, "updated_at": utc_now()}
+    callback = (record or {}).get("callback")
+    if record is None or not callback or callback["state"] != "sending" or callback.get("claimed_by") != replica:
+        return None  # someone took it over, or it is done: their word counts
+    return {**record, "callback": {**callback, **changes}, "updated_at": utc_now()}
 
 
 class CallbackSender:
-    """Claims and delivers callbacks in background tasks; ``close`` cancels the ones still running."""
+    """Claims and delivers callbacks in background tasks; ``close`` cancels them and the periodic look-up."""
 
     def __init__(
         self, *, session: aiohttp.ClientSession, store: RecordStore, conn: Messaging, settings: LogsSettings
@@ -129,7 +181,10 @@ class CallbackSender:
         self.conn = conn
         self.settings = settings
         self.replica = f"logs-{uuid.uuid4().hex[:12]}"
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.deliveries: dict[str, asyncio.Task[None]] = {}
+        """One task per job being delivered (or waiting to try again) here."""
+        self.sending = asyncio.Semaphore(MAX_CONCURRENT_SENDS)
+        self.looking: asyncio.Task[None] | None = None
         self.max_log_bytes = settings.job_log_max_bytes
 
     def trigger(self, record: Record) -> None:
@@ -138,60 +193,115 @@ class CallbackSender:
             self._spawn(record["id"])
 
     def _spawn(self, job_id: str) -> None:
+        if job_id in self.deliveries:
+            return  # under way here already
         task = asyncio.create_task(self._deliver(job_id), name=f"callback-{job_id}")
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.deliveries[job_id] = task
+        task.add_done_callback(lambda _: self.deliveries.pop(job_id, None))
 
     def start(self) -> None:
-        """Look for callbacks that were due, or whose sender vanished, in the background."""
-        task = asyncio.create_task(self.resume(), name="callbacks-resume")
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        """Look for callbacks that are due, or whose sender vanished, now and every quarter lease."""
+        self.looking = asyncio.create_task(self._look_periodically(), name="callbacks-resume")
+
+    async def _look_periodically(self) -> None:
+        while True:
+            try:
+                await self.resume()
+            except Exception:  # the next look-up may fare better; this loop must not die
+                log.exception("looking for pending callbacks failed")
+            await asyncio.sleep(resume_every_s(self.settings))
 
     async def resume(self) -> None:
+        """Start every callback that is ours to send (see ``claim``) and not under way here."""
         lease, now = lease_s(self.settings), time.time()
         try:
             async for record in self.store.scan():
-                if claim(record, replica=self.replica, lease=lease, now=now) is not None:
+                if record["id"] not in self.deliveries and claim(record, replica=self.replica, lease=lease, now=now):
                     self._spawn(record["id"])
         except HadesError as exc:
             log.warning("could not look for pending callbacks: %s", exc.detail)
 
     async def close(self) -> None:
-        for task in list(self.tasks):
+        tasks = [*([self.looking] if self.looking else []), *self.deliveries.values()]
+        for task in tasks:
             task.cancel()
-        for task in list(self.tasks):
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
     async def _deliver(self, job_id: str) -> None:
-        try:
-            lease = lease_s(self.settings)
-            record = await self.store.update(
-                job_id, lambda r: claim(r, replica=self.replica, lease=lease, now=time.time())
-            )
-            if record is None:
-                return  # another replica has it, or it is done
-            await self._send(record)
-        except asyncio.CancelledError:
-            # Shutting down: hand the claim back so the next replica to start sends it without waiting a lease.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._note(job_id, state="pending", claimed_by=None, claimed_at=None), 2.0)
-            raise
-        except HadesError as exc:
-            log.warning("job %s: callback not sent now: %s", job_id, exc.detail)
-        except Exception:
-            log.exception("job %s: callback failed unexpectedly", job_id)
+        """Claim and send; after a passing error, hand the claim back and try again with backoff."""
+        failures = 0
+        while True:
+            async with self.sending:
+                try:
+                    record = await self.store.update(job_id, self._claim)
+                    if record is None:
+                        return  # not due, done, or another replica's
+                    await self._send(record)
+                    return
+                except asyncio.CancelledError:
+                    # Shutting down: hand the claim back so another replica sends it without waiting out the lease.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._hand_back(job_id), HAND_BACK_TIMEOUT_S)
+                    raise
+                except HadesError as exc:
+                    failures += 1
+                    log.warning("job %s: callback not sent now, trying again: %s", job_id, exc.detail)
+                    await self._hand_back(job_id)
+                except Exception:
+                    log.exception("job %s: callback failed unexpectedly; left for the next look-up", job_id)
+                    await self._hand_back(job_id)
+                    return
+            await asyncio.sleep(backoff_s(self.settings, failures))
 
-    async def _note(self, job_id: str, **changes: Any) -> None:
+    def _claim(self, record: Record | None) -> Record | None:
+        return claim(record, replica=self.replica, lease=lease_s(self.settings), now=time.time())
+
+    async def _hand_back(self, job_id: str) -> None:
         try:
-            await self.store.update(job_id, lambda r: _noted(r, self.replica, **changes))
+            await self.store.update(job_id, lambda r: handed_back(r, replica=self.replica))
         except HadesError as exc:
-            log.warning("job %s: could not record the callback outcome: %s", job_id, exc.detail)
+            log.warning("job %s: could not hand the callback back (it goes stale instead): %s", job_id, exc.detail)
+
+    async def _note(self, job_id: str, **changes: Any) -> bool:
+        """Write ``changes`` to our claim; False when the claim is no longer ours (taken over, or done)."""
+        try:
+            return await self.store.update(job_id, lambda r: _noted(r, self.replica, **changes)) is not None
+        except HadesError as exc:
+            log.warning("job %s: could not record the callback's progress: %s", job_id, exc.detail)
+            return True  # the claim may still be ours: carry on, the lease allows for a missed write
 
     async def _finish(self, job_id: str, outcome: str, **changes: Any) -> None:
+        """Write the outcome, trying a few times: a claim left ``sending`` would be taken up and sent again."""
         metrics.CALLBACKS.labels(outcome).inc()
-        await self._note(job_id, state="done", outcome=outcome, **changes)
+        for tries in range(1, FINISH_TRIES + 1):
+            try:
+                await self.store.update(
+                    job_id, lambda r: _noted(r, self.replica, state="done", outcome=outcome, **changes)
+                )
+                return
+            except HadesError as exc:
+                log.warning("job %s: could not record the callback's outcome (try %d): %s", job_id, tries, exc.detail)
+            if tries < FINISH_TRIES:
+                await asyncio.sleep(backoff_s(self.settings, tries))
+
+    async def _wait_holding(self, job_id: str, seconds: float) -> bool:
+        """Wait ``seconds``, renewing the claim every ``CLAIM_STEP_S``; False when it was lost meanwhile."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > CLAIM_STEP_S:
+            await asyncio.sleep(CLAIM_STEP_S)
+            if not await self._note(job_id, claimed_at=utc_now()):
+                return False
+        await asyncio.sleep(max(left, 0.0))
+        return True
+
+    async def _job_logs(self, record: Record) -> list[dict[str, Any]]:
+        try:
+            async with asyncio.timeout(CLAIM_STEP_S):
+                return await logstore.job_logs(self.conn.nc, record, max_bytes=self.max_log_bytes)
+        except TimeoutError as exc:
+            raise Unavailable(f"reading the job's logs took longer than {CLAIM_STEP_S:g} s") from exc
 
     async def _send(self, record: Record) -> None:
         job_id, url = record["id"], records.callback_url(record) or ""
@@ -199,7 +309,7 @@ class CallbackSender:
             log.warning("job %s: callback to %s refused: host not allowed", job_id, truncate(url, 200))
             await self._finish(job_id, "refused", last_error="host not allowed by HADES_CALLBACK_ALLOWED_HOSTS")
             return
-        logs = await logstore.job_logs(self.conn.nc, record, max_bytes=self.max_log_bytes)
+        logs = await self._job_logs(record)
         body = json.dumps({"job": records.public(record), "logs": logs}, separators=(",", ":")).encode()
         headers = {
             "Content-Type": "application/json",
@@ -223,8 +333,11 @@ class CallbackSender:
             if not retryable or attempts >= self.settings.callback_max_attempts:
                 await self._finish(job_id, "failed", attempts=attempts, last_status=status, last_error=error)
                 return
-            await self._note(job_id, attempts=attempts, last_status=status, last_error=error)
-            await asyncio.sleep(wait if wait is not None else backoff_s(self.settings, attempts))
+            progress = {"attempts": attempts, "last_status": status, "last_error": error, "claimed_at": utc_now()}
+            delay = wait if wait is not None else backoff_s(self.settings, attempts)
+            if not await self._note(job_id, **progress) or not await self._wait_holding(job_id, delay):
+                log.info("job %s: callback taken over by another replica", job_id)
+                return
         await self._finish(job_id, "failed")
 
     async def _post(
@@ -235,13 +348,17 @@ class CallbackSender:
             async with self.session.post(
                 url,
                 data=body,
-                headers=headers,
-                allow_redirects=False,
+                headers={**headers, TIMESTAMP_HEADER: str(int(time.time()))},
+                allow_redirects=False,  # an allowed host must not pass the POST on to another one
                 timeout=aiohttp.ClientTimeout(total=self.settings.callback_timeout_s),
             ) as response:
-                await response.read()
-                error = None if response.status < 300 else f"HTTP {response.status}"
-                return response.status, error, retry_after_s(response.headers.get("Retry-After"))
+                # A peek at most: an unread rest closes the connection instead of being downloaded.
+                await response.content.read(ANSWER_MAX_BYTES)
+                status = response.status
+                error = None if status < 300 else f"HTTP {status}"
+                if 300 <= status < 400:
+                    error = f"HTTP {status} (redirects are not followed)"
+                return status, error, retry_after_s(response.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as exc:
             return None, truncate(f"{type(exc).__name__}: {exc}", 300), None
 
@@ -250,7 +367,7 @@ CALLBACKS = web.AppKey("callbacks", CallbackSender)
 
 
 async def callbacks_context(app: web.Application) -> AsyncIterator[None]:
-    """A ``cleanup_ctx`` entry after the records one: the HTTP client session and the sender that uses it."""
+    """A ``cleanup_ctx`` entry after the records one: the HTTP session, the sender that uses it, its look-ups."""
     settings = app[SETTINGS].logs
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.callback_timeout_s)) as session:
         sender = CallbackSender(session=session, store=app[RECORDS], conn=app[MESSAGING], settings=settings)

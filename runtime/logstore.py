@@ -9,7 +9,8 @@ to the end, then waits for a wake-up from a plain NATS subscription on the job's
 case a wake-up is lost) and reads on from where it stopped.
 
 Contract with the writer (``runtime.logsink``): one attempt's lines are numbered 1, 2, 3 … and published in order.
-A gap (a lost batch) costs a live reader ``GAP_WAIT_S`` and a finished read a little buffering, never a repeat.
+A gap (a lost batch) costs a finished read a little buffering, never a repeat, and a live reader ``GAP_WAIT_S``:
+the lines held behind it go out once the gap has stood that long, whether or not more lines keep arriving.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import contextlib
 import heapq
 import json
 import logging
+import time
 from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +43,7 @@ BATCH_BYTES = 1024 * 1024
 REORDER_WINDOW_LINES = 10_000
 """Lines held back waiting for an earlier one; past it the gap is given up (the earliest held line goes out)."""
 GAP_WAIT_S = 0.3
-"""How long a live reader waits for a missing line before it moves on."""
+"""How long a live reader waits for a missing line before it moves on (counted from when the gap was seen)."""
 POLL_S = 0.5
 """A live reader re-reads this often even without a wake-up, so a lost one delays it by at most this."""
 REQUEST_TIMEOUT_S = 5.0
@@ -325,6 +327,7 @@ async def follow(
     passed_resume_point = after is None
     statuses = _StatusFilter()
     cursor = 1
+    gap: tuple[tuple[int, int], float] | None = None  # (attempt, first missing seq), when it was first seen
     try:
         while True:
             wake.clear()
@@ -354,12 +357,19 @@ async def follow(
                     assert known_end is not None
                     yield known_end
                 return
-            if order.holding:
-                if not await _wait(wake, GAP_WAIT_S):
-                    for attempt, ready in order.flush():
-                        yield LiveLine(attempt, ready)
-            else:
+            if not order.holding:
+                gap = None
                 await _wait(wake, POLL_S)
+                continue
+            # Held lines go out once the gap has stood GAP_WAIT_S, however often wake-ups come meanwhile (a job
+            # printing every 0.2 s would otherwise reset the wait forever). A gap is known by where it starts.
+            if gap is None or gap[0] != (order.attempt, order.next_seq):
+                gap = ((order.attempt, order.next_seq), time.monotonic())
+            left = gap[1] + GAP_WAIT_S - time.monotonic()
+            if left <= 0 or not await _wait(wake, left):
+                gap = None
+                for attempt, ready in order.flush():
+                    yield LiveLine(attempt, ready)
     finally:
         with contextlib.suppress(nats.errors.Error):
             await sub.unsubscribe()

@@ -8,6 +8,7 @@ the variable. ``ENV_VARS`` maps every variable to its field so the README table 
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -204,7 +205,7 @@ def _float(minimum: float) -> Callable[[str], float]:
             value = float(raw)
         except ValueError:
             raise ValueError(f"must be a number ≥ {minimum:g}") from None
-        if not value >= minimum:
+        if not math.isfinite(value) or not value >= minimum:
             raise ValueError(f"must be a number ≥ {minimum:g}")
         return value
 

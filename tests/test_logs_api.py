@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -520,6 +522,39 @@ async def test_reconnecting_with_last_event_id_has_no_gap_and_no_repeat(
 
     bad = await client.get(f"/jobs/{dispatch.id}/logs/stream", headers={"Last-Event-ID": "garbage"})
     await assert_problem(bad, 400, detail_has="Last-Event-ID")
+
+
+async def test_a_gap_does_not_hold_back_a_job_that_keeps_printing(
+    client: TestClient, conn: messaging.Messaging
+) -> None:
+    dispatch = await submitted(conn)
+    await dispatch.running()
+    await dispatch.lines(1, ["1", "2"])
+    dispatch.batch(1, ["3"])  # numbered but never published: a lost batch
+    response = await client.get(f"/jobs/{dispatch.id}/logs/stream")
+
+    async def keep_printing() -> None:
+        # A line every 0.2 s: each wakes the reader sooner than GAP_WAIT_S.
+        for n in itertools.count(4):
+            await dispatch.lines(1, [str(n)])
+            await asyncio.sleep(0.2)
+
+    printer = asyncio.create_task(keep_printing())
+    seen: list[SseEvent] = []
+    deadline = time.monotonic() + 5.0
+    try:
+        while "5" not in messages(seen):
+            left = deadline - time.monotonic()
+            try:
+                seen.append(await next_event(response, timeout_s=max(left, 0.01)))
+            except TimeoutError:
+                raise AssertionError(f"lines after the gap held back; got {messages(seen)}") from None
+    finally:
+        printer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await printer
+    assert messages(seen)[:4] == ["1", "2", "4", "5"]
+    assert [e.id for e in seen if e.event == "message"][:4] == ["1.1", "1.2", "1.4", "1.5"]
 
 
 async def test_a_stream_of_a_finished_job_replays_it_and_ends(client: TestClient, conn: messaging.Messaging) -> None:

@@ -26,6 +26,8 @@ def test_every_variable_is_in_the_readme_table_and_nothing_else() -> None:
         ({"HADES_LANE_WEIGHTS": "6:3"}, "HADES_LANE_WEIGHTS must be three integers"),
         ({"HADES_DEFAULT_MEMORY_LIMIT": "lots"}, "HADES_DEFAULT_MEMORY_LIMIT must be a memory size"),
         ({"HADES_EXECUTOR": "podman"}, "HADES_EXECUTOR must be one of docker"),
+        ({"HADES_CALLBACK_TIMEOUT_SECONDS": "inf"}, "HADES_CALLBACK_TIMEOUT_SECONDS must be a number ≥ 0"),
+        ({"HADES_ACK_WAIT_SECONDS": "nan"}, "HADES_ACK_WAIT_SECONDS must be a number ≥ 0"),
         ({"HADES_DUPLICATE_WINDOW_SECONDS": "60"}, "HADES_DUPLICATE_WINDOW_SECONDS must be at least 600"),
         ({"HADES_DEFAULT_CPU_LIMIT": "8", "HADES_MAX_CPU_LIMIT": "4"}, "must not exceed HADES_MAX_CPU_LIMIT"),
     ],
