@@ -24,10 +24,13 @@ async def conn(settings: Settings) -> AsyncIterator[messaging.Messaging]:
 
 
 async def stored_lines(conn: messaging.Messaging, job_id: str) -> list[dict[str, Any]]:
-    sub = await conn.js.subscribe(topology.logs_subject(job_id), ordered_consumer=True)
+    subject = topology.logs_subject(job_id)
+    # Count by the stream, not the consumer: an ordered consumer may have pushed everything already (0 pending).
+    info = await conn.js.stream_info(topology.EVENTS_STREAM, subjects_filter=subject)
+    count = (info.state.subjects or {}).get(subject, 0)
+    sub = await conn.js.subscribe(subject, ordered_consumer=True)
     lines: list[dict[str, Any]] = []
-    pending = (await sub.consumer_info()).num_pending
-    for _ in range(pending):
+    for _ in range(count):
         msg = await sub.next_msg(timeout=2)
         lines.extend(json.loads(msg.data)["lines"])
     await sub.unsubscribe()
