@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)  ## nats-server + submit (8080) + logs (8081) + dispatch (8082); Ctrl-C stops all
+	bash tools/install_docker.sh
 	$(BIN)/python tools/run_local.py
 
 test: $(STAMP)  ## the whole suite (Docker tests skip without an engine, except when CI=true)

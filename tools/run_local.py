@@ -1,6 +1,8 @@
 """``make run``: nats-server with JetStream (store under .hades/) plus every function, with prefixed logs.
 
-Ctrl-C (or SIGTERM) stops the functions first, then nats-server; nothing is left running.
+If no Docker engine answers and ``dockerd`` is installed (and we are root), it is started too, logging to
+``.hades/dockerd.log``. Ctrl-C (or SIGTERM) stops the functions first, then what else it started; nothing is left
+running.
 """
 
 from __future__ import annotations
@@ -74,6 +76,39 @@ async def stop(process: asyncio.subprocess.Process, timeout_s: float = 30) -> No
         await process.wait()
 
 
+def engine_answers() -> bool:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception:
+        return False
+    return True
+
+
+async def start_engine_if_needed(env: dict[str, str]) -> asyncio.subprocess.Process | None:
+    """A dockerd of our own when none answers (and we may start one); stopped again at the end."""
+    uses_other_engine = env.get("DOCKER_HOST") or env.get("HADES_DOCKER_HOST")
+    if uses_other_engine or await asyncio.to_thread(engine_answers):
+        return None
+    if not shutil.which("dockerd") or os.geteuid() != 0:
+        print("hades: no Docker engine answers; jobs wait in the queue until one does", flush=True)
+        return None
+    print(f"hades: starting dockerd (log: {STATE / 'dockerd.log'})", flush=True)
+    with (STATE / "dockerd.log").open("ab") as log_file:
+        engine = await asyncio.create_subprocess_exec("dockerd", stdout=log_file, stderr=log_file)
+    for _ in range(120):
+        if await asyncio.to_thread(engine_answers):
+            return engine
+        await asyncio.sleep(0.5)
+    print("hades: dockerd did not answer within 60 s; jobs wait in the queue", flush=True)
+    return engine
+
+
 async def main() -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.setdefault("HADES_NATS_URL", f"nats://127.0.0.1:{NATS_PORT}")
@@ -82,6 +117,7 @@ async def main() -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
 
+    engine = await start_engine_if_needed(env)
     nats, nats_logs = await start(
         "nats",
         nats_server(),
@@ -113,6 +149,8 @@ async def main() -> int:
     finally:
         await asyncio.gather(*(stop(p) for p, _ in children))
         await stop(nats)
+        if engine is not None:
+            await stop(engine)
         await asyncio.gather(*(task for _, task in [*children, (nats, nats_logs)]), return_exceptions=True)
 
 

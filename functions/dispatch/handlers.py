@@ -1,44 +1,84 @@
-"""The dispatch function: no API of its own, only health, readiness and metrics around the dispatch loop."""
+"""The dispatch function: no API of its own, only health, readiness and metrics around the dispatch loop.
+
+The container engine may come up after dispatch (or go away for a while): dispatch then starts anyway, reports
+not ready, and begins taking jobs once the engine answers; queued jobs simply wait.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from runtime import tasks
 from runtime import web as hades_web
 from runtime.dispatcher import Dispatcher
+from runtime.errors import Unavailable
 from runtime.executors import Executor, create_executor
 from runtime.messaging import MESSAGING, messaging_context
 from runtime.settings import Settings
 
-EXECUTOR = web.AppKey("executor", Executor)
-DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+log = logging.getLogger(__name__)
+
+ENGINE_RETRY_S = 5.0
+"""How often dispatch asks again for an engine that did not answer at start-up."""
 
 
-async def executor_context(app: web.Application) -> AsyncIterator[None]:
-    app[EXECUTOR] = await create_executor(app[hades_web.SETTINGS])
-    app[hades_web.READINESS_CHECKS].append(executor_ready)
+class Dispatch:
+    """The executor and the loop, started as soon as the engine answers."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.executor: Executor | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.waiting_reason = "starting"
+
+    async def start(self) -> None:
+        settings = self.app[hades_web.SETTINGS]
+        while self.executor is None:
+            try:
+                self.executor = await create_executor(settings)
+            except Unavailable as exc:
+                self.waiting_reason = f"waiting for the container engine: {exc.detail}"
+                log.warning("%s; retrying in %.0f s (queued jobs wait)", self.waiting_reason, ENGINE_RETRY_S)
+                await asyncio.sleep(ENGINE_RETRY_S)
+        dispatcher = Dispatcher(self.app[MESSAGING], self.executor, settings)
+        await dispatcher.start()
+        self.dispatcher = dispatcher
+
+    async def ready(self, app: web.Application) -> str | None:
+        if self.dispatcher is None or self.executor is None:
+            return self.waiting_reason
+        return await self.executor.check()
+
+    async def stop(self) -> None:
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+        if self.executor is not None:
+            await self.executor.close()
+
+
+DISPATCH = web.AppKey("dispatch", Dispatch)
+
+
+async def dispatch_context(app: web.Application) -> AsyncIterator[None]:
+    dispatch = app[DISPATCH] = Dispatch(app)
+    app[hades_web.READINESS_CHECKS].append(dispatch.ready)
+    starting = asyncio.create_task(dispatch.start(), name="dispatch-start")
+    # The usual case (engine up) is ready before the first request; a missing engine is waited for meanwhile.
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.shield(starting), timeout=ENGINE_RETRY_S)
     yield
-    await app[EXECUTOR].close()
-
-
-async def executor_ready(app: web.Application) -> str | None:
-    return await app[EXECUTOR].check()
-
-
-async def dispatcher_context(app: web.Application) -> AsyncIterator[None]:
-    dispatcher = Dispatcher(app[MESSAGING], app[EXECUTOR], app[hades_web.SETTINGS])
-    await dispatcher.start()
-    app[DISPATCHER] = dispatcher
-    yield
-    await dispatcher.stop()
+    await tasks.cancel_and_wait(starting)
+    await dispatch.stop()
 
 
 def create_app(settings: Settings) -> web.Application:
     app = hades_web.create_app(settings, service="dispatch")
     # Clients first, the loop last: cleanup runs in reverse, so the loop stops before its clients close.
     app.cleanup_ctx.append(messaging_context(settings, name="hades-dispatch"))
-    app.cleanup_ctx.append(executor_context)
-    app.cleanup_ctx.append(dispatcher_context)
+    app.cleanup_ctx.append(dispatch_context)
     return app
