@@ -29,6 +29,15 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
 
 
 @pytest.fixture
+def own_nats(tmp_path: Path) -> Iterator[NatsServer]:
+    """A server of this test's own, so it can be stopped and restarted with its store."""
+    server = NatsServer(tmp_path / "store")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 async def clean_nats(nats_server: NatsServer) -> AsyncIterator[str]:
     """The session server with the Hades streams removed, so each test starts from an empty topology."""
     nc = await nats.connect(nats_server.url)

@@ -275,19 +275,10 @@ async def test_a_killed_dispatcher_loses_no_job(
     hades: Hades, events: Events, dispatcher_process: Callable[..., subprocess.Popen[bytes]], aiohttp_client: Any
 ) -> None:
     """SIGKILL a dispatcher during a 20 s step: another finishes the job, with one terminal status and no leftovers."""
-    first = dispatcher_process(HADES_ACK_WAIT_SECONDS="3")
-    settings = make_settings(events_url(events), HADES_ACK_WAIT_SECONDS="3")
-    client = await aiohttp_client(create_submit(settings))
-    job_id = await submit(client, step("echo working; sleep 20; echo done"))
-
-    async def running() -> bool:
-        return "working" in await events.lines(job_id)
-
-    await poll(running, timeout_s=60)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    second = TestServer(create_dispatch(make_settings(events_url(events), HADES_ACK_WAIT_SECONDS="3")))
-    await second.start_server()
+    env = {"HADES_ACK_WAIT_SECONDS": "3"}
+    job_id, second = await kill_dispatcher_mid_job(
+        events, dispatcher_process, aiohttp_client, "echo working; sleep 20; echo done", **env
+    )
     try:
         final = await events.terminal(job_id, timeout_s=90)
         assert final["status"] == "succeeded" and final["attempt"] == 2
@@ -299,17 +290,18 @@ async def test_a_killed_dispatcher_loses_no_job(
         await second.close()
 
 
-def events_url(events: Events) -> str:
-    return str(events.js._nc.connected_url.geturl())
-
-
-async def test_the_delivery_past_max_deliver_fails_and_dead_letters_the_job(
-    events: Events, dispatcher_process: Callable[..., subprocess.Popen[bytes]], aiohttp_client: Any, busybox_image: str
-) -> None:
+async def kill_dispatcher_mid_job(
+    events: Events,
+    dispatcher_process: Callable[..., subprocess.Popen[bytes]],
+    aiohttp_client: Any,
+    script: str,
+    **env: str,
+) -> tuple[str, TestServer]:
+    """Submit a job that prints "working" first, SIGKILL the dispatcher running it, start a replacement."""
     url = events_url(events)
-    first = dispatcher_process(HADES_ACK_WAIT_SECONDS="2", HADES_MAX_DELIVER="1")
+    first = dispatcher_process(**env)
     client = await aiohttp_client(create_submit(make_settings(url)))
-    job_id = await submit(client, step("echo working; sleep 30"))
+    job_id = await submit(client, step(script))
 
     async def running() -> bool:
         return "working" in await events.lines(job_id)
@@ -317,8 +309,22 @@ async def test_the_delivery_past_max_deliver_fails_and_dead_letters_the_job(
     await poll(running, timeout_s=60)
     first.send_signal(signal.SIGKILL)
     first.wait()
-    second = TestServer(create_dispatch(make_settings(url, HADES_ACK_WAIT_SECONDS="2", HADES_MAX_DELIVER="1")))
+    second = TestServer(create_dispatch(make_settings(url, **env)))
     await second.start_server()
+    return job_id, second
+
+
+def events_url(events: Events) -> str:
+    return str(events.js._nc.connected_url.geturl())
+
+
+async def test_the_delivery_past_max_deliver_fails_and_dead_letters_the_job(
+    events: Events, dispatcher_process: Callable[..., subprocess.Popen[bytes]], aiohttp_client: Any, busybox_image: str
+) -> None:
+    env = {"HADES_ACK_WAIT_SECONDS": "2", "HADES_MAX_DELIVER": "1"}
+    job_id, second = await kill_dispatcher_mid_job(
+        events, dispatcher_process, aiohttp_client, "echo working; sleep 30", **env
+    )
     try:
         final = await events.terminal(job_id, timeout_s=60)
         assert final["status"] == "failed" and "gave up after 1 attempts" in final["reason"]

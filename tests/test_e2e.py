@@ -7,8 +7,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -27,24 +26,15 @@ from tests.natsserver import NatsServer
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(180)]
 
 
-@pytest.fixture
-def nats_store(tmp_path: Path) -> Iterator[NatsServer]:
-    """A server of this test's own, so it can be stopped and restarted with its store."""
-    server = NatsServer(tmp_path / "store")
-    server.start()
-    yield server
-    server.stop()
-
-
 def settings_for(server: NatsServer, **env: str) -> Settings:
     return make_settings(server.url, HADES_PULL_TIMEOUT_SECONDS="0.5", **env)
 
 
 @pytest.fixture
 async def system(
-    nats_store: NatsServer, aiohttp_client: Any, busybox_image: str
+    own_nats: NatsServer, aiohttp_client: Any, busybox_image: str
 ) -> AsyncIterator[tuple[TestClient, TestClient, Settings]]:
-    settings = settings_for(nats_store)
+    settings = settings_for(own_nats)
     dispatcher = TestServer(create_dispatch(settings))
     await dispatcher.start_server()
     submit = await aiohttp_client(create_submit(settings))
@@ -111,9 +101,9 @@ async def test_live_logs_arrive_before_the_job_ends_and_resume_without_gap(
 
 
 async def test_restarts_of_logs_and_of_nats_with_its_store_lose_nothing(
-    nats_store: NatsServer, aiohttp_client: Any, aiohttp_server: Any, busybox_image: str
+    own_nats: NatsServer, aiohttp_client: Any, aiohttp_server: Any, busybox_image: str
 ) -> None:
-    settings = settings_for(nats_store)
+    settings = settings_for(own_nats)
     dispatcher = await aiohttp_server(create_dispatch(settings))
     submit = await aiohttp_client(create_submit(settings))
     logs = await aiohttp_client(create_logs(settings))
@@ -129,8 +119,8 @@ async def test_restarts_of_logs_and_of_nats_with_its_store_lose_nothing(
     await dispatcher.close()
     await submit.close()
 
-    nats_store.stop()
-    nats_store.start()  # same port, same store
+    own_nats.stop()
+    own_nats.start()  # same port, same store
 
     logs = await aiohttp_client(create_logs(settings))
     after = await (await logs.get(f"/jobs/{job_id}")).json()
@@ -141,7 +131,7 @@ async def test_restarts_of_logs_and_of_nats_with_its_store_lose_nothing(
 
 
 async def test_a_finished_job_posts_one_signed_callback(
-    nats_store: NatsServer, aiohttp_client: Any, aiohttp_server: Any, busybox_image: str
+    own_nats: NatsServer, aiohttp_client: Any, aiohttp_server: Any, busybox_image: str
 ) -> None:
     received: list[tuple[bytes, dict[str, str]]] = []
 
@@ -152,7 +142,7 @@ async def test_a_finished_job_posts_one_signed_callback(
     receiver_app = web.Application()
     receiver_app.router.add_post("/results", receive)
     receiver = await aiohttp_server(receiver_app)
-    settings = settings_for(nats_store, HADES_CALLBACK_SECRET="shh", HADES_CALLBACK_ALLOWED_HOSTS="127.0.0.1")
+    settings = settings_for(own_nats, HADES_CALLBACK_SECRET="shh", HADES_CALLBACK_ALLOWED_HOSTS="127.0.0.1")
     await aiohttp_server(create_dispatch(settings))
     submit = await aiohttp_client(create_submit(settings))
     await aiohttp_client(create_logs(settings))

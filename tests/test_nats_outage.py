@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import nats
-import pytest
 
 from functions.submit.handlers import create_app
 from tests.conftest import EXAMPLES, make_settings
@@ -17,14 +14,6 @@ from tests.helpers import poll
 from tests.natsserver import NatsServer
 
 HELLO = json.loads((EXAMPLES / "valid" / "hello.json").read_text())
-
-
-@pytest.fixture
-def own_nats(tmp_path: Path) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path / "store")
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_submit_answers_503_while_nats_is_down_and_recovers(aiohttp_client: Any, own_nats: NatsServer) -> None:

@@ -20,7 +20,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
@@ -284,7 +284,7 @@ class DockerExecutor:
 
     async def _create_container(self, job: Job, step: Step, *, attempt: int, volume: str) -> Any:
         spec = self._container_spec(job, step, attempt=attempt, volume=volume)
-        try:
+        with _engine_errors(refused=f"step {step.id} ({step.name}) cannot run"):
             try:
                 return await self._blocking(self._client.containers.create, **spec)
             except docker.errors.ImageNotFound:
@@ -292,12 +292,6 @@ class DockerExecutor:
                 self._images_seen.pop(step.image, None)
                 await self._ensure_image(step.image)
                 return await self._blocking(self._client.containers.create, **spec)
-        except docker.errors.APIError as exc:
-            if exc.is_server_error():
-                raise _unavailable(exc) from exc
-            raise JobError(f"step {step.id} ({step.name}) cannot run: {_explain(exc)}") from exc
-        except _ENGINE_ERRORS as exc:
-            raise _unavailable(exc) from exc
 
     async def _create_volume(self, job: Job, attempt: int) -> str:
         name = f"hades-{_safe(job.id)}-a{attempt}"
@@ -353,18 +347,13 @@ class DockerExecutor:
         seen = self._images_seen.get(image)
         if seen is not None and time.monotonic() - seen < IMAGE_KNOWN_S:
             return
-        try:
+        with (
+            contextlib.suppress(docker.errors.ImageNotFound),
+            _engine_errors(refused=f"image {image!r} is not available", passthrough=(docker.errors.ImageNotFound,)),
+        ):
             await self._blocking(self._client.images.get, image)
             self._images_seen[image] = time.monotonic()
             return
-        except docker.errors.ImageNotFound:
-            pass
-        except docker.errors.APIError as exc:
-            if exc.is_server_error():
-                raise _unavailable(exc) from exc
-            raise JobError(f"image {image!r} is not available: {_explain(exc)}") from exc
-        except _ENGINE_ERRORS as exc:
-            raise _unavailable(exc) from exc
         timeout_s = self._settings.dispatch.image_pull_timeout_s
         log.info("pulling image %s", image)
         try:
@@ -514,6 +503,23 @@ def _timed_out(exc: BaseException) -> bool:
     return isinstance(exc, requests.exceptions.ConnectionError) and any(
         isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args
     )
+
+
+@contextlib.contextmanager
+def _engine_errors(*, refused: str, passthrough: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """The engine's errors in our terms: its own trouble is temporary (``Unavailable``: retry the job later); a
+    request it refuses is this job's (``JobError``, with ``refused`` saying what could not be done). Errors in
+    ``passthrough`` reach the caller untranslated (an image lookup's ImageNotFound means: pull it)."""
+    try:
+        yield
+    except passthrough:
+        raise
+    except docker.errors.APIError as exc:
+        if exc.is_server_error():
+            raise _unavailable(exc) from exc
+        raise JobError(f"{refused}: {_explain(exc)}") from exc
+    except _ENGINE_ERRORS as exc:
+        raise _unavailable(exc) from exc
 
 
 def _unavailable(exc: BaseException) -> Unavailable:
