@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run test lint typecheck bench clean image manifests manifests-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,17 @@ run: $(STAMP)  ## nats-server + submit (8080) + logs (8081) + dispatch (8082); C
 	bash tools/install_docker.sh
 	$(BIN)/python tools/run_local.py
 
-test: $(STAMP)  ## the whole suite (Docker tests skip without an engine, except when CI=true)
+test: $(STAMP) manifests-check  ## the whole suite (Docker tests skip without an engine, except when CI=true)
 	$(BIN)/pytest
+
+image: $(STAMP)  ## the one container image, hades:dev (IMAGE=…); builds a Debian base when none can be pulled
+	PYTHON=$(BIN)/python bash tools/build_image.sh
+
+manifests: $(STAMP)  ## regenerate kustomize/components/monitoring from manifests/ (Prometheus rules, dashboard)
+	$(BIN)/python tools/manifests_check.py sync
+
+manifests-check: $(STAMP)  ## render every overlay and component combination with kustomize v5, validate all
+	$(BIN)/python tools/manifests_check.py check
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
