@@ -20,7 +20,7 @@ import aiohttp
 import nats
 
 from bench.common import function, machine, nats_server
-from runtime import events, messaging, topology
+from runtime import events, messaging, subjects
 from runtime.jobs import JobStatus
 from runtime.settings import Settings
 
@@ -62,7 +62,7 @@ async def publish_job(url: str, lines: int) -> str:
     }
     for seq, status in ((0, JobStatus.QUEUED), (1, JobStatus.RUNNING)):
         event = events.job_event(job_id, attempt=0 if seq == 0 else 1, seq=seq, status=status, job=summary)
-        await conn.publish(topology.status_subject(job_id), messaging.encode(event), msg_id=events.status_msg_id(event))
+        await conn.publish(subjects.status_subject(job_id), messaging.encode(event), msg_id=events.status_msg_id(event))
     for start in range(1, lines + 1, BATCH):
         batch: events.LogBatch = {
             "job_id": job_id,
@@ -72,16 +72,16 @@ async def publish_job(url: str, lines: int) -> str:
                 for n in range(start, min(start + BATCH, lines + 1))
             ],
         }
-        await conn.publish(topology.logs_subject(job_id), messaging.encode(batch), msg_id=events.logs_msg_id(batch))
+        await conn.publish(subjects.logs_subject(job_id), messaging.encode(batch), msg_id=events.logs_msg_id(batch))
     done = events.job_event(job_id, attempt=1, seq=2, status=JobStatus.SUCCEEDED)
-    await conn.publish(topology.status_subject(job_id), messaging.encode(done), msg_id=events.status_msg_id(done))
+    await conn.publish(subjects.status_subject(job_id), messaging.encode(done), msg_id=events.status_msg_id(done))
     await conn.close()
     return job_id
 
 
 async def raw_read(url: str, job_id: str, lines: int) -> float:
     nc = await nats.connect(url)
-    sub = await nc.jetstream().subscribe(topology.logs_subject(job_id), ordered_consumer=True)
+    sub = await nc.jetstream().subscribe(subjects.logs_subject(job_id), ordered_consumer=True)
     start, count = time.perf_counter(), 0
     while count < lines:
         count += len(json.loads((await sub.next_msg(timeout=10)).data)["lines"])

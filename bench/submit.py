@@ -40,14 +40,14 @@ async def raw_publish_baseline(url: str, seconds: float) -> float:
     """Jobs/s of a bare JetStream publish loop: 64 in flight, same payload, same stream."""
     import nats
 
-    from runtime import messaging, topology
+    from runtime import messaging, subjects
     from runtime.settings import Settings
 
     settings = Settings.from_env({"HADES_NATS_URL": url})
-    conn = await messaging.connect(settings, name="bench-baseline")
-    await conn.js.purge_stream(topology.JOBS_STREAM)
+    conn = await messaging.connect(settings, name="bench-baseline")  # creates the streams as submit does
     nc = await nats.connect(url)
     js = nc.jetstream()
+    await js.purge_stream(subjects.JOBS_STREAM)
     payload = PAYLOAD.encode()
     count = 0
     deadline = time.perf_counter() + seconds
@@ -61,7 +61,7 @@ async def raw_publish_baseline(url: str, seconds: float) -> float:
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(CONNECTIONS)))
     elapsed = time.perf_counter() - start
-    await js.purge_stream(topology.JOBS_STREAM)
+    await js.purge_stream(subjects.JOBS_STREAM)
     await nc.close()
     await conn.close()
     return count / elapsed

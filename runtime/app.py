@@ -141,6 +141,7 @@ async def metrics_handler(request: web.Request) -> web.Response:
 def create_app(settings: Settings, *, service: str) -> web.Application:
     """The base application of one function; add routes, readiness checks and cleanup contexts to it."""
     tracing.setup_tracing(service)
+    metrics.prime(service)
     app = web.Application(
         middlewares=[metrics_middleware, problem_middleware],
         client_max_size=settings.http.max_payload_bytes,

@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from runtime import app as hades_app
 from runtime import logconfig
-from runtime import web as hades_web
 from runtime.settings import Settings, SettingsError
 
 
@@ -26,10 +26,10 @@ def serve(
     except SettingsError as exc:
         print(f"hades-{service}: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    logconfig.configure_logging(service, settings.log_level)
+    logconfig.configure_logging(service, settings.log_level, log_format=settings.log_format)
     if uvloop:
         _use_uvloop()
-    hades_web.run(create_app(settings), port=port(settings))
+    hades_app.run(create_app(settings), port=port(settings))
 
 
 def _use_uvloop() -> None:

@@ -112,6 +112,11 @@ def step_event(
     return event
 
 
+def is_terminal(event: StatusEvent) -> bool:
+    """True for a job event whose status ends the job (a step event never does)."""
+    return event["kind"] == "job" and JobStatus(event["status"]).terminal
+
+
 def status_msg_id(event: StatusEvent) -> str:
     """The de-duplication id: re-publishing the same event (a retry) stores it once."""
     return f"{event['job_id']}.{event['attempt']}.{event['seq']}"

@@ -17,7 +17,7 @@ from typing import Any, NewType
 from runtime import units
 from runtime.errors import Violation
 from runtime.settings import LimitSettings
-from runtime.topology import Lane
+from runtime.subjects import Lane
 
 JobId = NewType("JobId", str)
 
@@ -63,6 +63,14 @@ class StepStatus(StrEnum):
     @property
     def terminal(self) -> bool:
         return self not in (StepStatus.PENDING, StepStatus.RUNNING)
+
+
+PRIORITY_KEY = "hades.tum.de/priority"
+"""The original's metadata key (and step environment variable) with the job's priority as 1, 2 or 3."""
+PRIORITY_NAME_KEY = "hades.tum.de/priorityName"
+"""The original's metadata key with the priority's name: ``high``, ``medium`` or ``low``."""
+_LEGACY_PRIORITY = {Lane.HIGH: 3, Lane.NORMAL: 2, Lane.LOW: 1}
+_LEGACY_LANE = {Lane.HIGH: "high", Lane.NORMAL: "medium", Lane.LOW: "low"}
 
 
 def lane_for(priority: int) -> Lane:
@@ -155,6 +163,9 @@ class Job:
     submitted_at: str
     callback_url: str | None = None
     status_callback_url: str | None = None
+    origin: str = "jobs"
+    """The route that took the job: ``jobs`` (POST /jobs) or ``build`` (the original's POST /build, whose
+    callback carries the original's body)."""
     lane: Lane = field(init=False)
 
     def __post_init__(self) -> None:
@@ -171,6 +182,9 @@ class Job:
             UUID=self.id,
             JOB_NAME=self.name,
         )
+        # The original's scheduler writes these into the job metadata (shared/prio.go), so steps see them.
+        env[PRIORITY_KEY] = str(_LEGACY_PRIORITY[self.lane])
+        env[PRIORITY_NAME_KEY] = _LEGACY_LANE[self.lane]
         return env
 
     def to_message(self) -> dict[str, Any]:
@@ -183,6 +197,7 @@ class Job:
             "timeout_seconds": self.timeout_s,
             "callback_url": self.callback_url,
             "status_callback_url": self.status_callback_url,
+            "origin": self.origin,
             "submitted_at": self.submitted_at,
             "steps": [step.to_message() for step in self.steps],
         }
@@ -200,6 +215,7 @@ class Job:
             submitted_at=str(data["submitted_at"]),
             callback_url=data.get("callback_url"),
             status_callback_url=data.get("status_callback_url"),
+            origin=str(data.get("origin") or "jobs"),
         )
 
     def summary(self) -> dict[str, Any]:
@@ -212,6 +228,7 @@ class Job:
             "timeout_seconds": self.timeout_s,
             "callback_url": self.callback_url,
             "status_callback_url": self.status_callback_url,
+            "origin": self.origin,
             "steps": [{"id": s.id, "name": s.name, "image": s.image} for s in self.steps],
         }
 
@@ -261,7 +278,9 @@ def limit_violations(document: Mapping[str, Any], limits: LimitSettings) -> list
     return violations
 
 
-def job_from_document(document: Mapping[str, Any], *, job_id: JobId, limits: LimitSettings, submitted_at: str) -> Job:
+def job_from_document(
+    document: Mapping[str, Any], *, job_id: JobId, limits: LimitSettings, submitted_at: str, origin: str = "jobs"
+) -> Job:
     """Resolve a valid request document into a job, filling in the operator's defaults."""
     steps = sorted((_step(s, limits) for s in document["steps"]), key=lambda s: s.id)
     return Job(
@@ -274,6 +293,7 @@ def job_from_document(document: Mapping[str, Any], *, job_id: JobId, limits: Lim
         submitted_at=submitted_at,
         callback_url=document.get("callback_url"),
         status_callback_url=document.get("status_callback_url"),
+        origin=origin,
     )
 
 

@@ -8,6 +8,7 @@ the variable. ``ENV_VARS`` maps every variable to its field so the README table 
 from __future__ import annotations
 
 import fnmatch
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -74,7 +75,7 @@ class LimitSettings:
 @dataclass(frozen=True)
 class DispatchSettings:
     executor: str = "docker"
-    """Which executor runs the steps; ``docker`` (the Kubernetes executor is the next stage)."""
+    """Which executor runs the steps: ``docker`` (one engine) or ``kubernetes`` (one batch/v1 Job per job)."""
     concurrency: int = 4
     """Jobs one dispatcher runs at once."""
     lane_weights: tuple[int, int, int] = (6, 3, 1)
@@ -101,8 +102,6 @@ class DispatchSettings:
     """Per-job log cap; past it a truncation marker is written and further output dropped."""
     secret_patterns: tuple[str, ...] = ("*TOKEN*", "*SECRET*", "*PASSWORD*", "*KEY*")
     """Metadata keys matching these (case-insensitive globs) have their values masked as ``***`` in logs."""
-    docker_host: str = ""
-    """Docker engine URL; empty: the usual ``DOCKER_HOST`` / local socket."""
     scope: str = "hades"
     """Label value that marks this deployment's containers, so dispatchers of another deployment sharing the
     engine never sweep them as leftovers."""
@@ -110,6 +109,49 @@ class DispatchSettings:
     def is_secret(self, key: str) -> bool:
         upper = key.upper()
         return any(fnmatch.fnmatchcase(upper, pattern.upper()) for pattern in self.secret_patterns)
+
+
+@dataclass(frozen=True)
+class DockerSettings:
+    """The Docker executor's own knobs."""
+
+    host: str = ""
+    """Docker engine URL; empty: the usual ``DOCKER_HOST`` / local socket."""
+
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    """The Kubernetes executor's own knobs (cluster access: ``KUBECONFIG`` or the in-cluster account)."""
+
+    namespace: str = "default"
+    """Namespace the Jobs are created in."""
+    image_pull_policy: str = "IfNotPresent"
+    """``imagePullPolicy`` of every step container."""
+    qps: float = 20.0
+    """Client-side rate limit: API requests per second one dispatcher makes (watches and log streams count once,
+    when opened), so a burst of jobs cannot flood the API server."""
+    burst: int = 40
+    """Requests the rate limit lets through at once before it holds callers to ``qps``."""
+    ttl_after_finished_s: int = 600
+    """``ttlSecondsAfterFinished``: dispatch deletes a Job once it has read its results; the cluster removes one
+    it could not (dispatcher gone for good) this long after it finished."""
+    unschedulable_timeout_s: float = 300.0
+    """How long a job's pod may stay unschedulable (no node fits its requests) before the job fails with the
+    scheduler's message."""
+    image_pull_timeout_s: float = 120.0
+    """How long a step's image may stay in ``ErrImagePull``/``ImagePullBackOff`` before the job fails (the
+    kubelet retries pulls with backoff, so a registry hiccup shorter than this costs nothing)."""
+    request_fraction: float = 0.1
+    """Requests are this fraction of the step's limits (cpu and memory), so the scheduler packs pods by typical
+    use rather than worst case; 1 gives every pod the ``Guaranteed`` QoS class."""
+    node_selector: tuple[tuple[str, str], ...] = ()
+    """``nodeSelector`` of job pods, from ``key=value,key=value``."""
+    tolerations: tuple[dict[str, Any], ...] = ()
+    """``tolerations`` of job pods, from a JSON list of toleration objects."""
+    service_account: str = ""
+    """``serviceAccountName`` of job pods (its token is never mounted); empty: the namespace's default."""
+    image_pull_secrets: tuple[str, ...] = ()
+    """Names of Secrets in the namespace used to pull step images (comma-separated)."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +169,11 @@ class LogsSettings:
     """First retry delay; doubles each attempt, with jitter."""
     job_log_max_bytes: int = 10 * 1024 * 1024
     """Log bytes kept per job by the log collector."""
+    ui_submit_url: str = ""
+    """The submit function's base URL as the logs function reaches it (``http://hades-submit:8080``); when set,
+    the dashboard at ``/ui/`` shows a cancel button, which the logs function forwards there. Empty: no cancel."""
+    ui_submit_api_key: str = field(default="", repr=False)
+    """The key sent as ``Bearer`` with a dashboard cancel (submit's ``HADES_API_KEY``); it never reaches browsers."""
 
 
 @dataclass(frozen=True)
@@ -135,8 +182,13 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
+    docker: DockerSettings = field(default_factory=DockerSettings)
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     logs: LogsSettings = field(default_factory=LogsSettings)
     log_level: str = "INFO"
+    log_format: str = "plain"
+    """``plain`` lines for a terminal, or ``json``: one JSON object per line with the job id and trace id of every
+    line about a job, for a log collector (Loki, Elasticsearch)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -160,6 +212,8 @@ class Settings:
             "http": HttpSettings,
             "limits": LimitSettings,
             "dispatch": DispatchSettings,
+            "docker": DockerSettings,
+            "kubernetes": KubernetesSettings,
             "logs": LogsSettings,
         }
         limits = values.setdefault("limits", {})
@@ -182,6 +236,8 @@ class Settings:
             raise SettingsError("HADES_DEFAULT_PIDS_LIMIT must not exceed HADES_MAX_PIDS_LIMIT")
         if lim.default_timeout_s > lim.max_timeout_s:
             raise SettingsError("HADES_DEFAULT_TIMEOUT_SECONDS must not exceed HADES_MAX_TIMEOUT_SECONDS")
+        if self.kubernetes.request_fraction > 1:
+            raise SettingsError("HADES_K8S_REQUEST_FRACTION must be a number > 0 and ≤ 1")
         if self.nats.duplicate_window_s < 600:
             raise SettingsError("HADES_DUPLICATE_WINDOW_SECONDS must be at least 600 (10 minutes)")
 
@@ -224,9 +280,11 @@ def _str(raw: str) -> str:
 
 
 def _choice(*options: str) -> Callable[[str], str]:
+    by_lower = {option.lower(): option for option in options}
+
     def parse(raw: str) -> str:
-        value = raw.strip().lower()
-        if value not in options:
+        value = by_lower.get(raw.strip().lower())
+        if value is None:
             raise ValueError(f"must be one of {', '.join(options)}")
         return value
 
@@ -242,6 +300,26 @@ def _memory(raw: str) -> int:
     if value is None:
         raise ValueError("must be a memory size such as 512M or 2G")
     return value
+
+
+def _pairs(raw: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in _list(raw):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError("must be comma-separated key=value pairs")
+        pairs.append((key.strip(), value.strip()))
+    return tuple(pairs)
+
+
+def _json_objects(raw: str) -> tuple[dict[str, Any], ...]:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise ValueError("must be a JSON list of objects")
+    return tuple(value)
 
 
 def _weights(raw: str) -> tuple[int, int, int]:
@@ -286,7 +364,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HADES_DEFAULT_TIMEOUT_SECONDS": ("limits.default_timeout_s", _int(1)),
     "HADES_MAX_TIMEOUT_SECONDS": ("limits.max_timeout_s", _int(1)),
     "HADES_ALLOWED_NETWORKS": ("limits.allowed_networks", _list),
-    "HADES_EXECUTOR": ("dispatch.executor", _choice("docker")),
+    "HADES_EXECUTOR": ("dispatch.executor", _choice("docker", "kubernetes")),
     "HADES_CONCURRENCY": ("dispatch.concurrency", _int(1)),
     "HADES_LANE_WEIGHTS": ("dispatch.lane_weights", _weights),
     "HADES_ACK_WAIT_SECONDS": ("dispatch.ack_wait_s", _positive_float),
@@ -300,8 +378,20 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HADES_LOG_LINE_MAX_BYTES": ("dispatch.log_line_max_bytes", _int(256)),
     "HADES_JOB_LOG_MAX_BYTES": ("dispatch.job_log_max_bytes", _int(1024)),
     "HADES_SECRET_PATTERNS": ("dispatch.secret_patterns", _list),
-    "HADES_DOCKER_HOST": ("dispatch.docker_host", _str),
     "HADES_SCOPE": ("dispatch.scope", _str),
+    "HADES_DOCKER_HOST": ("docker.host", _str),
+    "HADES_K8S_NAMESPACE": ("kubernetes.namespace", _str),
+    "HADES_K8S_IMAGE_PULL_POLICY": ("kubernetes.image_pull_policy", _choice("Always", "IfNotPresent", "Never")),
+    "HADES_K8S_QPS": ("kubernetes.qps", _positive_float),
+    "HADES_K8S_BURST": ("kubernetes.burst", _int(1)),
+    "HADES_K8S_TTL_AFTER_FINISHED_SECONDS": ("kubernetes.ttl_after_finished_s", _int(0)),
+    "HADES_K8S_UNSCHEDULABLE_TIMEOUT_SECONDS": ("kubernetes.unschedulable_timeout_s", _positive_float),
+    "HADES_K8S_IMAGE_PULL_TIMEOUT_SECONDS": ("kubernetes.image_pull_timeout_s", _positive_float),
+    "HADES_K8S_REQUEST_FRACTION": ("kubernetes.request_fraction", _positive_float),
+    "HADES_K8S_NODE_SELECTOR": ("kubernetes.node_selector", _pairs),
+    "HADES_K8S_TOLERATIONS": ("kubernetes.tolerations", _json_objects),
+    "HADES_K8S_SERVICE_ACCOUNT": ("kubernetes.service_account", _str),
+    "HADES_K8S_IMAGE_PULL_SECRETS": ("kubernetes.image_pull_secrets", _list),
     "HADES_LOGS_API_KEY": ("logs.api_key", _str),
     "HADES_CALLBACK_SECRET": ("logs.callback_secret", _str),
     "HADES_CALLBACK_ALLOWED_HOSTS": ("logs.callback_allowed_hosts", _list),
@@ -309,5 +399,8 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HADES_CALLBACK_TIMEOUT_SECONDS": ("logs.callback_timeout_s", _positive_float),
     "HADES_CALLBACK_BACKOFF_SECONDS": ("logs.callback_backoff_s", _float(0)),
     "HADES_LOGS_JOB_LOG_MAX_BYTES": ("logs.job_log_max_bytes", _int(1024)),
+    "HADES_UI_SUBMIT_URL": ("logs.ui_submit_url", _str),
+    "HADES_UI_SUBMIT_API_KEY": ("logs.ui_submit_api_key", _str),
     "HADES_LOG_LEVEL": ("log_level", _choice("debug", "info", "warning", "error")),
+    "HADES_LOG_FORMAT": ("log_format", _choice("plain", "json")),
 }

@@ -6,8 +6,9 @@ but trace ids are still made and carried from the POST through NATS to every ste
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -15,6 +16,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+from opentelemetry.trace import Link, Span, SpanKind
 
 log = logging.getLogger(__name__)
 _configured = False
@@ -68,3 +70,76 @@ def inject(headers: MutableMapping[str, str]) -> None:
 def extract(headers: Mapping[str, str] | None) -> otel_context.Context:
     """The trace context carried by incoming NATS headers (empty context when there is none)."""
     return propagate.extract(dict(headers or {}))
+
+
+def trace_id() -> str | None:
+    """The current trace id as 32 hex digits (also when spans are not recorded), or None outside a trace."""
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
+
+
+def traceparent() -> str | None:
+    """The W3C ``traceparent`` of the current span, for carriers other than NATS headers: the Kubernetes
+    executor puts it on the Job as the ``hades.io/traceparent`` annotation (``TRACEPARENT_ANNOTATION``)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent")
+
+
+TRACEPARENT_ANNOTATION = "hades.io/traceparent"
+MESSAGING_SYSTEM = "nats"
+
+
+def destination_template(subject: str) -> str:
+    """The subject with a trailing job id replaced by ``{job_id}``: span names stay few (OTel asks span names of
+    low cardinality), the full subject is the ``messaging.destination.name`` attribute."""
+    prefix, _, last = subject.rpartition(".")
+    return f"{prefix}.{{job_id}}" if prefix and len(last) == 36 and last.count("-") == 4 else subject
+
+
+def _messaging_attributes(subject: str, operation: str, message_id: str | None) -> dict[str, str]:
+    attributes = {
+        "messaging.system": MESSAGING_SYSTEM,
+        "messaging.operation.type": operation,
+        "messaging.operation.name": operation,
+        "messaging.destination.name": subject,
+        "messaging.destination.template": destination_template(subject),
+    }
+    if message_id is not None:
+        attributes["messaging.message.id"] = message_id
+    return attributes
+
+
+@contextlib.contextmanager
+def send_span(subject: str, headers: MutableMapping[str, str], *, message_id: str | None) -> Iterator[Span]:
+    """The producer span of one publish (``send <subject>``); its context goes into ``headers``."""
+    with _tracer.start_as_current_span(
+        f"send {destination_template(subject)}",
+        kind=SpanKind.PRODUCER,
+        attributes=_messaging_attributes(subject, "send", message_id),
+    ) as span:
+        inject(headers)
+        yield span
+
+
+@contextlib.contextmanager
+def process_span(
+    subject: str, headers: Mapping[str, str] | None, *, consumer: str, message_id: str | None
+) -> Iterator[Span]:
+    """The consumer span of one delivered message (``process <subject>``): a child of the producer's span, so
+    the job's trace continues, and linked to it, as the messaging conventions ask of consumers."""
+    parent = extract(headers)
+    producer = trace.get_current_span(parent).get_span_context()
+    attributes = _messaging_attributes(subject, "process", message_id)
+    attributes["messaging.consumer.group.name"] = consumer
+    with _tracer.start_as_current_span(
+        f"process {destination_template(subject)}",
+        context=parent,
+        kind=SpanKind.CONSUMER,
+        links=[Link(producer)] if producer.is_valid else None,
+        attributes=attributes,
+    ) as span:
+        yield span
+
+
+_tracer = trace.get_tracer("runtime.messaging")

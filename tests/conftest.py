@@ -9,11 +9,14 @@ from pathlib import Path
 
 import nats
 import pytest
+from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from runtime import topology
+from runtime import messaging, subjects
 from runtime.settings import Settings
+from tests.helpers import make_settings
 from tests.natsserver import NatsServer
+from tests.observe import StoredEvents
 
 pytest_plugins = ["tests.dockerfixtures"]
 
@@ -42,24 +45,42 @@ async def clean_nats(nats_server: NatsServer) -> AsyncIterator[str]:
     """The session server with the Hades streams removed, so each test starts from an empty topology."""
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()
-    for stream in (topology.JOBS_STREAM, topology.EVENTS_STREAM, topology.DEAD_STREAM):
+    for stream in (subjects.JOBS_STREAM, subjects.EVENTS_STREAM, subjects.DEAD_STREAM):
         with contextlib.suppress(NotFoundError):
             await js.delete_stream(stream)
     await nc.close()
     yield nats_server.url
 
 
-SCOPE = f"test-{os.getpid()}"
-"""Containers of this test session; a concurrent session on the same engine has its own."""
-
-
-def make_settings(nats_url: str, **env: str) -> Settings:
-    return Settings.from_env({"HADES_NATS_URL": nats_url, "HADES_SCOPE": SCOPE, **env})
-
-
 @pytest.fixture
 def settings(clean_nats: str) -> Settings:
     return make_settings(clean_nats)
+
+
+@pytest.fixture
+async def conn(clean_nats: str) -> AsyncIterator[messaging.Messaging]:
+    """The test's own door to NATS, for publishing as submit and dispatch do; the records bucket gone too."""
+    nc = await nats.connect(clean_nats)
+    with contextlib.suppress(NotFoundError):
+        await nc.jetstream().delete_stream(f"KV_{subjects.RECORDS_BUCKET}")
+    await nc.close()
+    connection = await messaging.connect(make_settings(clean_nats), name="test")
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+async def js(clean_nats: str) -> AsyncIterator[JetStreamContext]:
+    """A raw JetStream context to observe what the functions stored (tests may look behind the door)."""
+    nc = await nats.connect(clean_nats)
+    yield nc.jetstream()
+    await nc.close()
+
+
+@pytest.fixture
+def stored(js: JetStreamContext) -> StoredEvents:
+    """What the functions stored in HADES_EVENTS."""
+    return StoredEvents(js)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -68,6 +89,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "k8s" in item.keywords:
                 item.add_marker(skip)
-
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "schemas" / "examples"

@@ -15,17 +15,15 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from functions.logs import callbacks, logstore
 from functions.logs.handlers import create_app
-from runtime import callbacks, logstore, messaging
+from functions.logs.records import Record
+from functions.logs.recordstore import RECORDS
+from runtime import messaging
 from runtime.errors import Unavailable
 from runtime.jobs import JobStatus
-from runtime.records import Record
-from runtime.recordstore import RECORDS
-from tests.conftest import make_settings
-from tests.helpers import poll
-from tests.test_logs_api import FakeDispatch, conn, new_job, record_when
-
-__all__ = ["conn"]  # the fixture, shared with the API tests
+from tests.fakes import FakeDispatch, new_job, record_when
+from tests.helpers import make_settings, poll
 
 SECRET = "s3cret-for-tests"
 

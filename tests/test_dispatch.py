@@ -7,74 +7,28 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import docker
-import nats
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from functions.dispatch.handlers import create_app as create_dispatch
 from functions.submit.handlers import create_app as create_submit
-from runtime import topology
-from tests.conftest import SCOPE, make_settings
-from tests.helpers import poll
+from runtime import subjects
+from tests.helpers import SCOPE, make_settings, poll
 from tests.natsserver import free_port
+from tests.observe import TERMINAL, StoredEvents
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(180)]
 ROOT = Path(__file__).resolve().parent.parent
-TERMINAL = {"succeeded", "failed", "timed_out", "cancelled"}
-
-
-class Events:
-    """Reads what the log collector would read: a job's status events and log lines from HADES_EVENTS."""
-
-    def __init__(self, js: Any) -> None:
-        self.js = js
-
-    async def _read(self, subject: str) -> list[dict[str, Any]]:
-        try:
-            info = await self.js.stream_info(topology.EVENTS_STREAM, subjects_filter=subject)
-        except nats.js.errors.NotFoundError:
-            return []
-        count = (info.state.subjects or {}).get(subject, 0)
-        if not count:
-            return []
-        sub = await self.js.subscribe(subject, ordered_consumer=True)
-        out = [json.loads((await sub.next_msg(timeout=5)).data) for _ in range(count)]
-        await sub.unsubscribe()
-        return out
-
-    async def status(self, job_id: str) -> list[dict[str, Any]]:
-        return await self._read(topology.status_subject(job_id))
-
-    async def jobs(self, job_id: str) -> list[dict[str, Any]]:
-        return [e for e in await self.status(job_id) if e["kind"] == "job"]
-
-    async def steps(self, job_id: str) -> dict[int, dict[str, Any]]:
-        """The last event of each step."""
-        return {e["step_id"]: e for e in await self.status(job_id) if e["kind"] == "step"}
-
-    async def lines(self, job_id: str, *, stream: str | None = None) -> list[str]:
-        batches = await self._read(topology.logs_subject(job_id))
-        lines = [line for batch in batches for line in batch["lines"]]
-        return [line["message"] for line in lines if stream is None or line["stream"] == stream]
-
-    async def terminal(self, job_id: str, timeout_s: float = 60) -> dict[str, Any]:
-        async def ended() -> dict[str, Any] | None:
-            done = [e for e in await self.jobs(job_id) if e["status"] in TERMINAL]
-            return done[-1] if done else None
-
-        return await poll(ended, timeout_s=timeout_s, interval_s=0.2)
 
 
 @pytest.fixture
-async def events(clean_nats: str) -> AsyncIterator[Events]:
-    nc = await nats.connect(clean_nats)
-    yield Events(nc.jetstream())
-    await nc.close()
+def events(stored: StoredEvents, clean_nats: str) -> StoredEvents:
+    return stored
 
 
 Hades = Callable[..., Awaitable[TestClient]]
@@ -113,7 +67,7 @@ def leftovers(job_id: str) -> list[str]:
         client.close()
 
 
-async def test_the_multi_step_example_shares_shared_and_streams_every_line(hades: Hades, events: Events) -> None:
+async def test_the_multi_step_example_shares_shared_and_streams_every_line(hades: Hades, events: StoredEvents) -> None:
     client = await hades()
     job_id = await submit(
         client,
@@ -138,7 +92,9 @@ async def test_the_multi_step_example_shares_shared_and_streams_every_line(hades
     assert leftovers(job_id) == []
 
 
-async def test_metadata_reaches_the_environment_and_secrets_are_masked_in_logs(hades: Hades, events: Events) -> None:
+async def test_metadata_reaches_the_environment_and_secrets_are_masked_in_logs(
+    hades: Hades, events: StoredEvents
+) -> None:
     client = await hades()
     job_id = await submit(
         client,
@@ -150,7 +106,7 @@ async def test_metadata_reaches_the_environment_and_secrets_are_masked_in_logs(h
     assert await events.lines(job_id, stream="stdout") == ["from-job from-step 1 test job /shared ***"]
 
 
-async def test_a_failing_step_fails_the_job_and_skips_the_rest(hades: Hades, events: Events) -> None:
+async def test_a_failing_step_fails_the_job_and_skips_the_rest(hades: Hades, events: StoredEvents) -> None:
     client = await hades()
     job_id = await submit(client, step("echo before; exit 3", 1), step("echo never", 2))
     final = await events.terminal(job_id)
@@ -161,7 +117,7 @@ async def test_a_failing_step_fails_the_job_and_skips_the_rest(hades: Hades, eve
     assert "never" not in await events.lines(job_id)
 
 
-async def test_continue_on_error_goes_on(hades: Hades, events: Events) -> None:
+async def test_continue_on_error_goes_on(hades: Hades, events: StoredEvents) -> None:
     client = await hades()
     job_id = await submit(client, step("exit 2", 1, continue_on_error=True), step("echo after", 2))
     assert (await events.terminal(job_id))["status"] == "succeeded"
@@ -170,7 +126,7 @@ async def test_continue_on_error_goes_on(hades: Hades, events: Events) -> None:
     assert await events.lines(job_id, stream="stdout") == ["after"]
 
 
-async def test_a_job_over_its_timeout_is_timed_out(hades: Hades, events: Events) -> None:
+async def test_a_job_over_its_timeout_is_timed_out(hades: Hades, events: StoredEvents) -> None:
     client = await hades()
     job_id = await submit(client, step("echo start; sleep 60", 1), step("echo never", 2), timeout_seconds=2)
     final = await events.terminal(job_id, timeout_s=30)
@@ -180,7 +136,7 @@ async def test_a_job_over_its_timeout_is_timed_out(hades: Hades, events: Events)
     assert leftovers(job_id) == []
 
 
-async def test_a_memory_hog_fails_with_an_oom_reason(hades: Hades, events: Events) -> None:
+async def test_a_memory_hog_fails_with_an_oom_reason(hades: Hades, events: StoredEvents) -> None:
     client = await hades()
     hog = "yes | head -c 200000000 | tr -d '\\n' | sort > /dev/null"
     job_id = await submit(client, step(hog, memory_limit="32M", memory_swap="32M"))
@@ -189,7 +145,7 @@ async def test_a_memory_hog_fails_with_an_oom_reason(hades: Hades, events: Event
     assert "out of memory" in (await events.steps(job_id))[1]["reason"]
 
 
-async def test_a_missing_image_fails_as_infrastructure(hades: Hades, events: Events) -> None:
+async def test_a_missing_image_fails_as_infrastructure(hades: Hades, events: StoredEvents) -> None:
     client = await hades()
     job_id = await submit(client, {"id": 1, "image": "hades-test-does-not-exist:1", "script": "true"})
     final = await events.terminal(job_id)
@@ -199,7 +155,7 @@ async def test_a_missing_image_fails_as_infrastructure(hades: Hades, events: Eve
     assert leftovers(job_id) == []
 
 
-async def test_high_lane_jobs_start_before_low_ones_and_low_ones_still_run(hades: Hades, events: Events) -> None:
+async def test_high_lane_jobs_start_before_low_ones_and_low_ones_still_run(hades: Hades, events: StoredEvents) -> None:
     client = await hades(HADES_CONCURRENCY="1")
     blocker = await submit(client, step("sleep 2"), priority=5)
     await poll(lambda: _status_is(events, blocker, "running"), timeout_s=30)
@@ -211,11 +167,11 @@ async def test_high_lane_jobs_start_before_low_ones_and_low_ones_still_run(hades
     assert max(started[j] for j in high) < min(started[j] for j in low)
 
 
-async def _status_is(events: Events, job_id: str, status: str) -> bool:
+async def _status_is(events: StoredEvents, job_id: str, status: str) -> bool:
     return any(e["status"] == status for e in await events.jobs(job_id))
 
 
-async def test_cancel_of_a_queued_job_ends_it_without_running(hades: Hades, events: Events) -> None:
+async def test_cancel_of_a_queued_job_ends_it_without_running(hades: Hades, events: StoredEvents) -> None:
     client = await hades(HADES_CONCURRENCY="1")
     blocker = await submit(client, step("sleep 2"))
     await poll(lambda: _status_is(events, blocker, "running"), timeout_s=30)
@@ -228,7 +184,7 @@ async def test_cancel_of_a_queued_job_ends_it_without_running(hades: Hades, even
     assert (await client.delete(f"/jobs/{job_id}")).status == 409
 
 
-async def test_cancel_of_a_running_job_stops_it_and_leaves_nothing(hades: Hades, events: Events) -> None:
+async def test_cancel_of_a_running_job_stops_it_and_leaves_nothing(hades: Hades, events: StoredEvents) -> None:
     client = await hades(HADES_CANCEL_GRACE_SECONDS="2")
     job_id = await submit(client, step("echo started; sleep 60", 1), step("echo never", 2))
 
@@ -272,7 +228,7 @@ def dispatcher_process(clean_nats: str, busybox_image: str) -> Iterator[Callable
 
 @pytest.mark.slow
 async def test_a_killed_dispatcher_loses_no_job(
-    hades: Hades, events: Events, dispatcher_process: Callable[..., subprocess.Popen[bytes]], aiohttp_client: Any
+    hades: Hades, events: StoredEvents, dispatcher_process: Callable[..., subprocess.Popen[bytes]], aiohttp_client: Any
 ) -> None:
     """SIGKILL a dispatcher during a 20 s step: another finishes the job, with one terminal status and no leftovers."""
     env = {"HADES_ACK_WAIT_SECONDS": "3"}
@@ -291,7 +247,7 @@ async def test_a_killed_dispatcher_loses_no_job(
 
 
 async def kill_dispatcher_mid_job(
-    events: Events,
+    events: StoredEvents,
     dispatcher_process: Callable[..., subprocess.Popen[bytes]],
     aiohttp_client: Any,
     script: str,
@@ -314,12 +270,15 @@ async def kill_dispatcher_mid_job(
     return job_id, second
 
 
-def events_url(events: Events) -> str:
-    return str(events.js._nc.connected_url.geturl())
+def events_url(events: StoredEvents) -> str:
+    return str(events.js._nc.connected_url.geturl())  # the test server's URL, as the observer reached it
 
 
 async def test_the_delivery_past_max_deliver_fails_and_dead_letters_the_job(
-    events: Events, dispatcher_process: Callable[..., subprocess.Popen[bytes]], aiohttp_client: Any, busybox_image: str
+    events: StoredEvents,
+    dispatcher_process: Callable[..., subprocess.Popen[bytes]],
+    aiohttp_client: Any,
+    busybox_image: str,
 ) -> None:
     env = {"HADES_ACK_WAIT_SECONDS": "2", "HADES_MAX_DELIVER": "1"}
     job_id, second = await kill_dispatcher_mid_job(
@@ -328,7 +287,7 @@ async def test_the_delivery_past_max_deliver_fails_and_dead_letters_the_job(
     try:
         final = await events.terminal(job_id, timeout_s=60)
         assert final["status"] == "failed" and "gave up after 1 attempts" in final["reason"]
-        dead = await events.js.get_last_msg(topology.DEAD_STREAM, topology.dead_subject(job_id))
+        dead = await events.js.get_last_msg(subjects.DEAD_STREAM, subjects.dead_subject(job_id))
         assert json.loads(dead.data)["id"] == job_id
         await poll(lambda: _no_leftovers(job_id), timeout_s=20)
     finally:

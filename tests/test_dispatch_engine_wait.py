@@ -13,8 +13,7 @@ import pytest
 
 from functions.dispatch.handlers import create_app as create_dispatch
 from functions.submit.handlers import create_app as create_submit
-from tests.conftest import make_settings
-from tests.helpers import poll
+from tests.helpers import make_settings, poll
 from tests.natsserver import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(120)]

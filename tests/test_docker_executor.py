@@ -13,14 +13,13 @@ from typing import Any
 
 import pytest
 
+from functions.dispatch.executors import docker as docker_executor
+from functions.dispatch.executors.base import RunResult, StepResult, StopSignal
+from functions.dispatch.executors.docker import LABEL_JOB_ID, LABEL_SCOPE, DockerExecutor
 from runtime.errors import JobError, Unavailable
-from runtime.executors import docker as docker_executor
-from runtime.executors.base import RunResult, StepResult, StopSignal
-from runtime.executors.docker import LABEL_JOB_ID, LABEL_SCOPE, DockerExecutor
 from runtime.jobs import Job, JobId, JobStatus, Step, StepStatus, job_from_document, utc_now
 from runtime.settings import LimitSettings, Settings
-from tests.conftest import EXAMPLES, SCOPE
-from tests.helpers import poll
+from tests.helpers import EXAMPLES, SCOPE, poll
 
 pytestmark = pytest.mark.docker
 
@@ -265,7 +264,7 @@ async def test_timeout_kills_the_running_step_and_skips_the_rest(executor, remai
     stop = StopSignal()
     run, hooks = await _run_until_output(executor, job, stop, "started")
 
-    stop.stop(JobStatus.TIMED_OUT, grace_s=0, detail="job timed out after 1 s")
+    stop.stop(JobStatus.TIMED_OUT, grace_s=0, reason="job timed out after 1 s")
     result = await asyncio.wait_for(run, 15)
 
     assert result.status is JobStatus.TIMED_OUT
@@ -284,7 +283,7 @@ async def test_cancel_sends_sigterm_first_and_the_step_may_exit_gracefully(execu
     stop = StopSignal()
     run, hooks = await _run_until_output(executor, job, stop, "ready")
 
-    stop.stop(JobStatus.CANCELLED, grace_s=20, detail="cancelled")
+    stop.stop(JobStatus.CANCELLED, grace_s=20, reason="cancelled")
     result = await asyncio.wait_for(run, 30)
 
     assert result.status is JobStatus.CANCELLED
@@ -301,7 +300,7 @@ async def test_cancel_stops_a_script_that_does_not_trap_sigterm(executor, remain
     stop = StopSignal()
     run, _ = await _run_until_output(executor, job, stop, "ready")
 
-    stop.stop(JobStatus.CANCELLED, grace_s=60, detail="cancelled")
+    stop.stop(JobStatus.CANCELLED, grace_s=60, reason="cancelled")
     result = await asyncio.wait_for(run, 90)
 
     assert result.status is JobStatus.CANCELLED
@@ -312,7 +311,7 @@ async def test_cancel_stops_a_script_that_does_not_trap_sigterm(executor, remain
 async def test_stop_before_start_runs_nothing(executor, remaining, busybox_image):
     job = make_job(busybox_image, [{"id": 1, "script": "echo one"}])
     stop = StopSignal()
-    stop.stop(JobStatus.CANCELLED, grace_s=0, detail="cancelled before it started")
+    stop.stop(JobStatus.CANCELLED, grace_s=0, reason="cancelled before it started")
 
     result, hooks = await run_job(executor, remaining, job, stop)
 
@@ -499,7 +498,7 @@ async def test_the_engine_keeps_a_capped_copy_of_the_output_and_an_init_process(
         return dict(container.attrs["HostConfig"])
 
     config = await asyncio.to_thread(host_config)
-    stop.stop(JobStatus.CANCELLED, grace_s=0, detail="cancelled")
+    stop.stop(JobStatus.CANCELLED, grace_s=0, reason="cancelled")
     await asyncio.wait_for(run, 30)
 
     assert config["LogConfig"] == {"Type": "json-file", "Config": {"max-file": "1", "max-size": "10m"}}

@@ -19,8 +19,7 @@ from functions.dispatch.handlers import create_app as create_dispatch
 from functions.logs.handlers import create_app as create_logs
 from functions.submit.handlers import create_app as create_submit
 from runtime.settings import Settings
-from tests.conftest import make_settings
-from tests.helpers import poll
+from tests.helpers import make_settings, poll
 from tests.natsserver import NatsServer
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(180)]

@@ -3,39 +3,35 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from runtime import jobrun, messaging, queue, topology
+from functions.dispatch import jobrun
+from functions.dispatch.executors.base import RunHooks, RunResult, StepResult, StopSignal
+from runtime import eventlog, messaging, subjects
 from runtime.errors import Unavailable
-from runtime.executors.base import RunHooks, RunResult, StepResult, StopSignal
 from runtime.jobs import Job, JobStatus, StepStatus, job_from_document, new_job_id, utc_now
-from runtime.settings import LimitSettings, Settings
-from tests.conftest import make_settings
+from runtime.settings import LimitSettings
+from tests.helpers import make_settings
+from tests.observe import StoredEvents
 
 
 @dataclass
 class FakeMsg:
-    """What dispatch uses of a JetStream message, recording what was done with it."""
+    """A ``Delivery`` as dispatch uses it, recording what was done with it."""
 
     data: bytes
-    num_delivered: int
+    attempt: int
     done: list[str] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
     subject: str = "hades.jobs.high"
 
-    @property
-    def metadata(self) -> Any:
-        return SimpleNamespace(num_delivered=self.num_delivered)
-
-    async def ack_sync(self) -> None:
+    async def ack(self) -> None:
         self.done.append("ack")
 
-    async def nak(self, delay: float | None = None) -> None:
+    async def nak(self, *, delay_s: float | None = None) -> None:
         self.done.append("nak")
 
     async def in_progress(self) -> None:
@@ -66,13 +62,6 @@ class FakeExecutor:
             raise self.cleanup_error
 
 
-@pytest.fixture
-async def conn(settings: Settings) -> AsyncIterator[messaging.Messaging]:
-    connection = await messaging.connect(settings, name="test-jobrun")
-    yield connection
-    await connection.close()
-
-
 def a_job() -> Job:
     document = {"name": "j", "steps": [{"id": 1, "image": "x", "script": "true"}]}
     return job_from_document(document, job_id=new_job_id(), limits=LimitSettings(), submitted_at=utc_now())
@@ -84,63 +73,58 @@ async def handle(conn: messaging.Messaging, executor: FakeExecutor, msg: FakeMsg
     await jobrun.handle(deps, msg, stop=StopSignal())  # type: ignore[arg-type]
 
 
-async def statuses(conn: messaging.Messaging, job_id: str) -> list[str]:
-    info = await conn.js.stream_info(topology.EVENTS_STREAM, subjects_filter=topology.status_subject(job_id))
-    count = (info.state.subjects or {}).get(topology.status_subject(job_id), 0)
-    sub = await conn.js.subscribe(topology.status_subject(job_id), ordered_consumer=True)
-    found = [json.loads((await sub.next_msg(timeout=5)).data) for _ in range(count)]
-    await sub.unsubscribe()
-    return [e["status"] for e in found if e["kind"] == "job"]
+async def statuses(stored: StoredEvents, job_id: str) -> list[str]:
+    return [e["status"] for e in await stored.jobs(job_id)]
 
 
 async def test_a_terminal_event_that_cannot_be_stored_hands_the_job_back(
-    conn: messaging.Messaging, monkeypatch: pytest.MonkeyPatch
+    conn: messaging.Messaging, stored: StoredEvents, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job = a_job()
     real_publish = conn.publish
 
     async def publish(subject: str, payload: bytes, **kwargs: Any) -> Any:
-        if subject == topology.status_subject(job.id) and json.loads(payload).get("status") == "succeeded":
+        if subject == subjects.status_subject(job.id) and json.loads(payload).get("status") == "succeeded":
             raise Unavailable("broker refused")
         return await real_publish(subject, payload, **kwargs)
 
     monkeypatch.setattr(conn, "publish", publish)
     monkeypatch.setattr(jobrun, "TERMINAL_PUBLISH_ATTEMPTS", 2)
-    msg = FakeMsg(data=json.dumps(job.to_message()).encode(), num_delivered=1)
+    msg = FakeMsg(data=json.dumps(job.to_message()).encode(), attempt=1)
 
     await handle(conn, FakeExecutor(), msg)
 
     assert msg.done == ["nak"]  # never acked: the job comes back and can still end properly
-    assert "succeeded" not in await statuses(conn, job.id)
+    assert "succeeded" not in await statuses(stored, job.id)
 
 
 async def test_engine_down_on_the_last_attempt_still_ends_the_job_and_dead_letters_it(
-    conn: messaging.Messaging,
+    conn: messaging.Messaging, stored: StoredEvents
 ) -> None:
     job = a_job()
     down = Unavailable("docker engine: connection refused")
-    msg = FakeMsg(data=json.dumps(job.to_message()).encode(), num_delivered=2)
+    msg = FakeMsg(data=json.dumps(job.to_message()).encode(), attempt=2)
 
     await handle(conn, FakeExecutor(run_error=down, cleanup_error=down), msg, HADES_MAX_DELIVER="2")
 
     assert msg.done == ["ack"]
-    last = await queue.latest_status(conn, job.id)
+    last = await eventlog.latest_status(conn, job.id)
     assert last is not None and last["status"] == "failed"
     assert "infrastructure" in last.get("reason", "") and "connection refused" in last.get("reason", "")
-    dead = await conn.js.get_last_msg(topology.DEAD_STREAM, topology.dead_subject(job.id))
-    assert json.loads(dead.data)["id"] == job.id
+    dead = await stored.read(subjects.dead_subject(job.id), stream=subjects.DEAD_STREAM)
+    assert [letter["id"] for letter in dead] == [job.id]
 
 
 async def test_a_redelivered_job_that_already_ended_is_acked_without_running_again(
-    conn: messaging.Messaging,
+    conn: messaging.Messaging, stored: StoredEvents
 ) -> None:
     job = a_job()
     executor = FakeExecutor()
-    await handle(conn, executor, FakeMsg(data=json.dumps(job.to_message()).encode(), num_delivered=1))
+    await handle(conn, executor, FakeMsg(data=json.dumps(job.to_message()).encode(), attempt=1))
     assert executor.runs == 1
 
-    redelivered = FakeMsg(data=json.dumps(job.to_message()).encode(), num_delivered=2)  # its ack was lost
+    redelivered = FakeMsg(data=json.dumps(job.to_message()).encode(), attempt=2)  # its ack was lost
     await handle(conn, executor, redelivered)
 
     assert redelivered.done == ["ack"] and executor.runs == 1
-    assert (await statuses(conn, job.id)).count("succeeded") == 1
+    assert (await statuses(stored, job.id)).count("succeeded") == 1

@@ -7,8 +7,7 @@ import contextlib
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -16,142 +15,22 @@ import nats
 import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
-from nats.js.errors import NotFoundError
+from nats.js import JetStreamContext
 from openapi_spec_validator import validate
 
 from functions.logs.handlers import create_app
-from runtime import events, jobs, messaging, metrics, queue, recordstore
+from runtime import events, jobs, messaging, metrics
 from runtime.errors import HadesError
 from runtime.jobs import JobStatus, StepStatus
-from runtime.settings import LimitSettings, Settings
-from tests.conftest import make_settings
-from tests.helpers import poll
+from runtime.settings import Settings
+from tests.fakes import FakeDispatch, publish_json, record_when, submitted
+from tests.helpers import make_settings, poll
 from tests.natsserver import NatsServer
-
-
-@pytest.fixture
-async def conn(clean_nats: str) -> AsyncIterator[messaging.Messaging]:
-    """A NATS connection for the test's own publishing, with the records bucket gone too."""
-    nc = await nats.connect(clean_nats)
-    with contextlib.suppress(NotFoundError):
-        await nc.jetstream().delete_stream(recordstore.KV_STREAM)
-    yield messaging.Messaging(nc, publish_timeout_s=5.0)
-    await nc.close()
 
 
 @pytest.fixture
 async def client(aiohttp_client: Any, settings: Settings, conn: messaging.Messaging) -> TestClient:
     return await aiohttp_client(create_app(settings))
-
-
-async def publish_json(conn: messaging.Messaging, subject: str, body: Any, *, msg_id: str) -> None:
-    await conn.publish(subject, messaging.encode(body), msg_id=msg_id)
-
-
-def new_job(*, steps: int = 2, priority: int = 3, **document: Any) -> jobs.Job:
-    doc = {
-        "name": "Example Job",
-        "priority": priority,
-        "steps": [{"id": i, "name": f"step {i}", "image": "alpine", "script": "true"} for i in range(1, steps + 1)],
-        **document,
-    }
-    return jobs.job_from_document(doc, job_id=jobs.new_job_id(), limits=LimitSettings(), submitted_at=jobs.utc_now())
-
-
-@dataclass
-class FakeDispatch:
-    """Publishes one job's events exactly as submit and dispatch do (same subjects, ids and shapes)."""
-
-    conn: messaging.Messaging
-    job: jobs.Job
-    seq: dict[int, int] = field(default_factory=dict)
-    line_seq: dict[int, int] = field(default_factory=dict)
-
-    @property
-    def id(self) -> str:
-        return self.job.id
-
-    async def submit(self) -> None:
-        await queue.enqueue(self.conn, self.job)
-
-    def next_seq(self, attempt: int) -> int:
-        self.seq[attempt] = self.seq.get(attempt, 0) + 1
-        return self.seq[attempt]
-
-    async def publish(self, event: events.StatusEvent) -> None:
-        await publish_json(self.conn, f"hades.status.{self.id}", event, msg_id=events.status_msg_id(event))
-
-    async def job_status(self, status: JobStatus, *, attempt: int = 1, **extra: Any) -> events.JobEvent:
-        event = events.job_event(self.id, attempt=attempt, seq=self.next_seq(attempt), status=status, **extra)
-        await self.publish(event)
-        return event
-
-    async def running(self, *, attempt: int = 1) -> events.JobEvent:
-        return await self.job_status(
-            JobStatus.RUNNING, attempt=attempt, job=self.job.summary(), queue_wait_s=0.1, started_at=jobs.utc_now()
-        )
-
-    async def step(self, step_id: int, status: StepStatus, *, attempt: int = 1, **extra: Any) -> events.StepEvent:
-        event = events.step_event(
-            self.id,
-            attempt=attempt,
-            seq=self.next_seq(attempt),
-            step_id=step_id,
-            step_name=f"step {step_id}",
-            status=status,
-            **extra,
-        )
-        await self.publish(event)
-        return event
-
-    def batch(self, step_id: int, messages: list[str], *, attempt: int = 1) -> events.LogBatch:
-        first = self.line_seq.get(attempt, 0) + 1
-        self.line_seq[attempt] = first + len(messages) - 1
-        lines: list[events.LogLine] = [
-            {"seq": first + i, "step_id": step_id, "stream": "stdout", "at": jobs.utc_now(), "message": m}
-            for i, m in enumerate(messages)
-        ]
-        return {"job_id": self.id, "attempt": attempt, "lines": lines}
-
-    async def publish_batch(self, batch: events.LogBatch, *, msg_id: str | None = None) -> None:
-        await publish_json(self.conn, f"hades.logs.{self.id}", batch, msg_id=msg_id or events.logs_msg_id(batch))
-
-    async def lines(self, step_id: int, messages: list[str], *, attempt: int = 1) -> events.LogBatch:
-        batch = self.batch(step_id, messages, attempt=attempt)
-        await self.publish_batch(batch)
-        return batch
-
-    async def finish(self, status: JobStatus = JobStatus.SUCCEEDED, *, attempt: int = 1, **extra: Any) -> None:
-        await self.job_status(status, attempt=attempt, finished_at=jobs.utc_now(), **extra)
-
-    async def run(self, outputs: dict[int, list[str]], status: JobStatus = JobStatus.SUCCEEDED) -> None:
-        """A whole run: running, each step with its lines, the end."""
-        await self.running()
-        for step_id, messages in outputs.items():
-            await self.step(step_id, StepStatus.RUNNING, started_at=jobs.utc_now())
-            if messages:
-                await self.lines(step_id, messages)
-            await self.step(step_id, StepStatus.SUCCEEDED, exit_code=0, finished_at=jobs.utc_now())
-        await self.finish(status)
-
-
-async def submitted(conn: messaging.Messaging, **kwargs: Any) -> FakeDispatch:
-    dispatch = FakeDispatch(conn, new_job(**kwargs))
-    await dispatch.submit()
-    return dispatch
-
-
-async def record_when(client: TestClient, job_id: str, **expected: Any) -> dict[str, Any]:
-    """The job's record, once the collector has brought it to ``expected``."""
-
-    async def check() -> dict[str, Any] | None:
-        response = await client.get(f"/jobs/{job_id}")
-        if response.status != 200:
-            return None
-        body: dict[str, Any] = await response.json()
-        return body if all(body.get(k) == v for k, v in expected.items()) else None
-
-    return await poll(check)
 
 
 def applied(kind: str, outcome: str) -> float:
@@ -223,7 +102,7 @@ async def test_a_job_is_found_before_the_collector_has_seen_it(
 ) -> None:
     app = create_app(settings)
     client = await aiohttp_client(app)
-    from runtime.collector import COLLECTOR
+    from functions.logs.collector import COLLECTOR
 
     app[COLLECTOR].cancel()  # no collector: the record must come from the stored events
     dispatch = await submitted(conn)
@@ -231,7 +110,9 @@ async def test_a_job_is_found_before_the_collector_has_seen_it(
     assert body["status"] == "queued" and body["name"] == "Example Job"
 
 
-async def test_a_queued_job_knows_its_place_in_its_lane(client: TestClient, conn: messaging.Messaging) -> None:
+async def test_a_queued_job_knows_its_place_in_its_lane(
+    client: TestClient, conn: messaging.Messaging, js: JetStreamContext
+) -> None:
     ahead = [await submitted(conn, priority=1) for _ in range(3)]
     other_lane = await submitted(conn, priority=3)
     mine = await submitted(conn, priority=1)
@@ -240,9 +121,9 @@ async def test_a_queued_job_knows_its_place_in_its_lane(client: TestClient, conn
     assert (await record_when(client, ahead[0].id))["queue_position"] == 0
     assert (await record_when(client, other_lane.id))["queue_position"] == 0
     # the first two leave the queue (a dispatcher took them): the work queue drops their messages
-    info = await conn.js.stream_info("HADES_JOBS")
+    info = await js.stream_info("HADES_JOBS")
     for seq in range(info.state.first_seq, info.state.first_seq + 2):
-        await conn.js.delete_msg("HADES_JOBS", seq)
+        await js.delete_msg("HADES_JOBS", seq)
     assert (await record_when(client, mine.id))["queue_position"] == 1
     body = await record_when(client, ahead[0].id)
     assert body["status"] == "queued" and "queue_position" not in body

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from functions.logs.handlers import create_app
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 
 
 async def test_with_a_logs_key_job_routes_need_it_and_probes_stay_open(aiohttp_client: Any, clean_nats: str) -> None:

@@ -2,39 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
-from typing import Any
-
-import pytest
-
-from runtime import messaging, topology
-from runtime.dispatcher import LanePicker
-from runtime.logsink import LogSink, split_line
-from runtime.settings import Settings
-from runtime.topology import Lane
-from tests.conftest import make_settings
-
-
-@pytest.fixture
-async def conn(settings: Settings) -> AsyncIterator[messaging.Messaging]:
-    connection = await messaging.connect(settings, name="test")
-    yield connection
-    await connection.close()
-
-
-async def stored_lines(conn: messaging.Messaging, job_id: str) -> list[dict[str, Any]]:
-    subject = topology.logs_subject(job_id)
-    # Count by the stream, not the consumer: an ordered consumer may have pushed everything already (0 pending).
-    info = await conn.js.stream_info(topology.EVENTS_STREAM, subjects_filter=subject)
-    count = (info.state.subjects or {}).get(subject, 0)
-    sub = await conn.js.subscribe(subject, ordered_consumer=True)
-    lines: list[dict[str, Any]] = []
-    for _ in range(count):
-        msg = await sub.next_msg(timeout=2)
-        lines.extend(json.loads(msg.data)["lines"])
-    await sub.unsubscribe()
-    return lines
+from functions.dispatch.dispatcher import LanePicker
+from functions.dispatch.logsink import LogSink, split_line
+from runtime import messaging
+from runtime.subjects import Lane
+from tests.helpers import make_settings
+from tests.observe import StoredEvents
 
 
 def test_long_lines_split_on_character_boundaries() -> None:
@@ -44,26 +17,30 @@ def test_long_lines_split_on_character_boundaries() -> None:
     assert split_line("short", 5) == ["short"]
 
 
-async def test_lines_arrive_in_order_with_secrets_masked(conn: messaging.Messaging, clean_nats: str) -> None:
+async def test_lines_arrive_in_order_with_secrets_masked(
+    conn: messaging.Messaging, stored: StoredEvents, clean_nats: str
+) -> None:
     settings = make_settings(clean_nats).dispatch
     sink = LogSink(conn, job_id="job-a", attempt=1, settings=settings, secrets=["hunter22", "no"])
     for i in range(1200):
         sink.add(1, "stdout" if i % 2 else "stderr", f"line {i} token=hunter22 no", at="2026-01-01T00:00:00Z")
     await sink.close()
-    lines = await stored_lines(conn, "job-a")
+    lines = await stored.log_lines("job-a")
     assert [line["seq"] for line in lines] == list(range(1, 1201))
     assert lines[7]["message"] == "line 7 token=*** no"  # short values are not treated as secrets
     assert lines[0]["stream"] == "stderr" and lines[1]["stream"] == "stdout"
 
 
-async def test_the_per_job_cap_writes_one_marker_and_drops_the_rest(conn: messaging.Messaging, clean_nats: str) -> None:
+async def test_the_per_job_cap_writes_one_marker_and_drops_the_rest(
+    conn: messaging.Messaging, stored: StoredEvents, clean_nats: str
+) -> None:
     settings = make_settings(clean_nats, HADES_JOB_LOG_MAX_BYTES="2048", HADES_LOG_LINE_MAX_BYTES="256").dispatch
     sink = LogSink(conn, job_id="job-b", attempt=1, settings=settings)
     sink.add(1, "stdout", "x" * 1000, at="t")  # split into 4 pieces of ≤ 256 bytes
     for _ in range(100):
         sink.add(1, "stdout", "y" * 100, at="t")
     await sink.close()
-    lines = await stored_lines(conn, "job-b")
+    lines = await stored.log_lines("job-b")
     assert [len(line["message"]) for line in lines[:4]] == [256, 256, 256, 232]
     assert lines[-1]["stream"] == "system" and "log limit" in lines[-1]["message"]
     assert sum(len(line["message"]) + 1 for line in lines[:-1]) <= 2048
@@ -79,11 +56,13 @@ def test_lanes_are_served_by_weight_and_low_never_starves() -> None:
     assert LanePicker((6, 3, 1)).order([Lane.LOW, Lane.HIGH])[:2] == [Lane.HIGH, Lane.LOW]
 
 
-async def test_each_line_of_a_multi_line_secret_is_masked(conn: messaging.Messaging, clean_nats: str) -> None:
+async def test_each_line_of_a_multi_line_secret_is_masked(
+    conn: messaging.Messaging, stored: StoredEvents, clean_nats: str
+) -> None:
     key = "-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0B\nAQEFAASCBKcwggSjAgEAAoIB\n-----END KEY-----"
     sink = LogSink(conn, job_id="job-c", attempt=1, settings=make_settings(clean_nats).dispatch, secrets=[key])
     for line in key.splitlines():  # what `cat key.pem` prints
         sink.add(1, "stdout", line, at="t")
     await sink.close()
-    printed = [line["message"] for line in await stored_lines(conn, "job-c")]
+    printed = [line["message"] for line in await stored.log_lines("job-c")]
     assert printed == ["***"] * 4

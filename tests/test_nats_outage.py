@@ -9,8 +9,7 @@ from typing import Any
 import nats
 
 from functions.submit.handlers import create_app
-from tests.conftest import EXAMPLES, make_settings
-from tests.helpers import poll
+from tests.helpers import EXAMPLES, make_settings, poll
 from tests.natsserver import NatsServer
 
 HELLO = json.loads((EXAMPLES / "valid" / "hello.json").read_text())

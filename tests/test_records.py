@@ -5,10 +5,11 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from runtime import events, records
+from functions.logs import records
+from functions.logs.records import Record
+from runtime import events
 from runtime.events import LogBatch
 from runtime.jobs import JobStatus, StepStatus
-from runtime.records import Record
 
 JOB_ID = "8d7f3a52-5f0e-4a57-9a43-0c1d5f7e2b11"
 NOW = "2025-01-01T00:00:00.000Z"

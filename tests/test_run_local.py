@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLES, SCOPE
+from tests.helpers import EXAMPLES, SCOPE
 from tests.natsserver import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

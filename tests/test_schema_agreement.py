@@ -15,7 +15,7 @@ import fastjsonschema
 import pytest
 
 from runtime import schemas
-from tests.conftest import EXAMPLES
+from tests.helpers import EXAMPLES
 
 AWKWARD: list[Any] = [
     None,

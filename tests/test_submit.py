@@ -13,9 +13,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from functions.submit.handlers import create_app
-from runtime import topology
+from runtime import subjects
 from runtime.settings import Settings
-from tests.conftest import EXAMPLES, make_settings
+from tests.examples import INVALID_EXPECTED
+from tests.helpers import EXAMPLES, make_settings
 
 HELLO = json.loads((EXAMPLES / "valid" / "hello.json").read_text())
 
@@ -34,11 +35,11 @@ async def js(clean_nats: str) -> AsyncIterator[Any]:
 
 async def stored_jobs(js: Any, subject: str) -> list[Any]:
     """Every message on a lane subject, read without consuming it (work-queue streams allow direct get)."""
-    info = await js.stream_info(topology.JOBS_STREAM)
+    info = await js.stream_info(subjects.JOBS_STREAM)
     found = []
     for seq in range(info.state.first_seq, info.state.last_seq + 1):
         try:
-            msg = await js.get_msg(topology.JOBS_STREAM, seq)
+            msg = await js.get_msg(subjects.JOBS_STREAM, seq)
         except nats.js.errors.NotFoundError:
             continue
         if msg.subject == subject:
@@ -55,13 +56,13 @@ async def test_a_job_is_stored_on_its_lane_with_its_id_and_announced_queued(clie
     assert response.headers["Location"] == f"/jobs/{job_id}"
 
     [msg] = await stored_jobs(js, "hades.jobs.high")
-    assert msg.headers[topology.HEADER_MSG_ID] == job_id
+    assert msg.headers[subjects.HEADER_MSG_ID] == job_id
     assert "traceparent" in msg.headers
     job = json.loads(msg.data)
     assert job["id"] == job_id and job["name"] == "Example Job"
     assert job["steps"][0]["script"] == "echo 'Hello, Hades!'"
 
-    queued = await js.get_last_msg(topology.EVENTS_STREAM, f"hades.status.{job_id}")
+    queued = await js.get_last_msg(subjects.EVENTS_STREAM, f"hades.status.{job_id}")
     event = json.loads(queued.data)
     assert event["status"] == "queued" and event["job_id"] == job_id and event["seq"] == 0
 
@@ -141,7 +142,6 @@ async def test_a_job_over_the_brokers_message_limit_is_a_413(aiohttp_client: Any
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (EXAMPLES / "invalid").glob("*.json")))
 async def test_every_invalid_example_is_a_422_naming_its_fields(client: TestClient, name: str) -> None:
-    from tests.test_schema import INVALID_EXPECTED
 
     payload = json.loads((EXAMPLES / "invalid" / name).read_text())
     body = await assert_problem(await client.post("/jobs", json=payload), 422)
@@ -199,7 +199,7 @@ async def test_cancel_of_a_queued_job_is_recorded(client: TestClient, js: Any) -
     response = await client.delete(f"/jobs/{job_id}")
     assert response.status == 202
     assert (await response.json()) == {"id": job_id, "status": "cancelling"}
-    request = await js.get_last_msg(topology.EVENTS_STREAM, f"hades.cancel.{job_id}")
+    request = await js.get_last_msg(subjects.EVENTS_STREAM, f"hades.cancel.{job_id}")
     assert json.loads(request.data)["job_id"] == job_id
 
 

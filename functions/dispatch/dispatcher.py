@@ -16,18 +16,14 @@ import socket
 import uuid
 from collections.abc import Sequence
 
-import nats.errors
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
-from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
-
-from runtime import jobrun, messaging, metrics, queue, tasks, topology
-from runtime.errors import HadesError
-from runtime.executors.base import Executor, StopSignal
+from functions.dispatch import jobrun
+from functions.dispatch.executors.base import Executor, StopSignal
+from runtime import eventlog, events, messaging, metrics, subjects, tasks
+from runtime.errors import HadesError, Unavailable
 from runtime.jobs import JobStatus
+from runtime.messaging import Delivery, PullConsumer, Subscription, topology
 from runtime.settings import Settings
-from runtime.topology import Lane
+from runtime.subjects import Lane
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +32,8 @@ class LanePicker:
     """Smooth weighted round-robin (as nginx does it) over the lanes that have work."""
 
     def __init__(self, weights: Sequence[int]) -> None:
-        self.weights = dict(zip(topology.LANES, weights, strict=True))
-        self.current = dict.fromkeys(topology.LANES, 0)
+        self.weights = dict(zip(subjects.LANES, weights, strict=True))
+        self.current = dict.fromkeys(subjects.LANES, 0)
 
     def order(self, ready: Sequence[Lane]) -> list[Lane]:
         """Lanes to try, best first: the weighted pick, then the rest by priority."""
@@ -48,7 +44,7 @@ class LanePicker:
             self.current[lane] += self.weights[lane]
         best = max(ready, key=lambda lane: self.current[lane])
         self.current[best] -= total
-        return [best, *(lane for lane in topology.LANES if lane in ready and lane != best)]
+        return [best, *(lane for lane in subjects.LANES if lane in ready and lane != best)]
 
 
 class Dispatcher:
@@ -60,10 +56,10 @@ class Dispatcher:
         self.deps = jobrun.Deps(conn=conn, executor=executor, settings=settings, dispatcher_id=self.id)
         self.picker = LanePicker(settings.dispatch.lane_weights)
         self.slots = asyncio.Semaphore(settings.dispatch.concurrency)
-        self.running: dict[str, tuple[asyncio.Task[None], StopSignal, Msg]] = {}
+        self.running: dict[str, tuple[asyncio.Task[None], StopSignal, Delivery]] = {}
         self.stops: dict[str, StopSignal] = {}  # every taken job, registered before its cancel check
         self.work_hint = asyncio.Event()
-        self.pulls: dict[Lane, JetStreamContext.PullSubscription] = {}
+        self.pulls: dict[Lane, PullConsumer] = {}
         self.loop_task: asyncio.Task[None] | None = None
         self.stopping = False
         self.hint_subscription: Subscription | None = None
@@ -71,16 +67,11 @@ class Dispatcher:
         metrics.DISPATCH_FREE_SLOTS.set(settings.dispatch.concurrency)
 
     async def start(self) -> None:
-        js = self.conn.js
-        for lane in topology.LANES:
+        for lane in subjects.LANES:
             config = topology.dispatch_consumer_config(self.settings, lane)
-            await topology.ensure_consumer(js, topology.JOBS_STREAM, config)
-            self.pulls[lane] = await js.pull_subscribe_bind(
-                durable=topology.dispatch_consumer(lane), stream=topology.JOBS_STREAM
-            )
-        nc = self.conn.nc
-        self.hint_subscription = await nc.subscribe(f"{topology.JOBS_SUBJECT_PREFIX}.*", cb=self._on_job_published)
-        self.cancel_subscription = await nc.subscribe(f"{topology.CANCEL_SUBJECT_PREFIX}.*", cb=self._on_cancel)
+            self.pulls[lane] = await self.conn.pull_consumer(subjects.JOBS_STREAM, config)
+        self.hint_subscription = await self.conn.subscribe(f"{subjects.JOBS_SUBJECT_PREFIX}.*", self._on_job_published)
+        self.cancel_subscription = await self.conn.subscribe(f"{subjects.CANCEL_SUBJECT_PREFIX}.*", self._on_cancel)
         await self.sweep_leftovers()
         self.loop_task = asyncio.create_task(self._loop(), name="dispatch-loop")
         log.info(
@@ -91,15 +82,15 @@ class Dispatcher:
             self.executor.name,
         )
 
-    async def _on_job_published(self, msg: Msg) -> None:
+    async def _on_job_published(self, subject: str, data: bytes) -> None:
         self.work_hint.set()
 
-    async def _on_cancel(self, msg: Msg) -> None:
-        job_id = msg.subject.rsplit(".", 1)[-1]
+    async def _on_cancel(self, subject: str, data: bytes) -> None:
+        job_id = subjects.job_id_of(subject)
         stop = self.stops.get(job_id)
         if stop is not None:
             log.info("job %s: cancel requested, stopping it", job_id)
-            stop.stop(JobStatus.CANCELLED, grace_s=self.settings.dispatch.cancel_grace_s, detail="cancelled")
+            stop.stop(JobStatus.CANCELLED, grace_s=self.settings.dispatch.cancel_grace_s, reason="cancelled")
 
     async def sweep_leftovers(self) -> None:
         """Remove what ended jobs left behind (a dispatcher that crashed mid-job). A job that is still queued or
@@ -111,8 +102,8 @@ class Dispatcher:
             return
         for job_id in leftovers - set(self.running):
             try:
-                last = await queue.latest_status(self.conn, job_id)
-                if last is None or (last["kind"] == "job" and JobStatus(last["status"]).terminal):
+                last = await eventlog.latest_status(self.conn, job_id)
+                if last is None or events.is_terminal(last):
                     log.info("removing leftovers of ended job %s", job_id)
                     await self.executor.cleanup(job_id)
             except HadesError as exc:  # one stuck leftover must not keep the dispatcher from starting
@@ -122,27 +113,24 @@ class Dispatcher:
         ready = []
         for lane, pull in self.pulls.items():
             try:
-                info = await pull.consumer_info()
-            except (TimeoutError, nats.errors.Error):
+                if await pull.pending():
+                    ready.append(lane)
+            except Unavailable:
                 continue
-            if info.num_pending:
-                ready.append(lane)
         return ready
 
-    async def _next_message(self) -> Msg:
+    async def _next_message(self) -> Delivery:
         idle_s = self.settings.dispatch.pull_timeout_s
         while not self.stopping:
             self.work_hint.clear()
             ready = await self._ready_lanes()
             # Nothing new pending: still try each lane briefly, for redeliveries (not counted as pending).
-            lanes = self.picker.order(ready) if ready else list(topology.LANES)
+            lanes = self.picker.order(ready) if ready else list(subjects.LANES)
             for lane in lanes:
                 try:
-                    msgs = await self.pulls[lane].fetch(1, timeout=0.5 if lane in ready else 0.02)
-                except (TimeoutError, nats.errors.TimeoutError):
-                    continue
-                except nats.errors.Error as exc:
-                    log.warning("fetch from %s lane failed: %s", lane, exc)
+                    msgs = await self.pulls[lane].fetch(1, timeout_s=0.5 if lane in ready else 0.02)
+                except Unavailable as exc:
+                    log.warning("fetch from %s lane failed: %s", lane, exc.detail)
                     await asyncio.sleep(1)
                     continue
                 if msgs:
@@ -163,7 +151,7 @@ class Dispatcher:
                 raise
             if self.stopping:  # taken as the stop came: hand it straight back
                 self._release()
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(Unavailable):
                     await msg.nak()
                 return
             await self._start(msg)
@@ -172,11 +160,11 @@ class Dispatcher:
         self.slots.release()
         metrics.DISPATCH_FREE_SLOTS.inc()
 
-    async def _start(self, msg: Msg) -> None:
-        job_id = msg.headers.get(topology.HEADER_MSG_ID, "") if msg.headers else ""
+    async def _start(self, msg: Delivery) -> None:
+        job_id = msg.headers.get(subjects.HEADER_MSG_ID, "")
         stop = self.stops[job_id] = StopSignal()  # before the check: a cancel arriving meanwhile is not lost
         if job_id and await self._cancel_requested(job_id):
-            stop.stop(JobStatus.CANCELLED, grace_s=0, detail="cancelled before it started")
+            stop.stop(JobStatus.CANCELLED, grace_s=0, reason="cancelled before it started")
         task = asyncio.create_task(jobrun.handle(self.deps, msg, stop=stop), name=f"job-{job_id}")
         self.running[job_id] = (task, stop, msg)
         metrics.JOBS_RUNNING.inc()
@@ -184,12 +172,9 @@ class Dispatcher:
 
     async def _cancel_requested(self, job_id: str) -> bool:
         try:
-            await self.conn.js.get_last_msg(topology.EVENTS_STREAM, topology.cancel_subject(job_id))
-        except NotFoundError:
+            return await eventlog.cancel_requested(self.conn, job_id)
+        except Unavailable:
             return False
-        except (TimeoutError, nats.errors.Error):
-            return False
-        return True
 
     def _finished(self, job_id: str, task: asyncio.Task[None], stop: StopSignal) -> None:
         # Only this delivery's entries: after a long outage the same job may be running again as a later attempt.
@@ -212,11 +197,7 @@ class Dispatcher:
         # Pull subscriptions too: a fetch answered after its timeout leaves a message in a queue nobody reads,
         # and draining the connection would wait for it. Unacked, it is redelivered after AckWait. The cancel
         # subscription stays until the running jobs are done: a cancel during the grace still stops its job.
-        subscriptions: list[Subscription | JetStreamContext.PullSubscription] = [
-            *([self.hint_subscription] if self.hint_subscription else []),
-            *self.pulls.values(),
-        ]
-        await _unsubscribe(subscriptions)
+        await _close([*([self.hint_subscription] if self.hint_subscription else []), *self.pulls.values()])
         running = [task for task, _, _ in self.running.values()]
         if running:
             grace_s = self.settings.dispatch.shutdown_grace_s
@@ -228,12 +209,11 @@ class Dispatcher:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
-                    with contextlib.suppress(Exception):
+                    with contextlib.suppress(Unavailable):
                         await msg.nak()
-        await _unsubscribe([self.cancel_subscription] if self.cancel_subscription else [])
+        await _close([self.cancel_subscription] if self.cancel_subscription else [])
 
 
-async def _unsubscribe(subscriptions: Sequence[Subscription | JetStreamContext.PullSubscription]) -> None:
+async def _close(subscriptions: Sequence[Subscription | PullConsumer]) -> None:
     for subscription in subscriptions:
-        with contextlib.suppress(Exception):
-            await subscription.unsubscribe()
+        await subscription.close()

@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from functions.dispatch.dispatcher import Dispatcher
+from functions.dispatch.executors import Executor, create_executor
+from runtime import app as hades_app
 from runtime import tasks
-from runtime import web as hades_web
-from runtime.dispatcher import Dispatcher
 from runtime.errors import Unavailable
-from runtime.executors import Executor, create_executor
 from runtime.messaging import MESSAGING, messaging_context
 from runtime.settings import Settings
 
@@ -37,7 +37,7 @@ class Dispatch:
         self.waiting_reason = "starting"
 
     async def start(self) -> None:
-        settings = self.app[hades_web.SETTINGS]
+        settings = self.app[hades_app.SETTINGS]
         while self.executor is None:
             try:
                 self.executor = await create_executor(settings)
@@ -66,7 +66,7 @@ DISPATCH = web.AppKey("dispatch", Dispatch)
 
 async def dispatch_context(app: web.Application) -> AsyncIterator[None]:
     dispatch = app[DISPATCH] = Dispatch(app)
-    app[hades_web.READINESS_CHECKS].append(dispatch.ready)
+    app[hades_app.READINESS_CHECKS].append(dispatch.ready)
     starting = asyncio.create_task(dispatch.start(), name="dispatch-start")
     # The usual case (engine up) is ready before the first request; a missing engine is waited for meanwhile.
     with contextlib.suppress(asyncio.TimeoutError):
@@ -77,7 +77,7 @@ async def dispatch_context(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = hades_web.create_app(settings, service="dispatch")
+    app = hades_app.create_app(settings, service="dispatch")
     # Clients first, the loop last: cleanup runs in reverse, so the loop stops before its clients close.
     app.cleanup_ctx.append(messaging_context(settings, name="hades-dispatch"))
     app.cleanup_ctx.append(dispatch_context)

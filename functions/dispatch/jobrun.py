@@ -16,13 +16,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from nats.aio.msg import Msg
+from functions.dispatch.executors.base import Executor, RunResult, StepResult, StopSignal
+from functions.dispatch.logsink import LogSink
+from opentelemetry import trace as otel_trace
 
-from runtime import events, messaging, metrics, queue, topology, tracing
+from runtime import eventlog, events, logconfig, messaging, metrics, subjects, tracing
 from runtime.errors import HadesError, JobError, Unavailable
-from runtime.executors.base import Executor, RunResult, StepResult, StopSignal
 from runtime.jobs import Job, JobStatus, Step, StepStatus, parse_time, utc_now
-from runtime.logsink import LogSink
+from runtime.messaging import Delivery
 from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,12 +48,11 @@ class JobRun:
     dequeued_at: float = field(default_factory=time.monotonic)
     first_step_started: bool = False
     step_spans: dict[int, Any] = field(default_factory=dict)
+    job_span: Any = None
 
     async def publish(self, event: events.StatusEvent) -> None:
         try:
-            await self.conn.publish(
-                topology.status_subject(self.job.id), messaging.encode(event), msg_id=events.status_msg_id(event)
-            )
+            await eventlog.publish_status(self.conn, event)
         except HadesError as exc:
             log.warning("job %s: status event %s lost: %s", self.job.id, event["status"], exc.detail)
 
@@ -78,8 +78,17 @@ class JobRun:
     async def step_started(self, step: Step, *, started_at: str) -> None:
         if not self.first_step_started:
             self.first_step_started = True
-            metrics.JOB_START_LATENCY.observe(time.monotonic() - self.dequeued_at)
-        span = tracer.start_span("hades.step", attributes={"hades.job_id": self.job.id, "hades.step_id": step.id})
+            metrics.JOB_START_LATENCY.labels(str(self.job.lane)).observe(time.monotonic() - self.dequeued_at)
+        span = tracer.start_span(
+            f"step {step.id}",
+            context=otel_trace.set_span_in_context(self.job_span) if self.job_span is not None else None,
+            attributes={
+                "hades.job_id": self.job.id,
+                "hades.step.id": step.id,
+                "hades.step.name": step.name,
+                "container.image.name": step.image,
+            },
+        )
         self.step_spans[step.id] = span
         await self.step_status(step, StepStatus.RUNNING, started_at=started_at)
 
@@ -93,7 +102,13 @@ class JobRun:
         await self.sink.flush()  # a reader sees a step's last lines before its final status
         span = self.step_spans.pop(result.step_id, None)
         if span is not None:
-            span.set_attribute("hades.step_status", str(result.status))
+            span.set_attribute("hades.step.result", str(result.status))
+            if result.exit_code is not None:
+                span.set_attribute("process.exit.code", result.exit_code)
+            if result.reason:
+                span.set_attribute("hades.step.reason", result.reason)
+            if result.status is StepStatus.FAILED:
+                span.set_status(otel_trace.StatusCode.ERROR, result.reason or "failed")
             span.end()
         extra = {
             k: v
@@ -130,11 +145,11 @@ def secrets_of(job: Job, settings: Settings) -> list[str]:
     return values
 
 
-async def keep_alive(msg: Msg, interval_s: float) -> None:
+async def keep_alive(msg: Delivery, interval_s: float) -> None:
     """In-progress acks well inside AckWait while the job runs."""
     while True:
         await asyncio.sleep(interval_s)
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Unavailable):
             await msg.in_progress()
 
 
@@ -146,30 +161,36 @@ class Deps:
     dispatcher_id: str
 
 
-async def handle(deps: Deps, msg: Msg, *, stop: StopSignal) -> None:
+async def handle(deps: Deps, msg: Delivery, *, stop: StopSignal) -> None:
     """Run one delivered job message to its end. Cancelling this task leaves the message for redelivery."""
-    attempt = msg.metadata.num_delivered
+    attempt = msg.attempt
     try:
         job = Job.from_message(json.loads(msg.data))
     except (ValueError, KeyError, TypeError) as exc:
         log.error("dropping malformed job message on %s: %s", msg.subject, exc)
-        await msg.term()
+        with contextlib.suppress(Unavailable):
+            await msg.term()
         return
     if attempt > 1:
         metrics.REDELIVERIES.inc()
-    parent = tracing.extract(msg.headers)
-    with tracer.start_as_current_span(
-        "hades.dispatch", context=parent, attributes={"hades.job_id": job.id, "hades.attempt": attempt}
+    consumer = subjects.dispatch_consumer(job.lane)
+    with (
+        logconfig.job_scope(job.id),
+        msg.process_span(consumer=consumer),
+        tracer.start_as_current_span(
+            "run job",
+            attributes={"hades.job_id": job.id, "hades.lane": str(job.lane), "hades.attempt": attempt},
+        ),
     ):
         await _handle(deps, msg, job, attempt, stop)
 
 
-async def _handle(deps: Deps, msg: Msg, job: Job, attempt: int, stop: StopSignal) -> None:
+async def _handle(deps: Deps, msg: Delivery, job: Job, attempt: int, stop: StopSignal) -> None:
     settings = deps.settings
     sink = LogSink(
         deps.conn, job_id=job.id, attempt=attempt, settings=settings.dispatch, secrets=secrets_of(job, settings)
     )
-    run = JobRun(deps.conn, job, attempt, sink)
+    run = JobRun(deps.conn, job, attempt, sink, job_span=otel_trace.get_current_span())
     heartbeat = asyncio.create_task(keep_alive(msg, max(settings.dispatch.ack_wait_s / 3, 0.5)))
     try:
         if attempt > 1 and await _already_ended(deps, msg, job):
@@ -178,7 +199,7 @@ async def _handle(deps: Deps, msg: Msg, job: Job, attempt: int, stop: StopSignal
             await _dead_letter(deps, msg, run, f"gave up after {settings.dispatch.max_deliver} attempts")
             return
         if stop.requested:  # cancelled while queued
-            await _finish(deps, msg, run, RunResult(status=JobStatus.CANCELLED, steps=(), reason=stop.detail))
+            await _finish(deps, msg, run, RunResult(status=JobStatus.CANCELLED, steps=(), reason=stop.reason))
             return
         queue_wait = max(0.0, time.time() - parse_time(job.submitted_at).timestamp())
         metrics.JOBS_STARTED.labels(str(job.lane)).inc()
@@ -192,42 +213,67 @@ async def _handle(deps: Deps, msg: Msg, job: Job, attempt: int, stop: StopSignal
         )
         timer = asyncio.get_running_loop().call_later(
             job.timeout_s,
-            lambda: stop.stop(JobStatus.TIMED_OUT, grace_s=0, detail=f"job timed out after {job.timeout_s} s"),
+            lambda: stop.stop(JobStatus.TIMED_OUT, grace_s=0, reason=f"job timed out after {job.timeout_s} s"),
         )
         started = time.monotonic()
         try:
             result = await deps.executor.run(job, attempt=attempt, hooks=run, stop=stop)
         except JobError as exc:
+            metrics.EXECUTOR_ERRORS.labels(deps.executor.name, "job").inc()
             result = RunResult(status=JobStatus.FAILED, steps=(), reason=exc.detail)
         except Unavailable as exc:
+            metrics.EXECUTOR_ERRORS.labels(deps.executor.name, "unavailable").inc()
             await _retry_later(deps, msg, run, exc)
             return
         finally:
             timer.cancel()
-        metrics.JOB_DURATION.labels(str(result.status)).observe(time.monotonic() - started)
+        metrics.JOB_DURATION.labels(str(job.lane), str(result.status)).observe(time.monotonic() - started)
         await _finish(deps, msg, run, result)
     finally:
         heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await heartbeat
         await sink.close()
+        metrics.LOG_BYTES.inc(sink.bytes_written)
+        if sink.truncated:
+            metrics.LOG_TRUNCATIONS.inc()
 
 
-async def _already_ended(deps: Deps, msg: Msg, job: Job) -> bool:
+def failure_reason(result: RunResult) -> metrics.Reason:
+    """The bounded reason label of a finished job, from its status and the texts the executor gave."""
+    if result.status is JobStatus.SUCCEEDED:
+        return metrics.Reason.SUCCEEDED
+    if result.status is JobStatus.TIMED_OUT:
+        return metrics.Reason.TIMED_OUT
+    if result.status is JobStatus.CANCELLED:
+        return metrics.Reason.CANCELLED
+    texts = " ".join(t.lower() for t in (result.reason, *(s.reason for s in result.steps)) if t)
+    if "out of memory" in texts or "oomkilled" in texts:
+        return metrics.Reason.OOM
+    if "pull" in texts and "image" in texts:
+        return metrics.Reason.IMAGE_PULL
+    if "unschedulable" in texts:
+        return metrics.Reason.UNSCHEDULABLE
+    if (result.reason or "").startswith("infrastructure"):
+        return metrics.Reason.INFRASTRUCTURE
+    return metrics.Reason.FAILED
+
+
+async def _already_ended(deps: Deps, msg: Delivery, job: Job) -> bool:
     """A redelivery whose job has a stored end (its ack was lost): ack it, do not run the job twice."""
     try:
-        last = await queue.latest_status(deps.conn, job.id)
+        last = await eventlog.latest_status(deps.conn, job.id)
     except HadesError:
         return False
-    if last is None or last["kind"] != "job" or not JobStatus(last["status"]).terminal:
+    if last is None or not events.is_terminal(last):
         return False
     log.info("job %s already ended %s; acking its redelivery", job.id, last["status"])
-    with contextlib.suppress(Exception):
-        await msg.ack_sync()
+    with contextlib.suppress(Unavailable):
+        await msg.ack()
     return True
 
 
-async def _finish(deps: Deps, msg: Msg, run: JobRun, result: RunResult) -> None:
+async def _finish(deps: Deps, msg: Delivery, run: JobRun, result: RunResult) -> None:
     """Store the terminal event, then ack; if it cannot be stored, nak: the job is never acked without an end."""
     await run.report_unreported(result)
     await run.sink.close()  # every line stored before the terminal event, so readers of the end see them all
@@ -243,10 +289,14 @@ async def _finish(deps: Deps, msg: Msg, run: JobRun, result: RunResult) -> None:
         await _publish_with_retries(run.conn, terminal)
     except Unavailable as exc:
         log.error("job %s: its %s could not be stored (%s); handing it back", run.job.id, result.status, exc.detail)
-        with contextlib.suppress(Exception):
-            await msg.nak(delay=RETRY_DELAY_S)
+        with contextlib.suppress(Unavailable):
+            await msg.nak(delay_s=RETRY_DELAY_S)
         return
-    metrics.JOBS_FINISHED.labels(str(result.status)).inc()
+    reason = failure_reason(result)
+    metrics.JOBS_FINISHED.labels(str(result.status), reason).inc()
+    if run.job_span is not None:
+        run.job_span.set_attribute("hades.result", str(result.status))
+        run.job_span.set_attribute("hades.failure_reason", str(reason))
     log.info(
         "job %s attempt %d: %s%s",
         run.job.id,
@@ -254,7 +304,7 @@ async def _finish(deps: Deps, msg: Msg, run: JobRun, result: RunResult) -> None:
         result.status,
         f" ({result.reason})" if result.reason else "",
     )
-    await msg.ack_sync()
+    await msg.ack()
 
 
 async def _publish_with_retries(conn: messaging.Messaging, event: events.StatusEvent) -> None:
@@ -262,9 +312,7 @@ async def _publish_with_retries(conn: messaging.Messaging, event: events.StatusE
     delay_s = 0.5
     for attempt in range(1, TERMINAL_PUBLISH_ATTEMPTS + 1):
         try:
-            await conn.publish(
-                topology.status_subject(event["job_id"]), messaging.encode(event), msg_id=events.status_msg_id(event)
-            )
+            await eventlog.publish_status(conn, event)
             return
         except Unavailable:
             if attempt == TERMINAL_PUBLISH_ATTEMPTS:
@@ -273,18 +321,18 @@ async def _publish_with_retries(conn: messaging.Messaging, event: events.StatusE
             delay_s *= 2
 
 
-async def _retry_later(deps: Deps, msg: Msg, run: JobRun, exc: Unavailable) -> None:
+async def _retry_later(deps: Deps, msg: Delivery, run: JobRun, exc: Unavailable) -> None:
     if run.attempt >= deps.settings.dispatch.max_deliver:
         await _dead_letter(deps, msg, run, f"infrastructure trouble on the last attempt: {exc.detail}")
         return
     log.warning("job %s attempt %d: %s; retrying in %.0f s", run.job.id, run.attempt, exc.detail, RETRY_DELAY_S)
     run.sink.system(0, f"[hades] attempt {run.attempt} hit infrastructure trouble ({exc.detail}); retrying")
     await run.job_status(JobStatus.RUNNING, f"retrying: {exc.detail}")
-    with contextlib.suppress(Exception):  # if even the nak is lost, AckWait brings the job back
-        await msg.nak(delay=RETRY_DELAY_S)
+    with contextlib.suppress(Unavailable):  # if even the nak is lost, AckWait brings the job back
+        await msg.nak(delay_s=RETRY_DELAY_S)
 
 
-async def _dead_letter(deps: Deps, msg: Msg, run: JobRun, reason: str) -> None:
+async def _dead_letter(deps: Deps, msg: Delivery, run: JobRun, reason: str) -> None:
     """Fail the job for good and keep its message where it can be listed and redriven."""
     metrics.DEAD_LETTERED.inc()
     # Best effort, both: whatever is down, the job still gets its terminal status below.
@@ -293,7 +341,7 @@ async def _dead_letter(deps: Deps, msg: Msg, run: JobRun, reason: str) -> None:
     except HadesError as exc:
         log.warning("job %s: leftovers not removed: %s", run.job.id, exc.detail)
     try:
-        await deps.conn.publish(topology.dead_subject(run.job.id), msg.data, headers={"Hades-Reason": reason[:500]})
+        await deps.conn.publish(subjects.dead_subject(run.job.id), msg.data, headers={"Hades-Reason": reason[:500]})
     except HadesError as exc:
         log.warning("job %s: not copied to the dead letters: %s", run.job.id, exc.detail)
     await _finish(deps, msg, run, RunResult(status=JobStatus.FAILED, steps=(), reason=f"infrastructure: {reason}"))

@@ -14,7 +14,7 @@ import logging
 from collections import deque
 from collections.abc import Iterable
 
-from runtime import events, messaging, metrics, topology
+from runtime import events, messaging, metrics, subjects
 from runtime.errors import HadesError
 from runtime.jobs import utc_now
 from runtime.settings import DispatchSettings
@@ -131,7 +131,7 @@ class LogSink:
             body: events.LogBatch = {"job_id": self.job_id, "attempt": self.attempt, "lines": batch}
             try:
                 await self.conn.publish(
-                    topology.logs_subject(self.job_id), messaging.encode(body), msg_id=events.logs_msg_id(body)
+                    subjects.logs_subject(self.job_id), messaging.encode(body), msg_id=events.logs_msg_id(body)
                 )
                 metrics.LOG_LINES.inc(len(batch))
             except HadesError as exc:

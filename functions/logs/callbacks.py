@@ -37,14 +37,15 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from runtime import logstore, metrics, records
+from functions.logs import legacy, logstore, records
+from functions.logs.records import Record
+from functions.logs.recordstore import RECORDS, RecordStore
+from runtime import metrics
+from runtime.app import SETTINGS
 from runtime.errors import HadesError, Unavailable, truncate
 from runtime.jobs import utc_now
 from runtime.messaging import MESSAGING, Messaging
-from runtime.records import Record
-from runtime.recordstore import RECORDS, RecordStore
 from runtime.settings import LogsSettings
-from runtime.web import SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +300,7 @@ class CallbackSender:
     async def _job_logs(self, record: Record) -> list[dict[str, Any]]:
         try:
             async with asyncio.timeout(CLAIM_STEP_S):
-                return await logstore.job_logs(self.conn.nc, record, max_bytes=self.max_log_bytes)
+                return await logstore.job_logs(self.conn, record, max_bytes=self.max_log_bytes)
         except TimeoutError as exc:
             raise Unavailable(f"reading the job's logs took longer than {CLAIM_STEP_S:g} s") from exc
 
@@ -310,7 +311,13 @@ class CallbackSender:
             await self._finish(job_id, "refused", last_error="host not allowed by HADES_CALLBACK_ALLOWED_HOSTS")
             return
         logs = await self._job_logs(record)
-        body = json.dumps({"job": records.public(record), "logs": logs}, separators=(",", ":")).encode()
+        # A /build job gets the original's bare array (what the Artemis adapter binds); /jobs the record too.
+        payload = (
+            legacy.callback_body(record, logs)
+            if legacy.is_build(record)
+            else {"job": records.public(record), "logs": logs}
+        )
+        body = json.dumps(payload, separators=(",", ":")).encode()
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "hades-logs",
@@ -322,8 +329,11 @@ class CallbackSender:
         attempts = record["callback"].get("attempts", 0)
         while attempts < self.settings.callback_max_attempts:
             attempts += 1
+            began = time.monotonic()
             status, error, wait = await self._post(url, body, headers)
-            if status is not None and 200 <= status < 300:
+            ok = status is not None and 200 <= status < 300
+            metrics.CALLBACK_DURATION.labels("ok" if ok else "failed").observe(time.monotonic() - began)
+            if ok:
                 log.info("job %s: callback delivered (HTTP %d, attempt %d)", job_id, status, attempts)
                 await self._finish(job_id, "delivered", attempts=attempts, last_status=status, last_error=None)
                 return

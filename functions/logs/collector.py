@@ -17,23 +17,19 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import nats.errors
-import nats.js.errors
 from aiohttp import web
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
-from runtime import events, logstore, metrics, records, tasks, topology, tracing
-from runtime.callbacks import CALLBACKS, CallbackSender
-from runtime.errors import HadesError
+from functions.logs import logstore, records
+from functions.logs.callbacks import CALLBACKS, CallbackSender
+from functions.logs.records import Record
+from functions.logs.recordstore import RECORDS, RecordStore
+from runtime import events, logconfig, metrics, subjects, tasks
+from runtime.app import READINESS_CHECKS, SETTINGS
+from runtime.errors import HadesError, Unavailable
 from runtime.jobs import is_job_id, utc_now
-from runtime.messaging import MESSAGING
-from runtime.records import Record
-from runtime.recordstore import RECORDS, RecordStore
-from runtime.web import READINESS_CHECKS, SETTINGS
+from runtime.messaging import MESSAGING, Delivery, Messaging, PullConsumer, topology
 
 log = logging.getLogger(__name__)
-tracer = tracing.tracer(__name__)
 
 FETCH_BATCH = 32
 """Messages per fetch: log batches are up to 256 KiB each, so one fetch holds at most ~8 MiB (256 held ~64 MiB
@@ -46,15 +42,15 @@ RETRY_DELAY_S = 1.0
 
 @dataclass(frozen=True)
 class Event:
-    msg: Msg
+    msg: Delivery
     kind: str  # job | step | logs
     body: Any  # a StatusEvent or a LogBatch
 
 
-def decode(msg: Msg) -> tuple[str, Event]:
+def decode(msg: Delivery) -> tuple[str, Event]:
     """The job id and event of a message; ``EventError`` for anything that is not a valid event of that job."""
     prefix, _, job_id = msg.subject.rpartition(".")
-    if prefix == topology.STATUS_SUBJECT_PREFIX:
+    if prefix == subjects.STATUS_SUBJECT_PREFIX:
         try:
             status = events.decode_status(msg.data)
         except ValueError as exc:  # EventError, or a status name we do not know
@@ -63,7 +59,7 @@ def decode(msg: Msg) -> tuple[str, Event]:
         if not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
             raise events.EventError("attempt, seq and step_id must be integers")
         event = Event(msg, status["kind"], status)
-    elif prefix == topology.LOGS_SUBJECT_PREFIX:
+    elif prefix == subjects.LOGS_SUBJECT_PREFIX:
         batch = events.decode_logs(msg.data)
         if not isinstance(batch["attempt"], int) or not all(logstore.valid_line(line) for line in batch["lines"]):
             raise events.EventError("a log batch needs an integer attempt and lines with integer seq and a message")
@@ -78,8 +74,8 @@ def decode(msg: Msg) -> tuple[str, Event]:
 
 
 class Collector:
-    def __init__(self, js: JetStreamContext, store: RecordStore, callbacks: CallbackSender, *, max_log_bytes: int):
-        self.js = js
+    def __init__(self, conn: Messaging, store: RecordStore, callbacks: CallbackSender, *, max_log_bytes: int):
+        self.conn = conn
         self.store = store
         self.callbacks = callbacks
         self.max_log_bytes = max_log_bytes
@@ -104,33 +100,33 @@ class Collector:
             outcomes.clear()  # a compare-and-set retry folds again
             return self.fold(record, batch, outcomes)
 
-        parent = tracing.extract(batch[0].msg.headers)
         try:
-            with tracer.start_as_current_span(
-                "hades.collect", context=parent, attributes={"hades.job_id": job_id, "hades.events": len(batch)}
-            ):
+            # One consumer span per job and batch, child of the first event's producer (the job's trace).
+            with logconfig.job_scope(job_id), batch[0].msg.process_span(consumer=subjects.LOGS_CONSUMER) as span:
+                span.set_attribute("hades.job_id", job_id)
+                span.set_attribute("messaging.batch.message_count", len(batch))
                 record = await self.store.update(job_id, change)
         except HadesError as exc:
             log.warning("job %s: record not written (%s); events come again", job_id, exc.detail)
             for event in batch:
-                with contextlib.suppress(nats.errors.Error):
-                    await event.msg.nak(delay=RETRY_DELAY_S)
+                with contextlib.suppress(Unavailable):
+                    await event.msg.nak(delay_s=RETRY_DELAY_S)
             return
         except Exception:  # an event the reducer cannot take: drop it rather than see it forever
             log.exception("job %s: dropping %d events that could not be applied", job_id, len(batch))
             for event in batch:
                 metrics.EVENTS_APPLIED.labels(event.kind, "malformed").inc()
-                with contextlib.suppress(nats.errors.Error):
+                with contextlib.suppress(Unavailable):
                     await event.msg.term()
             return
         for event, outcome in zip(batch, outcomes, strict=False):
             metrics.EVENTS_APPLIED.labels(event.kind, outcome).inc()
-            with contextlib.suppress(nats.errors.Error):
+            with contextlib.suppress(Unavailable):
                 await event.msg.ack()
         if record is not None:
             self.callbacks.trigger(record)
 
-    async def handle(self, msgs: list[Msg]) -> None:
+    async def handle(self, msgs: list[Delivery]) -> None:
         by_job: dict[str, list[Event]] = {}
         for msg in msgs:
             try:
@@ -138,7 +134,7 @@ class Collector:
             except events.EventError as exc:
                 log.warning("dropping a malformed event on %s: %s", msg.subject, exc)
                 metrics.EVENTS_APPLIED.labels("unknown", "malformed").inc()
-                with contextlib.suppress(nats.errors.Error):
+                with contextlib.suppress(Unavailable):
                     await msg.term()
                 continue
             by_job.setdefault(job_id, []).append(event)
@@ -146,36 +142,51 @@ class Collector:
 
     async def run(self) -> None:
         """Pull and apply until cancelled; NATS trouble pauses it, nothing ends it."""
-        sub: JetStreamContext.PullSubscription | None = None
+        consumer: PullConsumer | None = None
         try:
             while True:
                 try:
-                    if sub is None:
-                        sub = await self._subscribe()
-                    msgs = await sub.fetch(batch=FETCH_BATCH, timeout=FETCH_TIMEOUT_S)
-                except TimeoutError:
-                    continue
-                except nats.errors.Error as exc:
-                    log.warning("collector: %s; retrying", exc)
-                    if isinstance(exc, nats.js.errors.APIError) and sub is not None:
-                        # e.g. the consumer or its stream is gone: create it again
-                        with contextlib.suppress(nats.errors.Error):
-                            await sub.unsubscribe()
-                        sub = None
+                    if consumer is None:
+                        consumer = await self.conn.pull_consumer(
+                            subjects.EVENTS_STREAM, topology.logs_consumer_config()
+                        )
+                    msgs = await consumer.fetch(FETCH_BATCH, timeout_s=FETCH_TIMEOUT_S)
+                except Unavailable as exc:
+                    log.warning("collector: %s; retrying", exc.detail)
+                    if consumer is not None:  # e.g. the consumer or its stream is gone: bind (and create) it again
+                        await consumer.close()
+                        consumer = None
                     await asyncio.sleep(RETRY_DELAY_S)
                     continue
-                await self.handle(msgs)
+                if msgs:
+                    await self.handle(msgs)
         finally:
-            if sub is not None:
-                with contextlib.suppress(nats.errors.Error):
-                    await sub.unsubscribe()
+            if consumer is not None:
+                await consumer.close()
 
-    async def _subscribe(self) -> JetStreamContext.PullSubscription:
-        await topology.ensure_consumer(self.js, topology.EVENTS_STREAM, topology.logs_consumer_config())
-        return await self.js.pull_subscribe_bind(durable=topology.LOGS_CONSUMER, stream=topology.EVENTS_STREAM)
+
+BACKLOG_INTERVAL_S = 5.0
+"""How often the queue depth, oldest-waiting age and collector lag are read from the JetStream consumers."""
+
+
+async def sample_backlogs(conn: Messaging) -> None:
+    """Export the lanes' queues and the collector's lag, read from JetStream so every replica agrees."""
+    while True:
+        try:
+            for lane in subjects.LANES:
+                backlog = await conn.backlog(subjects.JOBS_STREAM, subjects.dispatch_consumer(lane))
+                metrics.JOBS_QUEUED.labels(lane).set(backlog.pending)
+                metrics.QUEUE_OLDEST_AGE.labels(lane).set(backlog.oldest_age_s)
+            backlog = await conn.backlog(subjects.EVENTS_STREAM, subjects.LOGS_CONSUMER)
+            metrics.LOGS_LAG_MESSAGES.set(backlog.pending)
+            metrics.LOGS_LAG_SECONDS.set(backlog.oldest_age_s)
+        except Unavailable as exc:  # e.g. no dispatcher has created its lane consumers yet
+            log.debug("backlog not read: %s", exc.detail)
+        await asyncio.sleep(BACKLOG_INTERVAL_S)
 
 
 COLLECTOR = web.AppKey("collector", asyncio.Task[None])
+BACKLOG_SAMPLER = web.AppKey("backlog_sampler", asyncio.Task[None])
 
 
 async def collector_ready(app: web.Application) -> str | None:
@@ -185,9 +196,11 @@ async def collector_ready(app: web.Application) -> str | None:
 async def collector_context(app: web.Application) -> AsyncIterator[None]:
     """The last ``cleanup_ctx`` entry: the loop starts after its clients and stops before they close."""
     collector = Collector(
-        app[MESSAGING].js, app[RECORDS], app[CALLBACKS], max_log_bytes=app[SETTINGS].logs.job_log_max_bytes
+        app[MESSAGING], app[RECORDS], app[CALLBACKS], max_log_bytes=app[SETTINGS].logs.job_log_max_bytes
     )
     app[COLLECTOR] = asyncio.create_task(collector.run(), name="collector")
+    app[BACKLOG_SAMPLER] = asyncio.create_task(sample_backlogs(app[MESSAGING]), name="backlog-sampler")
     app[READINESS_CHECKS].append(collector_ready)
     yield
+    await tasks.cancel_and_wait(app[BACKLOG_SAMPLER])
     await tasks.cancel_and_wait(app[COLLECTOR])

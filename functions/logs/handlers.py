@@ -18,14 +18,15 @@ from typing import Any
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
-from functions.logs import apidoc
-from runtime import auth, callbacks, collector, jobs, logstore, records, recordstore, topology
-from runtime import web as hades_web
+from functions.logs import apidoc, callbacks, collector, legacy, logstore, records, recordstore
+from functions.logs.ui import setup_ui
+from functions.logs.records import Record
+from runtime import app as hades_app
+from runtime import auth, jobs, subjects
+from runtime.app import SETTINGS, json_response
 from runtime.errors import HadesError, JobNotFound, RequestError, to_problem
 from runtime.messaging import MESSAGING, messaging_context
-from runtime.records import Record
 from runtime.settings import Settings
-from runtime.web import SETTINGS, json_response
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def job_not_found(job_id: str) -> web.Response:
     """The problem body, plus the original Hades Log Manager's ``error`` field."""
     body = {**to_problem(JobNotFound(job_id)), "error": f"job not found: {job_id}"}
     response = json_response(body, status=404)
-    response.content_type = hades_web.PROBLEM_JSON
+    response.content_type = hades_app.PROBLEM_JSON
     return response
 
 
@@ -110,7 +111,7 @@ async def get_job(request: web.Request) -> web.Response:
     if (
         record["status"] == jobs.JobStatus.QUEUED
         and isinstance(stream_seq, int)
-        and lane in {str(each) for each in topology.LANES}
+        and lane in {str(each) for each in subjects.LANES}
     ):
         try:
             position = await recordstore.queue_position(request.app[MESSAGING], lane=lane, stream_seq=stream_seq)
@@ -138,11 +139,14 @@ async def get_logs(request: web.Request) -> web.StreamResponse:
     record = await _record(request)
     if record is None:
         return job_not_found(request.match_info["job_id"])
-    nc = request.app[MESSAGING].nc
+    conn = request.app[MESSAGING]
     max_bytes = request.app[SETTINGS].logs.job_log_max_bytes
     if output == "json":
-        return json_response({"logs": await logstore.job_logs(nc, record, max_bytes=max_bytes, step=step)})
-    lines = logstore.iter_lines(nc, record["id"], attempt=record["attempt"], max_bytes=max_bytes, step=step)
+        entries = await logstore.job_logs(conn, record, max_bytes=max_bytes, step=step)
+        if request.query.get("notices") != "true":  # the original's shape: containers that ran, stdout/stderr
+            entries = legacy.log_manager_entries(record, entries)
+        return json_response({"logs": entries})
+    lines = logstore.iter_lines(conn, record["id"], attempt=record["attempt"], max_bytes=max_bytes, step=step)
     async with contextlib.aclosing(lines):
         first = await anext(lines, None)  # a broker failure is still a 503 here, before the 200 goes out
         response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
@@ -216,7 +220,7 @@ async def stream_logs(request: web.Request) -> web.StreamResponse:
     if record is None:
         return job_not_found(request.match_info["job_id"])
     known_end = logstore.LiveEnd(record["status"], record.get("reason")) if records.is_terminal(record) else None
-    items = logstore.follow(request.app[MESSAGING].nc, record["id"], after=after, known_end=known_end)
+    items = logstore.follow(request.app[MESSAGING], record["id"], after=after, known_end=known_end)
     async with sse_response(request) as sse:
         request.app[SSE_STREAMS].add(sse)
         pump = asyncio.create_task(_pump(sse, items))
@@ -254,7 +258,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 @web.middleware
-async def require_key(request: web.Request, handler: hades_web.Handler) -> web.StreamResponse:
+async def require_key(request: web.Request, handler: hades_app.Handler) -> web.StreamResponse:
     """Job routes need the logs key when one is set; probes, metrics and the API document stay open."""
     if request.path == "/jobs" or request.path.startswith("/jobs/"):
         auth.check(request, request.app[SETTINGS].logs.api_key)
@@ -272,7 +276,7 @@ def add_routes(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = hades_web.create_app(settings, service="logs")
+    app = hades_app.create_app(settings, service="logs")
     app.middlewares.append(require_key)
     app[SSE_STREAMS] = weakref.WeakSet()
     # Clients first, the loop last: cleanup runs in reverse, so the loop stops before its clients close.
@@ -282,4 +286,5 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(collector.collector_context)
     app.on_shutdown.append(close_streams)
     add_routes(app)
+    setup_ui(app)  # the dashboard under /ui/
     return app

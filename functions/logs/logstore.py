@@ -1,14 +1,12 @@
 """Reading a job's log lines and status events back from ``HADES_EVENTS``, in bounded memory.
 
-The lines are never copied elsewhere: the events stream is durable and has the retention. ``read_messages``
-walks one subject in stream order with batched direct gets (``$JS.API.DIRECT.GET``, ``next_by_subj``, ``batch``,
-``max_bytes``), so at most one batch is held at a time, no server-side consumer is created per request, and any
-replica of the stream can answer. ``LineOrder`` puts one attempt's lines back in ``seq`` order and drops repeats;
-``iter_lines`` feeds ``GET /logs``, its plain-text form and callbacks; ``follow`` feeds the live stream: it reads
-to the end, then waits for a wake-up from a plain NATS subscription on the job's subjects (or a short poll, in
-case a wake-up is lost) and reads on from where it stopped.
+The lines are never copied elsewhere: the events stream is durable and has the retention. ``Messaging.read`` walks
+one subject in stream order with batched direct gets, one batch in memory at a time. ``LineOrder`` puts one
+attempt's lines back in ``seq`` order and drops repeats; ``iter_lines`` feeds ``GET /logs``, its plain-text form and
+callbacks; ``follow`` feeds the live stream: it reads to the end, then waits for a wake-up from a plain NATS
+subscription on the job's subjects (or a short poll, in case a wake-up is lost) and reads on from where it stopped.
 
-Contract with the writer (``runtime.logsink``): one attempt's lines are numbered 1, 2, 3 … and published in order.
+Contract with the writer (dispatch's ``logsink``): one attempt's lines are numbered 1, 2, 3 … and published in order.
 A gap (a lost batch) costs a finished read a little buffering, never a repeat, and a live reader ``GAP_WAIT_S``:
 the lines held behind it go out once the gap has stood that long, whether or not more lines keep arriving.
 """
@@ -18,83 +16,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-import json
 import logging
 import time
 from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats.errors
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-
-from runtime import events, topology
-from runtime.errors import Unavailable
+from runtime import events, subjects
 from runtime.events import LogLine
 from runtime.jobs import JobStatus
+from runtime.messaging import Messaging, StoredMessage
 
 log = logging.getLogger(__name__)
 
-BATCH_MESSAGES = 256
-"""Messages asked for per direct get."""
-BATCH_BYTES = 1024 * 1024
-"""...and at most this many bytes (a log batch is at most 256 KiB), so one batch bounds the memory of a read."""
 REORDER_WINDOW_LINES = 10_000
 """Lines held back waiting for an earlier one; past it the gap is given up (the earliest held line goes out)."""
 GAP_WAIT_S = 0.3
 """How long a live reader waits for a missing line before it moves on (counted from when the gap was seen)."""
 POLL_S = 0.5
 """A live reader re-reads this often even without a wake-up, so a lost one delays it by at most this."""
-REQUEST_TIMEOUT_S = 5.0
-
-
-@dataclass(frozen=True)
-class StoredMessage:
-    seq: int
-    """Its sequence in the stream."""
-    subject: str
-    data: bytes
-    headers: dict[str, str]
-
-
-async def read_messages(
-    nc: Client, *, stream: str, subject: str, start_seq: int = 1, timeout_s: float = REQUEST_TIMEOUT_S
-) -> AsyncGenerator[StoredMessage, None]:
-    """Every message on ``subject`` (wildcards allowed) from ``start_seq`` on, in stream order, until the end."""
-    inbox = nc.new_inbox()
-    try:
-        sub = await nc.subscribe(inbox)
-    except nats.errors.Error as exc:
-        raise Unavailable(f"the message broker is not reachable: {type(exc).__name__}") from exc
-    request_subject = f"$JS.API.DIRECT.GET.{stream}"
-    seq = start_seq
-    try:
-        while True:
-            request = {"seq": seq, "next_by_subj": subject, "batch": BATCH_MESSAGES, "max_bytes": BATCH_BYTES}
-            await nc.publish(request_subject, json.dumps(request).encode(), reply=inbox)
-            while True:
-                msg = await sub.next_msg(timeout=timeout_s)
-                headers = dict(msg.headers or {})
-                status = headers.get("Status")
-                if status == "404":  # nothing (more) on the subject
-                    return
-                if status == "204":  # end of this batch
-                    if int(headers.get("Nats-Num-Pending", "0")) == 0:
-                        return
-                    break
-                if status:
-                    raise Unavailable(f"reading {stream} failed: {status} {headers.get('Description', '')}")
-                stored = StoredMessage(
-                    seq=int(headers["Nats-Sequence"]), subject=headers["Nats-Subject"], data=msg.data, headers=headers
-                )
-                seq = stored.seq + 1
-                yield stored
-    except (TimeoutError, nats.errors.Error) as exc:
-        raise Unavailable(f"the message broker did not answer: {type(exc).__name__}") from exc
-    finally:
-        with contextlib.suppress(nats.errors.Error):
-            await sub.unsubscribe()
 
 
 @dataclass(order=True)
@@ -190,7 +130,7 @@ def line_bytes(line: LogLine) -> int:
 
 
 async def iter_lines(
-    nc: Client, job_id: str, *, attempt: int, max_bytes: int, step: int | None = None
+    conn: Messaging, job_id: str, *, attempt: int, max_bytes: int, step: int | None = None
 ) -> AsyncGenerator[LogLine, None]:
     """One attempt's lines, in order, each once, up to ``max_bytes``; holds at most one batch and the window."""
     order = LineOrder(attempt=attempt)
@@ -205,7 +145,7 @@ async def iter_lines(
             if step is None or line.get("step_id") == step:
                 yield line
 
-    messages = read_messages(nc, stream=topology.EVENTS_STREAM, subject=topology.logs_subject(job_id))
+    messages = conn.read(stream=subjects.EVENTS_STREAM, subject=subjects.logs_subject(job_id))
     async with contextlib.aclosing(messages):
         async for message in messages:
             batch = _decode_batch(message)
@@ -240,12 +180,12 @@ def wire_line(line: LogLine) -> dict[str, Any]:
 
 
 async def job_logs(
-    nc: Client, record: dict[str, Any], *, max_bytes: int, step: int | None = None
+    conn: Messaging, record: dict[str, Any], *, max_bytes: int, step: int | None = None
 ) -> list[dict[str, Any]]:
     """``GET /jobs/{id}/logs``: one entry per step in step order with the lines of the record's attempt."""
     job_id = record["id"]
     entries = {s["id"]: log_entry(job_id, s["id"], s.get("name")) for s in record["steps"] if step in (None, s["id"])}
-    lines = iter_lines(nc, job_id, attempt=record["attempt"], max_bytes=max_bytes, step=step)
+    lines = iter_lines(conn, job_id, attempt=record["attempt"], max_bytes=max_bytes, step=step)
     async with contextlib.aclosing(lines):
         async for line in lines:
             step_id = line.get("step_id")
@@ -306,7 +246,7 @@ class _StatusFilter:
 
 
 async def follow(
-    nc: Client, job_id: str, *, after: tuple[int, int] | None = None, known_end: LiveEnd | None = None
+    conn: Messaging, job_id: str, *, after: tuple[int, int] | None = None, known_end: LiveEnd | None = None
 ) -> AsyncGenerator[LiveItem, None]:
     """Every line and status change from the start (or after line ``after``), then live ones, then the end.
 
@@ -315,14 +255,11 @@ async def follow(
     """
     wake = asyncio.Event()
 
-    async def on_message(msg: Msg) -> None:
+    async def on_message(subject: str, data: bytes) -> None:
         wake.set()
 
-    subject = topology.job_events_subject(job_id)
-    try:
-        sub = await nc.subscribe(subject, cb=on_message, pending_msgs_limit=1024)
-    except nats.errors.Error as exc:
-        raise Unavailable(f"the message broker is not reachable: {type(exc).__name__}") from exc
+    subject = subjects.job_events_subject(job_id)
+    sub = await conn.subscribe(subject, on_message, pending_limit=1024)
     order = LineOrder.after(*after) if after else LineOrder()
     passed_resume_point = after is None
     statuses = _StatusFilter()
@@ -331,11 +268,11 @@ async def follow(
     try:
         while True:
             wake.clear()
-            messages = read_messages(nc, stream=topology.EVENTS_STREAM, subject=subject, start_seq=cursor)
+            messages = conn.read(stream=subjects.EVENTS_STREAM, subject=subject, start_seq=cursor)
             async with contextlib.aclosing(messages):
                 async for message in messages:
                     cursor = message.seq + 1
-                    if message.subject.startswith(topology.LOGS_SUBJECT_PREFIX + "."):
+                    if message.subject.startswith(subjects.LOGS_SUBJECT_PREFIX + "."):
                         batch = _decode_batch(message)
                         if batch is None:
                             continue
@@ -344,7 +281,7 @@ async def follow(
                                 passed_resume_point = True
                             for attempt, ready in order.push(batch["attempt"], line):
                                 yield LiveLine(attempt, ready)
-                    elif message.subject.startswith(topology.STATUS_SUBJECT_PREFIX + "."):
+                    elif message.subject.startswith(subjects.STATUS_SUBJECT_PREFIX + "."):
                         event = _decode_status(message)
                         if event is not None and statuses.admit(event) and passed_resume_point:
                             yield LiveStatus(event)
@@ -371,8 +308,7 @@ async def follow(
                 for attempt, ready in order.flush():
                     yield LiveLine(attempt, ready)
     finally:
-        with contextlib.suppress(nats.errors.Error):
-            await sub.unsubscribe()
+        await sub.close()
 
 
 def _decode_status(message: StoredMessage) -> events.StatusEvent | None:

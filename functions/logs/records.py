@@ -32,7 +32,7 @@ MAX_SEQ_RANGES = 64
 """Seen log-line ranges kept per record; past it the closest ranges merge (a repeat may then be missed)."""
 
 _STEP_FIELDS = ("exit_code", "started_at", "finished_at", "duration_s", "reason")
-_SUMMARY_FIELDS = ("name", "priority", "lane", "submitted_at", "timeout_seconds")
+_SUMMARY_FIELDS = ("name", "priority", "lane", "submitted_at", "timeout_seconds", "origin")
 
 
 def new_record(job_id: str) -> Record:

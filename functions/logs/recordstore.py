@@ -18,71 +18,43 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 
-import nats.errors
-import nats.js.errors
 from aiohttp import web
-from nats.js import api as js_api
-from nats.js.kv import KeyValue
 
-from runtime import events, logstore, messaging, records, topology
+from functions.logs import records
+from functions.logs.records import Record
+from runtime import events, subjects
+from runtime.app import SETTINGS
 from runtime.errors import Unavailable
 from runtime.jobs import utc_now
-from runtime.messaging import MESSAGING
-from runtime.records import Record
+from runtime.messaging import MESSAGING, Bucket, Messaging, RevisionConflict, encode, topology
 from runtime.settings import Settings
-from runtime.web import SETTINGS
 
 log = logging.getLogger(__name__)
 
 MAX_CAS_ATTEMPTS = 50
 """Compare-and-set retries of one update before it is given up as ``Unavailable`` (the event is redelivered)."""
-KV_STREAM = f"KV_{topology.RECORDS_BUCKET}"
-KV_SUBJECTS = f"$KV.{topology.RECORDS_BUCKET}.>"
 _KV_OPERATION = "KV-Operation"
 
 Change = Callable[[Record | None], Record | None]
 """Given the stored record (None if there is none), the new one, or None to leave it as it is."""
 
-_NATS_ERRORS = (TimeoutError, nats.errors.Error)
-
 
 class RecordStore:
-    def __init__(self, conn: messaging.Messaging, kv: KeyValue) -> None:
+    def __init__(self, conn: Messaging, bucket: Bucket) -> None:
         self.conn = conn
-        self.kv = kv
+        self.bucket = bucket
 
     @classmethod
-    async def open(cls, conn: messaging.Messaging, settings: Settings) -> RecordStore:
+    async def open(cls, conn: Messaging, settings: Settings) -> RecordStore:
         """Create the bucket (or adopt it, bringing its TTL up to date); safe from many replicas at once."""
-        config = js_api.KeyValueConfig(
-            bucket=topology.RECORDS_BUCKET,
-            description="Latest record per job, kept by the log collector",
-            history=1,
-            ttl=settings.nats.events_max_age_s,
-            storage=js_api.StorageType.FILE,
-            replicas=settings.nats.replicas,
-            direct=True,
-        )
-        try:
-            kv = await conn.js.create_key_value(config)
-        except nats.js.errors.APIError as exc:
-            if exc.err_code != 10058:  # "stream name already in use with a different configuration"
-                raise
-            info = await conn.js.stream_info(KV_STREAM)
-            info.config.max_age = settings.nats.events_max_age_s
-            await conn.js.update_stream(info.config)
-            kv = await conn.js.key_value(topology.RECORDS_BUCKET)
-        return cls(conn, kv)
+        return cls(conn, await conn.bucket(topology.records_bucket_config(settings)))
 
     async def _entry(self, job_id: str) -> tuple[Record, int] | None:
-        try:
-            entry = await self.kv.get(job_id)
-        except nats.js.errors.KeyNotFoundError:
+        entry = await self.bucket.get(job_id)
+        if entry is None:
             return None
-        except _NATS_ERRORS as exc:
-            raise Unavailable(f"cannot read job records: {type(exc).__name__}") from exc
         try:
-            return json.loads(entry.value or b""), entry.revision or 0
+            return json.loads(entry.value), entry.revision
         except ValueError:
             log.warning("job %s: stored record is not JSON; starting it afresh", job_id)
             return None
@@ -97,9 +69,7 @@ class RecordStore:
         if record is not None:
             return record
         now = utc_now()
-        messages = logstore.read_messages(
-            self.conn.nc, stream=topology.EVENTS_STREAM, subject=topology.status_subject(job_id)
-        )
+        messages = self.conn.read(stream=subjects.EVENTS_STREAM, subject=subjects.status_subject(job_id))
         async with contextlib.aclosing(messages):
             async for message in messages:
                 try:
@@ -117,22 +87,16 @@ class RecordStore:
             new = change(current)
             if new is None:
                 return None
-            data = messaging.encode(new)
             try:
-                if revision:
-                    await self.kv.update(job_id, data, last=revision)
-                else:
-                    await self.kv.create(job_id, data)
+                await self.bucket.put(job_id, encode(new), revision=revision)
                 return new
-            except nats.js.errors.KeyWrongLastSequenceError:
+            except RevisionConflict:
                 continue  # another replica wrote it first: read again and re-apply
-            except _NATS_ERRORS as exc:
-                raise Unavailable(f"cannot write job records: {type(exc).__name__}") from exc
         raise Unavailable(f"job {job_id}: record update kept conflicting after {MAX_CAS_ATTEMPTS} attempts")
 
     async def scan(self) -> AsyncGenerator[Record, None]:
         """Every stored record, in the order they were last written; one read batch in memory at a time."""
-        messages = logstore.read_messages(self.conn.nc, stream=KV_STREAM, subject=KV_SUBJECTS)
+        messages = self.conn.read(stream=self.bucket.stream, subject=self.bucket.subjects)
         async with contextlib.aclosing(messages):
             async for message in messages:
                 if message.headers.get(_KV_OPERATION) in ("DEL", "PURGE"):
@@ -210,23 +174,13 @@ async def list_records(
     return Page(ordered, None)
 
 
-async def queue_position(conn: messaging.Messaging, *, lane: str, stream_seq: int) -> int | None:
+async def queue_position(conn: Messaging, *, lane: str, stream_seq: int) -> int | None:
     """How many jobs are ahead of this one in its lane (0: next to run); None when it has left the queue."""
-    subject = topology.jobs_subject(topology.Lane(lane))
-    try:
-        info = await conn.js.stream_info(topology.JOBS_STREAM, subjects_filter=subject)
-        request = {"seq": stream_seq, "next_by_subj": subject, "batch": 1}
-        reply = await conn.nc.request(
-            f"$JS.API.DIRECT.GET.{topology.JOBS_STREAM}", json.dumps(request).encode(), timeout=conn.publish_timeout_s
-        )
-    except _NATS_ERRORS as exc:
-        raise Unavailable(f"cannot read the queue: {type(exc).__name__}") from exc
-    headers = reply.headers or {}
-    if headers.get("Status") or headers.get("Nats-Sequence") != str(stream_seq):
+    subject = subjects.jobs_subject(subjects.Lane(lane))
+    place = await conn.place(subjects.JOBS_STREAM, subject=subject, seq=stream_seq)
+    if place is None:
         return None  # taken (the work queue removed it) or otherwise gone
-    total = (info.state.subjects or {}).get(subject, 0)
-    after = int(headers.get("Nats-Num-Pending", "0"))
-    return max(0, total - 1 - after)
+    return max(0, place.total - 1 - place.after)
 
 
 RECORDS = web.AppKey("records", RecordStore)

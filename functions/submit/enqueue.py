@@ -10,12 +10,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import nats.errors
-from nats.js.errors import NotFoundError
-
-from runtime import events, messaging, topology
-from runtime.errors import Conflict, HadesError, JobNotFound, Unavailable
+from runtime import eventlog, events, subjects
+from runtime.errors import Conflict, HadesError, JobNotFound
 from runtime.jobs import Job, JobStatus, utc_now
+from runtime.messaging import Messaging, encode
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +25,9 @@ class Enqueued:
     """True when this id was already stored (an idempotent retry)."""
 
 
-async def enqueue(conn: messaging.Messaging, job: Job) -> Enqueued:
+async def enqueue(conn: Messaging, job: Job) -> Enqueued:
     """Store the job durably; raises ``Unavailable`` when JetStream did not store it."""
-    ack = await conn.publish(topology.jobs_subject(job.lane), messaging.encode(job.to_message()), msg_id=job.id)
+    ack = await conn.publish(subjects.jobs_subject(job.lane), encode(job.to_message()), msg_id=job.id)
     if ack.duplicate:
         # An idempotent retry: the job and its queued event were stored the first time. Publishing the event
         # again could make "queued" the latest status of a job that has already ended.
@@ -39,35 +37,18 @@ async def enqueue(conn: messaging.Messaging, job: Job) -> Enqueued:
     # Stored before the answer, so a client that cancels or looks the job up right after the POST finds it. A
     # failure does not fail the POST: the job is stored, and dispatch's running event carries the same summary.
     try:
-        await conn.publish(
-            topology.status_subject(job.id), messaging.encode(queued), msg_id=events.status_msg_id(queued)
-        )
+        await eventlog.publish_status(conn, queued)
     except HadesError as exc:
         log.warning("job %s stored, but its queued event was not: %s", job.id, exc.detail)
-    return Enqueued(job=job, duplicate=bool(ack.duplicate))
+    return Enqueued(job=job, duplicate=False)
 
 
-async def latest_status(conn: messaging.Messaging, job_id: str) -> events.StatusEvent | None:
-    """The last status event stored for a job, or None when the job is unknown."""
-    try:
-        msg = await conn.js.get_last_msg(topology.EVENTS_STREAM, topology.status_subject(job_id))
-    except NotFoundError:
-        return None
-    except (nats.errors.Error, TimeoutError) as exc:
-        raise Unavailable(f"the message broker did not answer: {type(exc).__name__}") from exc
-    try:
-        return events.decode_status(msg.data or b"")
-    except ValueError:
-        log.warning("job %s: its last status event is malformed", job_id)
-        return None
-
-
-async def request_cancel(conn: messaging.Messaging, job_id: str, *, reason: str) -> None:
+async def request_cancel(conn: Messaging, job_id: str, *, reason: str) -> None:
     """Record a cancel request: dispatch drops the job when it dequeues it, or stops it if it runs."""
-    last = await latest_status(conn, job_id)
+    last = await eventlog.latest_status(conn, job_id)
     if last is None:
         raise JobNotFound(job_id)
-    if last["kind"] == "job" and JobStatus(last["status"]).terminal:
+    if events.is_terminal(last):
         raise Conflict(f"job {job_id} already ended: {last['status']}")
     body = {"job_id": job_id, "at": utc_now(), "reason": reason}
-    await conn.publish(topology.cancel_subject(job_id), messaging.encode(body), msg_id=f"{job_id}.cancel")
+    await conn.publish(subjects.cancel_subject(job_id), encode(body), msg_id=f"{job_id}.cancel")

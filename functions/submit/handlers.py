@@ -7,13 +7,13 @@ from typing import Any
 
 from aiohttp import web
 
-from functions.submit import apidoc
-from runtime import auth, jobs, metrics, queue, schemas, tracing
-from runtime import web as hades_web
+from functions.submit import apidoc, enqueue, legacy
+from runtime import app as hades_app
+from runtime import auth, jobs, metrics, schemas, tracing
+from runtime.app import SETTINGS, json_response
 from runtime.errors import InvalidJob, JobNotFound, MalformedJSON, RequestError, UnsupportedMediaType
 from runtime.messaging import MESSAGING, messaging_context
 from runtime.settings import Settings
-from runtime.web import SETTINGS, json_response
 
 log = logging.getLogger(__name__)
 tracer = tracing.tracer(__name__)
@@ -39,7 +39,7 @@ async def _read_document(request: web.Request) -> Any:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     body = await request.read()  # client_max_size enforces the limit for chunked bodies too
     try:
-        return hades_web.parse_json(body)
+        return hades_app.parse_json(body)
     except ValueError as exc:
         metrics.JOBS_REJECTED.labels("malformed").inc()
         raise MalformedJSON(f"the body is not valid JSON: {exc}") from None
@@ -54,27 +54,37 @@ def _idempotency_key(request: web.Request) -> str | None:
     return key
 
 
-async def _accept(request: web.Request) -> queue.Enqueued:
-    """Everything POST /jobs and POST /build share: auth, parse, validate, resolve, store."""
+async def _accept(request: web.Request, *, build: legacy.Build | None = None) -> enqueue.Enqueued:
+    """Everything POST /jobs and POST /build share: auth, parse, validate, resolve, store.
+
+    ``build``: the document /build already read and checked with the original's rules (see ``legacy``).
+    """
     settings = request.app[SETTINGS]
     auth.check(request, settings.http.api_key)
     key = _idempotency_key(request)
-    document = await _read_document(request)
-    violations = schemas.job_violations(document)
-    if not violations:
-        violations = jobs.limit_violations(document, settings.limits)
-    if violations:
-        metrics.JOBS_REJECTED.labels("invalid").inc()
-        raise InvalidJob(violations)
+    if build is None:
+        document = await _read_document(request)
+        violations = schemas.job_violations(document)
+        if not violations:
+            violations = jobs.limit_violations(document, settings.limits)
+        if violations:
+            metrics.JOBS_REJECTED.labels("invalid").inc()
+            raise InvalidJob(violations)
+    else:
+        document = build.document
     job = jobs.job_from_document(
-        document, job_id=jobs.new_job_id(key), limits=settings.limits, submitted_at=jobs.utc_now()
+        document,
+        job_id=jobs.new_job_id(key),
+        limits=settings.limits,
+        submitted_at=jobs.utc_now(),
+        origin="jobs" if build is None else "build",
     )
     carrier = request.headers if "traceparent" in request.headers else {"traceparent": document.get("traceparent", "")}
     parent = tracing.extract(carrier)
     with tracer.start_as_current_span("hades.submit", context=parent) as span:
         span.set_attribute("hades.job_id", job.id)
         span.set_attribute("hades.lane", str(job.lane))
-        enqueued = await queue.enqueue(request.app[MESSAGING], job)
+        enqueued = await enqueue.enqueue(request.app[MESSAGING], job)
     if not enqueued.duplicate:
         metrics.JOBS_SUBMITTED.labels(str(job.lane)).inc()
     log.info("job %s queued on %s%s", job.id, job.lane, " (idempotent retry)" if enqueued.duplicate else "")
@@ -106,9 +116,25 @@ async def submit_job(request: web.Request) -> web.Response:
 
 
 async def submit_build(request: web.Request) -> web.Response:
-    """The original Hades endpoint: same payload, same answer."""
-    enqueued = await _accept(request)
-    return json_response({"job_id": enqueued.job.id, "message": "Successfully enqueued job"})
+    """The original Hades endpoint: its payload read with its rules (``legacy``), its answers, 400 for invalid."""
+    settings = request.app[SETTINGS]
+    auth.check(request, settings.http.api_key)  # before the body, as the original: 401 wins over 400
+    try:
+        document = await _read_document(request)
+    except UnsupportedMediaType as exc:  # the original binds a non-JSON body as a form: a 400
+        raise legacy.InvalidBuild([{"path": "/", "message": exc.detail}]) from None
+    try:
+        build = legacy.read(document, settings.limits)
+    except legacy.InvalidBuild:
+        metrics.JOBS_REJECTED.labels("invalid").inc()
+        raise
+    enqueued = await _accept(request, build=build)
+    headers = {}
+    if build.ignored:
+        headers[legacy.IGNORED_HEADER] = build.ignored_header()
+        log.info("job %s: /build ignored unknown fields %s", enqueued.job.id, build.ignored_header())
+    body = {"job_id": enqueued.job.id, "message": "Successfully enqueued job"}
+    return json_response(body, headers=headers)
 
 
 async def cancel_job(request: web.Request) -> web.Response:
@@ -116,13 +142,14 @@ async def cancel_job(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
     if not jobs.is_job_id(job_id):
         raise JobNotFound(job_id)
-    await queue.request_cancel(request.app[MESSAGING], job_id, reason="cancelled by request")
+    await enqueue.request_cancel(request.app[MESSAGING], job_id, reason="cancelled by request")
     log.info("job %s: cancel requested", job_id)
     return json_response({"id": job_id, "status": "cancelling"}, status=202)
 
 
 async def ping(request: web.Request) -> web.Response:
-    return json_response({"status": "ok", "timestamp": jobs.utc_now()})
+    # "message": "pong" is what Artemis' health check of Hades reads.
+    return json_response({"message": "pong", "status": "ok", "timestamp": jobs.utc_now()})
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -138,7 +165,7 @@ def add_routes(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = hades_web.create_app(settings, service="submit")
+    app = hades_app.create_app(settings, service="submit")
     app.cleanup_ctx.append(messaging_context(settings, name="hades-submit"))
     add_routes(app)
     return app

@@ -1,15 +1,21 @@
-"""The NATS connection every function holds: connect with retry and reconnect, publish with ids and trace headers.
+"""The NATS connection every function holds, and everything done with it: the only module family importing nats.
 
-Publishing translates every NATS failure into ``Unavailable``, so callers answer 503 (submit) or retry later
-(dispatch) and never mistake an unstored message for a stored one.
+Connect with retry and reconnect; publish with ids and trace headers; read stored messages (last per subject,
+or a subject in stream order with batched direct gets); subscribe; bind durable pull consumers; open KV buckets.
+Every NATS failure leaves as ``Unavailable`` (``runtime.messaging.errors``), so callers answer 503 (submit) or
+retry later (dispatch) and never mistake an unstored message for a stored one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import nats
@@ -18,31 +24,71 @@ import nats.js.errors
 import orjson
 from aiohttp import web
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js import api as js_api
 
-from runtime import topology, tracing
-from runtime import web as hades_web
-from runtime.errors import PayloadTooLarge, Unavailable, truncate
+from runtime import app as hades_app
+from runtime import subjects, tracing
+from runtime.errors import PayloadTooLarge, Unavailable
+from runtime.messaging import topology
+from runtime.messaging.consumers import OnMessage, PullConsumer, Subscription
+from runtime.messaging.errors import NATS_ERRORS, translated
+from runtime.messaging.kv import Bucket
 from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 
 CONNECT_RETRY_S = 60.0
 """How long start-up keeps trying to reach NATS before the function gives up (and its pod restarts)."""
+READ_BATCH_MESSAGES = 256
+"""Messages asked for per direct get."""
+READ_BATCH_BYTES = 1024 * 1024
+"""...and at most this many bytes (a log batch is at most 256 KiB), so one batch bounds the memory of a read."""
+READ_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Published:
+    seq: int
+    """Its sequence in the stream."""
+    duplicate: bool
+    """True when the stream already had a message with this ``Nats-Msg-Id`` (nothing new was stored)."""
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    seq: int
+    """Its sequence in the stream."""
+    subject: str
+    data: bytes
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a stored message stands among the messages of its subject."""
+
+    total: int
+    """Messages on the subject now."""
+    after: int
+    """Of them, stored after this one."""
 
 
 class Messaging:
-    """One NATS connection and its JetStream context."""
+    """One NATS connection and its JetStream context, behind methods that speak Hades' terms."""
 
     def __init__(self, nc: Client, *, publish_timeout_s: float) -> None:
-        self.nc = nc
-        self.js: JetStreamContext = nc.jetstream(timeout=publish_timeout_s)
+        self._nc = nc
+        self._js: JetStreamContext = nc.jetstream(timeout=publish_timeout_s)
         self.publish_timeout_s = publish_timeout_s
 
     @property
     def connected(self) -> bool:
-        return bool(self.nc.is_connected)
+        return bool(self._nc.is_connected)
+
+    async def ensure_topology(self, settings: Settings) -> None:
+        with translated("creating the streams"):
+            await topology.ensure_topology(self._js, settings)
 
     async def publish(
         self,
@@ -51,34 +97,157 @@ class Messaging:
         *,
         msg_id: str | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> js_api.PubAck:
+    ) -> Published:
         """Store ``payload`` in JetStream and wait for the ack; ``Unavailable`` if it is not stored."""
         if not self.connected:
             raise Unavailable("the message broker is not reachable")
-        if len(payload) > self.nc.max_payload:
+        if len(payload) > self._nc.max_payload:
             # Permanent, unlike the errors below: retrying the same message can never succeed.
             raise PayloadTooLarge(
-                f"the message is {len(payload)} bytes; the message broker takes at most {self.nc.max_payload}"
+                f"the message is {len(payload)} bytes; the message broker takes at most {self._nc.max_payload}"
             )
         hdrs: dict[str, str] = dict(headers or {})
         if msg_id is not None:
-            hdrs[topology.HEADER_MSG_ID] = msg_id
-        tracing.inject(hdrs)
+            hdrs[subjects.HEADER_MSG_ID] = msg_id
+        with tracing.send_span(subject, hdrs, message_id=msg_id), translated("storing a message"):
+            ack = await self._js.publish(subject, payload, headers=hdrs, timeout=self.publish_timeout_s)
+        return Published(seq=ack.seq, duplicate=bool(ack.duplicate))
+
+    async def last_message(self, stream: str, subject: str) -> StoredMessage | None:
+        """The last message stored on ``subject``, or None when there is none."""
+        with translated(f"reading {stream}"):
+            try:
+                raw = await self._js.get_last_msg(stream, subject)
+            except nats.js.errors.NotFoundError:
+                return None
+        return StoredMessage(seq=raw.seq or 0, subject=raw.subject or subject, data=raw.data or b"", headers={})
+
+    async def read(
+        self, *, stream: str, subject: str, start_seq: int = 1, timeout_s: float = READ_TIMEOUT_S
+    ) -> AsyncGenerator[StoredMessage, None]:
+        """Every message on ``subject`` (wildcards allowed) from ``start_seq`` on, in stream order, until the end.
+
+        Batched direct gets (``$JS.API.DIRECT.GET``, ``next_by_subj``, ``batch``, ``max_bytes``): at most one batch
+        is held at a time, no server-side consumer is created per read, and any replica of the stream can answer.
+        """
+        inbox = self._nc.new_inbox()
+        with translated(f"reading {stream}"):
+            sub = await self._nc.subscribe(inbox)
+        request_subject = f"$JS.API.DIRECT.GET.{stream}"
+        seq = start_seq
         try:
-            return await self.js.publish(subject, payload, headers=hdrs, timeout=self.publish_timeout_s)
-        except nats.js.errors.APIError as exc:
-            raise Unavailable(f"the message broker did not store the message: {truncate(str(exc))}") from exc
-        except (TimeoutError, nats.errors.Error) as exc:
-            raise Unavailable(f"the message broker is not reachable: {type(exc).__name__}") from exc
+            with translated(f"reading {stream}"):
+                while True:
+                    request = {
+                        "seq": seq,
+                        "next_by_subj": subject,
+                        "batch": READ_BATCH_MESSAGES,
+                        "max_bytes": READ_BATCH_BYTES,
+                    }
+                    await self._nc.publish(request_subject, json.dumps(request).encode(), reply=inbox)
+                    while True:
+                        msg = await sub.next_msg(timeout=timeout_s)
+                        headers = dict(msg.headers or {})
+                        status = headers.get("Status")
+                        if status == "404":  # nothing (more) on the subject
+                            return
+                        if status == "204":  # end of this batch
+                            if int(headers.get("Nats-Num-Pending", "0")) == 0:
+                                return
+                            break
+                        if status:
+                            raise Unavailable(f"reading {stream} failed: {status} {headers.get('Description', '')}")
+                        stored = StoredMessage(
+                            seq=int(headers["Nats-Sequence"]),
+                            subject=headers["Nats-Subject"],
+                            data=msg.data,
+                            headers=headers,
+                        )
+                        seq = stored.seq + 1
+                        yield stored
+        finally:
+            with contextlib.suppress(*NATS_ERRORS):
+                await sub.unsubscribe()
+
+    async def place(self, stream: str, *, subject: str, seq: int) -> Place | None:
+        """Where message ``seq`` stands on ``subject``; None when it is no longer stored there."""
+        with translated(f"reading {stream}"):
+            info = await self._js.stream_info(stream, subjects_filter=subject)
+            request = {"seq": seq, "next_by_subj": subject, "batch": 1}
+            reply = await self._nc.request(
+                f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), timeout=self.publish_timeout_s
+            )
+        headers = reply.headers or {}
+        if headers.get("Status") or headers.get("Nats-Sequence") != str(seq):
+            return None
+        total = (info.state.subjects or {}).get(subject, 0)
+        return Place(total=total, after=int(headers.get("Nats-Num-Pending", "0")))
+
+    async def backlog(self, stream: str, consumer: str) -> Backlog:
+        """What a durable consumer has not taken yet: how many messages, and how old the oldest is."""
+        with translated(f"reading consumer {consumer}"):
+            info = await self._js.consumer_info(stream, consumer)
+            pending = int(info.num_pending or 0)
+            if not pending:
+                return Backlog(pending=0, oldest_age_s=0.0)
+            request = {
+                "seq": int(info.delivered.stream_seq or 0) + 1 if info.delivered else 1,
+                "next_by_subj": (info.config.filter_subject if info.config else None) or ">",
+            }
+            reply = await self._nc.request(
+                f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), timeout=self.publish_timeout_s
+            )
+        stamp = (reply.headers or {}).get("Nats-Time-Stamp")
+        if not stamp:
+            return Backlog(pending=pending, oldest_age_s=0.0)
+        return Backlog(pending=pending, oldest_age_s=max(0.0, time.time() - _parse_stamp(stamp)))
+
+    async def subscribe(self, subject: str, on_message: OnMessage, *, pending_limit: int = 65536) -> Subscription:
+        """A plain subscription (no storage, no acks): wake-ups and notifications."""
+
+        async def deliver(msg: Msg) -> None:
+            await on_message(msg.subject, msg.data)
+
+        with translated(f"subscribing to {subject}"):
+            sub = await self._nc.subscribe(subject, cb=deliver, pending_msgs_limit=pending_limit)
+        return Subscription(sub)
+
+    async def pull_consumer(self, stream: str, config: Any) -> PullConsumer:
+        """Create (or update) the durable consumer ``config`` describes and bind to it."""
+        with translated(f"binding consumer {config.durable_name}"):
+            await topology.ensure_consumer(self._js, stream, config)
+            sub = await self._js.pull_subscribe_bind(durable=config.durable_name, stream=stream)
+        return PullConsumer(sub)
+
+    async def bucket(self, config: Any) -> Bucket:
+        """The KV bucket ``config`` describes, created or brought up to date."""
+        with translated(f"opening bucket {config.bucket}"):
+            kv = await topology.ensure_bucket(self._js, config)
+        return Bucket(kv, name=config.bucket)
 
     async def close(self) -> None:
-        if self.nc.is_closed:
+        if self._nc.is_closed:
             return
         try:
-            await self.nc.drain()
-        except (TimeoutError, nats.errors.Error) as exc:
+            await self._nc.drain()
+        except NATS_ERRORS as exc:
             log.warning("NATS drain failed (%s); closing", exc)
-            await self.nc.close()
+            await self._nc.close()
+
+
+@dataclass(frozen=True)
+class Backlog:
+    pending: int
+    """Messages the consumer has not delivered yet."""
+    oldest_age_s: float
+    """Seconds since the oldest of them was stored (0 when there is none)."""
+
+
+def _parse_stamp(stamp: str) -> float:
+    """A ``Nats-Time-Stamp`` (RFC 3339, nanoseconds, UTC) as a Unix time."""
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    seconds = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
+    return seconds + (float(f"0.{fraction}") if fraction.isdigit() else 0.0)
 
 
 def encode(body: Any) -> bytes:
@@ -120,7 +289,7 @@ async def connect(settings: Settings, *, name: str) -> Messaging:
             log.warning("NATS at %s not reachable yet (%s); retrying", settings.nats.url, exc)
             await asyncio.sleep(1.0)
     messaging = Messaging(nc, publish_timeout_s=settings.nats.publish_timeout_s)
-    await topology.ensure_topology(messaging.js, settings)
+    await messaging.ensure_topology(settings)
     return messaging
 
 
@@ -136,7 +305,7 @@ def messaging_context(settings: Settings, *, name: str) -> Any:
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         app[MESSAGING] = await connect(settings, name=name)
-        app[hades_web.READINESS_CHECKS].append(nats_ready)
+        app[hades_app.READINESS_CHECKS].append(nats_ready)
         yield
         await app[MESSAGING].close()
 

@@ -1,4 +1,4 @@
-"""The JetStream topology: every stream, subject, consumer and header name, declared once.
+"""The JetStream topology: what every stream and consumer is made of (names: ``runtime.subjects``).
 
 Every function calls ``ensure_topology`` at start-up; it creates what is missing and updates what changed, so
 any number of replicas may race on it. Consumers are created by the function that reads them
@@ -8,71 +8,30 @@ any number of replicas may race on it. Consumers are created by the function tha
 from __future__ import annotations
 
 import logging
-from enum import StrEnum
 
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import APIError, NotFoundError
+from nats.js.kv import KeyValue
 
 from runtime.settings import Settings
+from runtime.subjects import (
+    CANCEL_SUBJECT_PREFIX,
+    DEAD_STREAM,
+    DEAD_SUBJECT_PREFIX,
+    EVENTS_STREAM,
+    JOBS_STREAM,
+    LANES,
+    LOGS_CONSUMER,
+    LOGS_SUBJECT_PREFIX,
+    RECORDS_BUCKET,
+    STATUS_SUBJECT_PREFIX,
+    Lane,
+    dispatch_consumer,
+    jobs_subject,
+)
 
 log = logging.getLogger(__name__)
-
-
-class Lane(StrEnum):
-    HIGH = "high"  # priority ≥ 3 (the original Hades' high queue)
-    NORMAL = "normal"  # priority 2 (its medium queue)
-    LOW = "low"  # priority ≤ 1
-
-
-LANES: tuple[Lane, ...] = (Lane.HIGH, Lane.NORMAL, Lane.LOW)
-
-JOBS_STREAM = "HADES_JOBS"
-EVENTS_STREAM = "HADES_EVENTS"
-DEAD_STREAM = "HADES_DEAD"
-
-JOBS_SUBJECT_PREFIX = "hades.jobs"
-STATUS_SUBJECT_PREFIX = "hades.status"
-LOGS_SUBJECT_PREFIX = "hades.logs"
-CANCEL_SUBJECT_PREFIX = "hades.cancel"
-DEAD_SUBJECT_PREFIX = "hades.dead"
-
-HEADER_MSG_ID = "Nats-Msg-Id"
-HEADER_TRACEPARENT = "traceparent"
-HEADER_TRACESTATE = "tracestate"
-
-LOGS_CONSUMER = "collect-logs"
-RECORDS_BUCKET = "HADES_RECORDS"
-"""KV bucket (stream ``KV_HADES_RECORDS``) with the latest record per job, kept by the log collector."""
-
-
-def jobs_subject(lane: Lane) -> str:
-    return f"{JOBS_SUBJECT_PREFIX}.{lane}"
-
-
-def status_subject(job_id: str) -> str:
-    return f"{STATUS_SUBJECT_PREFIX}.{job_id}"
-
-
-def logs_subject(job_id: str) -> str:
-    return f"{LOGS_SUBJECT_PREFIX}.{job_id}"
-
-
-def cancel_subject(job_id: str) -> str:
-    return f"{CANCEL_SUBJECT_PREFIX}.{job_id}"
-
-
-def job_events_subject(job_id: str) -> str:
-    """``hades.*.<id>``: one filter for all of a job's status, log and cancel messages."""
-    return f"hades.*.{job_id}"
-
-
-def dead_subject(job_id: str) -> str:
-    return f"{DEAD_SUBJECT_PREFIX}.{job_id}"
-
-
-def dispatch_consumer(lane: Lane) -> str:
-    return f"dispatch-{lane}"
 
 
 def stream_configs(settings: Settings) -> list[js_api.StreamConfig]:
@@ -165,3 +124,28 @@ async def _ensure_stream(js: JetStreamContext, config: js_api.StreamConfig) -> N
 async def ensure_consumer(js: JetStreamContext, stream: str, config: js_api.ConsumerConfig) -> None:
     """Create the durable consumer, or bring an existing one up to date (the server's create-or-update)."""
     await js.add_consumer(stream, config)
+
+
+def records_bucket_config(settings: Settings) -> js_api.KeyValueConfig:
+    return js_api.KeyValueConfig(
+        bucket=RECORDS_BUCKET,
+        description="Latest record per job, kept by the log collector",
+        history=1,
+        ttl=settings.nats.events_max_age_s,
+        storage=js_api.StorageType.FILE,
+        replicas=settings.nats.replicas,
+        direct=True,
+    )
+
+
+async def ensure_bucket(js: JetStreamContext, config: js_api.KeyValueConfig) -> KeyValue:
+    """Create the KV bucket, or adopt it and bring its TTL up to date; safe from many replicas at once."""
+    try:
+        return await js.create_key_value(config)
+    except APIError as exc:
+        if exc.err_code != 10058:  # "stream name already in use with a different configuration"
+            raise
+    info = await js.stream_info(f"KV_{config.bucket}")
+    info.config.max_age = config.ttl
+    await js.update_stream(info.config)
+    return await js.key_value(config.bucket)

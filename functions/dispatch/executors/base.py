@@ -42,17 +42,18 @@ class RunResult:
 
 @dataclass
 class StopSignal:
-    """Set by dispatch to stop a running job: ``reason`` says why, ``grace_s`` how long SIGTERM gets before SIGKILL."""
+    """Set by dispatch to stop a running job: it ends with ``status`` (cancelled or timed out) for ``reason`` (text);
+    ``grace_s`` is how long SIGTERM gets before SIGKILL."""
 
     event: asyncio.Event = field(default_factory=asyncio.Event)
-    reason: JobStatus = JobStatus.CANCELLED
+    status: JobStatus = JobStatus.CANCELLED
     grace_s: float = 0.0
-    detail: str = ""
+    reason: str = ""
 
-    def stop(self, reason: JobStatus, *, grace_s: float, detail: str) -> None:
+    def stop(self, status: JobStatus, *, grace_s: float, reason: str) -> None:
         if self.event.is_set():
-            return  # the first reason wins (a timeout during a cancel's grace stays a cancel)
-        self.reason, self.grace_s, self.detail = reason, grace_s, detail
+            return  # the first stop wins (a timeout during a cancel's grace stays a cancel)
+        self.status, self.grace_s, self.reason = status, grace_s, reason
         self.event.set()
 
     @property

@@ -30,10 +30,10 @@ import docker.errors
 import requests.exceptions
 import urllib3.exceptions
 
+from functions.dispatch.executors import output
+from functions.dispatch.executors.base import RunHooks, RunResult, StepResult, StopSignal, job_status, skipped
 from runtime import units
 from runtime.errors import HadesError, JobError, Unavailable, truncate
-from runtime.executors import output
-from runtime.executors.base import RunHooks, RunResult, StepResult, StopSignal, job_status, skipped
 from runtime.jobs import Job, JobStatus, Step, StepStatus, utc_now
 from runtime.settings import Settings
 
@@ -91,7 +91,7 @@ class DockerExecutor:
         try:
             # Even from_env talks to the engine (it asks for the API version), so it runs off the loop too.
             client, host_cpus = await asyncio.get_running_loop().run_in_executor(
-                pool, _connect, settings.dispatch.docker_host, API_TIMEOUT_S
+                pool, _connect, settings.docker.host, API_TIMEOUT_S
             )
         except _ENGINE_ERRORS as exc:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -180,7 +180,7 @@ class DockerExecutor:
         loop = asyncio.get_running_loop()
         # Attached before the start, so not a byte of output can be written before someone reads it.
         stream = await self._call(container.attach, stdout=True, stderr=True, stream=True, logs=True, demux=True)
-        reader = loop.run_in_executor(self._pool, output.pump, stream, output.emitter(loop, hooks, step.id), job.id)
+        reader = loop.run_in_executor(self._pool, _pump_output, stream, output.emitter(loop, hooks, step.id), job.id)
         try:
             try:
                 await self._blocking(container.start)
@@ -199,7 +199,7 @@ class DockerExecutor:
             try:
                 interrupted = not await _unless_stopped(exit_task, stop)
                 if interrupted:
-                    log.info("job %s: stopping step %d (%s)", job.id, step.id, stop.detail or stop.reason)
+                    log.info("job %s: stopping step %d (%s)", job.id, step.id, stop.reason or stop.status)
                     await self._stop_container(container, grace_s=stop.grace_s)
                     try:
                         exit_code = await asyncio.wait_for(exit_task, API_TIMEOUT_S)
@@ -335,7 +335,7 @@ class DockerExecutor:
     def _close_stream(self, stream: Any) -> None:
         # Shuts the socket down so the reader thread sees the end; never awaited, so it also works mid-cancel.
         with contextlib.suppress(RuntimeError):  # the pool is shut down: the executor is closing
-            self._pool.submit(output.close_quietly, stream)
+            self._pool.submit(close_quietly, stream)
 
     # -- images ---------------------------------------------------------------------------------------------------
 
@@ -485,14 +485,14 @@ async def _unless_stopped(task: asyncio.Future[Any], stop: StopSignal) -> bool:
 
 
 def _stopped(rest: Iterable[Step], results: list[StepResult], stop: StopSignal) -> RunResult:
-    reason = f"skipped: {stop.detail}" if stop.detail else f"skipped: job {stop.reason}"
+    reason = f"skipped: {stop.reason}" if stop.reason else f"skipped: job {stop.status}"
     steps = (*results, *skipped(tuple(rest), reason=reason))
-    return RunResult(status=stop.reason, steps=steps, reason=stop.detail or None)
+    return RunResult(status=stop.status, steps=steps, reason=stop.reason or None)
 
 
 def _stop_reason(stop: StopSignal) -> str:
     verb = "killed" if stop.grace_s <= 0 else "stopped"
-    detail = stop.detail or ("job timed out" if stop.reason is JobStatus.TIMED_OUT else str(stop.reason))
+    detail = stop.reason or ("job timed out" if stop.status is JobStatus.TIMED_OUT else str(stop.status))
     return f"{verb}: {detail}"
 
 
@@ -533,3 +533,18 @@ def _explain(exc: BaseException) -> str:
 
 def _safe(text: str) -> str:
     return _NAME_UNSAFE.sub("-", text)
+
+
+def _pump_output(stream: Any, emit: output.Emit, job_id: str) -> None:
+    output.pump(stream, emit, job_id, release=lambda: close_quietly(stream))
+
+
+def close_quietly(stream: Any) -> None:
+    try:
+        stream.close()  # shuts the socket down: a reader blocked on it wakes up and sees the end
+        # CancellableStream.close leaves the HTTP response (and with it the socket's file descriptor) open.
+        response = getattr(stream, "_response", None)
+        if response is not None:
+            response.close()
+    except Exception as exc:  # already closed, or the engine is gone: either way the reader ends
+        log.debug("closing an output stream: %s", exc)

@@ -12,26 +12,14 @@ import codecs
 import contextlib
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
 
-from runtime.executors.base import RunHooks
+from functions.dispatch.executors.base import RunHooks
 from runtime.jobs import utc_now
 
 log = logging.getLogger(__name__)
 
 MAX_PARTIAL_LINE_CHARS = 1024 * 1024
 """Output without a newline is passed on in pieces of this size, so one endless line cannot eat memory."""
-
-
-def close_quietly(stream: Any) -> None:
-    try:
-        stream.close()  # shuts the socket down: a reader blocked on it wakes up and sees the end
-        # CancellableStream.close leaves the HTTP response (and with it the socket's file descriptor) open.
-        response = getattr(stream, "_response", None)
-        if response is not None:
-            response.close()
-    except Exception as exc:  # already closed, or the engine is gone: either way the reader ends
-        log.debug("closing an output stream: %s", exc)
 
 
 Emit = Callable[[list[tuple[str, str]], str], None]
@@ -50,8 +38,12 @@ def emitter(loop: asyncio.AbstractEventLoop, hooks: RunHooks, step_id: int) -> E
     return emit
 
 
-def pump(stream: Iterable[tuple[bytes | None, bytes | None]], emit: Emit, job_id: str) -> None:
-    """Read a step's demultiplexed output until it ends, passing on each complete line as soon as it arrives."""
+def pump(
+    stream: Iterable[tuple[bytes | None, bytes | None]], emit: Emit, job_id: str, *, release: Callable[[], None]
+) -> None:
+    """Read a step's demultiplexed output until it ends, passing on each complete line as soon as it arrives.
+
+    ``release`` frees the executor's end of the stream once it has ended (e.g. closes the socket)."""
     lines = {"stdout": Lines(), "stderr": Lines()}
     try:
         for out, err in stream:
@@ -63,7 +55,7 @@ def pump(stream: Iterable[tuple[bytes | None, bytes | None]], emit: Emit, job_id
     except Exception as exc:  # the stream was closed under us (hung engine) or the loop is gone
         log.debug("job %s: output stream ended: %s", job_id, exc)
     finally:
-        close_quietly(stream)  # the engine ended it; this releases our end of the socket
+        release()  # the engine ended it; this releases our end
     tail = [(name, rest) for name, split in lines.items() if (rest := split.flush()) is not None]
     if tail:
         with contextlib.suppress(RuntimeError):  # the event loop is closed

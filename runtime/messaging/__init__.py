@@ -1,0 +1,37 @@
+"""The door to NATS: the only package that imports ``nats`` (an import contract holds it).
+
+``Messaging`` publishes, reads stored messages, subscribes, binds pull consumers and opens KV buckets; what it
+hands out (``Delivery``, ``PullConsumer``, ``Subscription``, ``Bucket``) wraps the nats-py objects, and every NATS
+failure leaves it as ``Unavailable``. Stream and consumer shapes: ``runtime.messaging.topology``; names:
+``runtime.subjects``.
+"""
+
+from runtime.messaging.connection import (
+    MESSAGING,
+    Messaging,
+    Place,
+    Published,
+    StoredMessage,
+    connect,
+    encode,
+    messaging_context,
+)
+from runtime.messaging.consumers import Delivery, PullConsumer, Subscription
+from runtime.messaging.kv import Bucket, Entry, RevisionConflict
+
+__all__ = [
+    "MESSAGING",
+    "Bucket",
+    "Delivery",
+    "Entry",
+    "Messaging",
+    "Place",
+    "Published",
+    "PullConsumer",
+    "RevisionConflict",
+    "StoredMessage",
+    "Subscription",
+    "connect",
+    "encode",
+    "messaging_context",
+]

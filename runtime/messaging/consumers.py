@@ -1,0 +1,113 @@
+"""What the door hands out for reading: a delivered message, a durable pull consumer, a plain subscription.
+
+Each wraps its nats-py object so that callers ack, nak, fetch and unsubscribe without touching NATS types, and
+every failure arrives as ``Unavailable`` (``runtime.messaging.errors``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
+from nats.js import JetStreamContext
+from opentelemetry.trace import Span
+
+from runtime import subjects, tracing
+from runtime.messaging.errors import NATS_ERRORS, translated
+
+
+class Delivery:
+    """One message delivered by a durable consumer, with its acknowledgements."""
+
+    __slots__ = ("_msg",)
+
+    def __init__(self, msg: Msg) -> None:
+        self._msg = msg
+
+    @property
+    def subject(self) -> str:
+        return self._msg.subject
+
+    @property
+    def data(self) -> bytes:
+        return self._msg.data
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return dict(self._msg.headers or {})
+
+    def process_span(self, *, consumer: str) -> contextlib.AbstractContextManager[Span]:
+        """The OpenTelemetry ``process <subject>`` span of handling this message, child of its producer's span."""
+        headers = self.headers
+        return tracing.process_span(
+            self.subject, headers, consumer=consumer, message_id=headers.get(subjects.HEADER_MSG_ID)
+        )
+
+    @property
+    def attempt(self) -> int:
+        """How often this message has been delivered, this time included (1 on the first delivery)."""
+        return int(self._msg.metadata.num_delivered)
+
+    async def ack(self) -> None:
+        """Acknowledge and wait until the server has it (``Unavailable`` if it may not have)."""
+        with translated("acknowledging a message"):
+            await self._msg.ack_sync()
+
+    async def nak(self, *, delay_s: float | None = None) -> None:
+        """Hand the message back for redelivery, after ``delay_s`` when given."""
+        with translated("handing a message back"):
+            await self._msg.nak(delay=delay_s)
+
+    async def in_progress(self) -> None:
+        """Reset the consumer's AckWait for this message: its work is still going on."""
+        with translated("extending a message's ack wait"):
+            await self._msg.in_progress()
+
+    async def term(self) -> None:
+        """Never deliver this message again (it cannot be processed)."""
+        with translated("dropping a message"):
+            await self._msg.term()
+
+
+class PullConsumer:
+    """A bound durable pull consumer."""
+
+    def __init__(self, subscription: JetStreamContext.PullSubscription) -> None:
+        self._sub = subscription
+
+    async def fetch(self, batch: int, *, timeout_s: float) -> list[Delivery]:
+        """Up to ``batch`` messages; empty when none came within ``timeout_s``."""
+        with translated("fetching messages"):
+            try:
+                msgs = await self._sub.fetch(batch, timeout=timeout_s)
+            except (TimeoutError, nats.errors.TimeoutError):
+                return []
+        return [Delivery(msg) for msg in msgs]
+
+    async def pending(self) -> int:
+        """Messages waiting to be delivered (not counting those delivered and not yet acked)."""
+        with translated("reading a consumer's state"):
+            info = await self._sub.consumer_info()
+        return int(info.num_pending or 0)
+
+    async def close(self) -> None:
+        with contextlib.suppress(*NATS_ERRORS):
+            await self._sub.unsubscribe()
+
+
+class Subscription:
+    """A plain (core NATS) subscription; messages go to a callback with the subject."""
+
+    def __init__(self, subscription: NatsSubscription) -> None:
+        self._sub = subscription
+
+    async def close(self) -> None:
+        with contextlib.suppress(*NATS_ERRORS):
+            await self._sub.unsubscribe()
+
+
+OnMessage = Callable[[str, bytes], Awaitable[None]]
+"""A subscription's callback: the subject and the payload of each message."""

@@ -1,0 +1,70 @@
+"""Every stream, subject, consumer, bucket and header name of the JetStream topology, declared once.
+
+Pure names, no NATS import: the job model needs ``Lane``, readers need subject prefixes. What the streams and
+consumers are made of (retention, acks, limits) is ``runtime.messaging.topology``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Lane(StrEnum):
+    HIGH = "high"  # priority ≥ 3 (the original Hades' high queue)
+    NORMAL = "normal"  # priority 2 (its medium queue)
+    LOW = "low"  # priority ≤ 1
+
+
+LANES: tuple[Lane, ...] = (Lane.HIGH, Lane.NORMAL, Lane.LOW)
+
+JOBS_STREAM = "HADES_JOBS"
+EVENTS_STREAM = "HADES_EVENTS"
+DEAD_STREAM = "HADES_DEAD"
+
+JOBS_SUBJECT_PREFIX = "hades.jobs"
+STATUS_SUBJECT_PREFIX = "hades.status"
+LOGS_SUBJECT_PREFIX = "hades.logs"
+CANCEL_SUBJECT_PREFIX = "hades.cancel"
+DEAD_SUBJECT_PREFIX = "hades.dead"
+
+HEADER_MSG_ID = "Nats-Msg-Id"
+HEADER_TRACEPARENT = "traceparent"
+HEADER_TRACESTATE = "tracestate"
+
+LOGS_CONSUMER = "collect-logs"
+RECORDS_BUCKET = "HADES_RECORDS"
+"""KV bucket (stream ``KV_HADES_RECORDS``) with the latest record per job, kept by the log collector."""
+
+
+def jobs_subject(lane: Lane) -> str:
+    return f"{JOBS_SUBJECT_PREFIX}.{lane}"
+
+
+def status_subject(job_id: str) -> str:
+    return f"{STATUS_SUBJECT_PREFIX}.{job_id}"
+
+
+def logs_subject(job_id: str) -> str:
+    return f"{LOGS_SUBJECT_PREFIX}.{job_id}"
+
+
+def cancel_subject(job_id: str) -> str:
+    return f"{CANCEL_SUBJECT_PREFIX}.{job_id}"
+
+
+def job_events_subject(job_id: str) -> str:
+    """``hades.*.<id>``: one filter for all of a job's status, log and cancel messages."""
+    return f"hades.*.{job_id}"
+
+
+def dead_subject(job_id: str) -> str:
+    return f"{DEAD_SUBJECT_PREFIX}.{job_id}"
+
+
+def dispatch_consumer(lane: Lane) -> str:
+    return f"dispatch-{lane}"
+
+
+def job_id_of(subject: str) -> str:
+    """The job id that ends a per-job subject (``hades.status.<id>`` and its kin)."""
+    return subject.rsplit(".", 1)[-1]
