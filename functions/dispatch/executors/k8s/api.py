@@ -114,14 +114,15 @@ class Api:
         *,
         query: Sequence[tuple[str, Any]] = (),
         body: Mapping[str, Any] | None = None,
-        **path_params: str,
+        name: str | None = None,
     ) -> dict[str, Any]:
         """One JSON request, rate-limited and retried; the decoded answer."""
         delay_s = 0.5
         for attempt in range(1, RETRIES + 1):
             await asyncio.sleep(self.limiter.reserve())
             try:
-                return await self.blocking(self.send, method, path, query=query, body=body, **path_params)
+                send = functools.partial(self.send, method, path, query=query, body=body, name=name)
+                return await self.blocking(send)
             except Retry as exc:
                 if attempt == RETRIES:
                     raise Unavailable(f"kubernetes API: {exc.detail}") from None
@@ -141,9 +142,9 @@ class Api:
         query: Sequence[tuple[str, Any]] = (),
         body: Mapping[str, Any] | None = None,
         timeout_s: float = REQUEST_TIMEOUT_S,
-        **path_params: str,
+        name: str | None = None,
     ) -> dict[str, Any]:
-        response = self.open(method, path, query=query, body=body, timeout_s=timeout_s, **path_params)
+        response = self.open(method, path, query=query, body=body, timeout_s=timeout_s, name=name)
         try:
             data = response.read()
         except NETWORK_ERRORS as exc:
@@ -161,14 +162,14 @@ class Api:
         query: Sequence[tuple[str, Any]] = (),
         body: Mapping[str, Any] | None = None,
         timeout_s: float = REQUEST_TIMEOUT_S,
-        **path_params: str,
+        name: str | None = None,
     ) -> Any:
         """Send a request, return the urllib3 response unread (2xx), or raise ``ApiError`` / ``Retry``."""
         self.requests += 1
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
-        params = {"namespace": self.namespace, **path_params}
+        params = {"namespace": self.namespace} if name is None else {"namespace": self.namespace, "name": name}
         try:
             method, url, headers, serialized, _ = self.client.param_serialize(
                 method,
@@ -235,10 +236,10 @@ def close_quietly(response: Any) -> None:
 def _client(threads: int) -> Any:
     configuration = kubernetes.client.Configuration()
     try:
-        kubernetes.config.load_kube_config(client_configuration=configuration)  # KUBECONFIG or ~/.kube/config
+        kubernetes.config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call] # KUBECONFIG or ~/.kube/config
     except (kubernetes.config.ConfigException, OSError, TypeError) as kube_config_error:
         try:
-            kubernetes.config.load_incluster_config(client_configuration=configuration)
+            kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except kubernetes.config.ConfigException as exc:
             raise Unavailable(
                 f"kubernetes: no cluster configured (KUBECONFIG: {kube_config_error}; in-cluster: {exc})"

@@ -31,6 +31,9 @@ CONTINUE_MARK = "hades-exit="
 _WRAPPER = 'sh -c "$1"; code=$?; printf "' + CONTINUE_MARK + '%d" "$code" > ' + TERMINATION_LOG + "; exit {exit}"
 """``sh -c WRAPPER sh SCRIPT``: the script runs as ``sh -c SCRIPT`` (as on Docker), then its code is recorded."""
 _DNS_UNSAFE = re.compile(r"[^a-z0-9-]+")
+_ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
+"""What Kubernetes 1.20 accepts as a variable name; others (``hades.tum.de/priority``: no shell can read it
+anyway) are left out, where Docker would pass them on."""
 MAX_NAME_CHARS = 52
 """Job names stay short: the Job controller derives pod names (+6) and the ``job-name`` label (≤ 63) from them."""
 
@@ -100,7 +103,7 @@ def container(job: Job, step: Step, settings: Settings) -> dict[str, Any]:
         "name": container_name(step),
         "image": step.image,
         "imagePullPolicy": settings.kubernetes.image_pull_policy,
-        "env": [{"name": key, "value": value} for key, value in job.environment(step).items()],
+        "env": [{"name": k, "value": v} for k, v in job.environment(step).items() if _ENV_NAME.fullmatch(k)],
         "workingDir": SHARED_PATH,
         "volumeMounts": [{"name": SHARED_VOLUME, "mountPath": SHARED_PATH}],
         "resources": resources(step, request_fraction=settings.kubernetes.request_fraction),

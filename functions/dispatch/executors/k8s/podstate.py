@@ -43,9 +43,12 @@ def owner_uid(pod: dict[str, Any]) -> str | None:
 def unschedulable(pod: dict[str, Any]) -> str | None:
     """The scheduler's message while the pod cannot be placed, else None."""
     for condition in (pod.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-            if condition.get("reason") == "Unschedulable":
-                return str(condition.get("message") or "no node fits")
+        if (condition.get("type"), condition.get("status"), condition.get("reason")) == (
+            "PodScheduled",
+            "False",
+            "Unschedulable",
+        ):
+            return str(condition.get("message") or "no node fits")
     return None
 
 
