@@ -28,13 +28,18 @@ def is_build(record: Mapping[str, Any]) -> bool:
 
 
 def log_manager_entries(record: Mapping[str, Any], entries: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Our per-step entries cut to the original's: containers that ran, stdout/stderr lines; extra fields kept."""
+    """Our per-step entries cut to the original's: containers that ran, stdout/stderr lines; extra fields kept.
+
+    A step whose output is there ran, even when the event saying it started is not on the record yet.
+    """
     started = {step["id"] for step in record.get("steps") or [] if ran(step)}
-    return [
-        {**entry, "logs": [line for line in entry["logs"] if line.get("output_stream") in STREAMS]}
-        for entry in entries
-        if entry.get("step") in started
-    ]
+    kept = []
+    for entry in entries:
+        lines = [line for line in entry["logs"] if line.get("output_stream") in STREAMS]
+        step = entry.get("step")
+        if step and (step in started or lines):
+            kept.append({**entry, "logs": lines})
+    return kept
 
 
 def callback_body(record: Mapping[str, Any], entries: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
