@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench clean image manifests manifests-check
+.PHONY: run test test-k8s lint typecheck bench clean image manifests manifests-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ run: $(STAMP)  ## nats-server + submit (8080) + logs (8081) + dispatch (8082); C
 
 test: $(STAMP) manifests-check  ## the whole suite (Docker tests skip without an engine, except when CI=true)
 	$(BIN)/pytest
+
+test-k8s: $(STAMP)  ## the Kubernetes tests (marker k8s) on the cluster of KUBECONFIG; tools/k8s_up.sh starts one
+	@test -n "$$KUBECONFIG" || { echo "set KUBECONFIG, e.g.: K8S_LOCAL=/var/lib/hades-k8s tools/k8s_up.sh && export KUBECONFIG=/var/lib/hades-k8s/admin.kubeconfig"; exit 2; }
+	$(BIN)/pytest -m k8s
 
 image: $(STAMP)  ## the one container image, hades:dev (IMAGE=…); builds a Debian base when none can be pulled
 	PYTHON=$(BIN)/python bash tools/build_image.sh

@@ -150,7 +150,9 @@ LOGS_LAG_MESSAGES = Gauge(
     "hades_logs_lag_messages", "Events stored but not yet taken by the log collector.", registry=REGISTRY
 )
 LOGS_LAG_SECONDS = Gauge(
-    "hades_logs_lag_seconds", "Age of the oldest event the log collector has not taken (0 when none).", registry=REGISTRY
+    "hades_logs_lag_seconds",
+    "Age of the oldest event the log collector has not taken (0 when none).",
+    registry=REGISTRY,
 )
 CALLBACKS = Counter("hades_callbacks_total", "Result callbacks, by outcome.", ["outcome"], registry=REGISTRY)
 CALLBACK_FAILURES = Counter(

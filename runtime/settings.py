@@ -100,14 +100,33 @@ class DispatchSettings:
     """Longer lines are split."""
     job_log_max_bytes: int = 10 * 1024 * 1024
     """Per-job log cap; past it a truncation marker is written and further output dropped."""
-    secret_patterns: tuple[str, ...] = ("*TOKEN*", "*SECRET*", "*PASSWORD*", "*KEY*")
-    """Metadata keys matching these (case-insensitive globs) have their values masked as ``***`` in logs."""
+    secret_patterns: tuple[str, ...] = (
+        "*TOKEN*",
+        "*SECRET*",
+        "*PASSWORD*",
+        "*PASSWD*",
+        "*CREDENTIAL*",
+        "*PRIVATE_KEY*",
+        "*API_KEY*",
+        "*APIKEY*",
+        "*ACCESS_KEY*",
+        "*SSH_KEY*",
+    )
+    """Metadata keys matching these (case-insensitive globs) have their values masked as ``***`` in logs. They name
+    secrets; a bare ``*KEY*`` would also mask ordinary values such as Artemis' ``PLAN_KEY`` or a map's ``KEY``."""
+    secret_keys: tuple[str, ...] = ()
+    """Exact metadata keys (case-insensitive) whose values are masked too, for secrets no pattern names."""
+    secret_min_chars: int = 6
+    """Shorter values of secret keys are not masked: masking ``1``, ``true`` or ``main`` everywhere in the output
+    would garble it and protect nothing."""
     scope: str = "hades"
     """Label value that marks this deployment's containers, so dispatchers of another deployment sharing the
     engine never sweep them as leftovers."""
 
     def is_secret(self, key: str) -> bool:
         upper = key.upper()
+        if upper in (name.upper() for name in self.secret_keys):
+            return True
         return any(fnmatch.fnmatchcase(upper, pattern.upper()) for pattern in self.secret_patterns)
 
 
@@ -378,6 +397,8 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HADES_LOG_LINE_MAX_BYTES": ("dispatch.log_line_max_bytes", _int(256)),
     "HADES_JOB_LOG_MAX_BYTES": ("dispatch.job_log_max_bytes", _int(1024)),
     "HADES_SECRET_PATTERNS": ("dispatch.secret_patterns", _list),
+    "HADES_SECRET_KEYS": ("dispatch.secret_keys", _list),
+    "HADES_SECRET_MIN_CHARS": ("dispatch.secret_min_chars", _int(1)),
     "HADES_SCOPE": ("dispatch.scope", _str),
     "HADES_DOCKER_HOST": ("docker.host", _str),
     "HADES_K8S_NAMESPACE": ("kubernetes.namespace", _str),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nats
 import pytest
+from blockbuster import blockbuster_ctx
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
@@ -18,7 +19,20 @@ from tests.helpers import make_settings
 from tests.natsserver import NatsServer
 from tests.observe import StoredEvents
 
-pytest_plugins = ["tests.dockerfixtures"]
+pytest_plugins = ["tests.dockerfixtures", "tests.k8sfixtures"]
+
+
+@pytest.fixture(autouse=True)
+def no_blocking_calls() -> Iterator[None]:
+    """Fail any test in which the project's own code blocks the event loop with network I/O or sleep (a docker or
+    kubernetes SDK call made on the loop by ``runtime`` or ``functions``: those belong in threads). Tests themselves
+    may block. Local files, locks and logging are allowed: start-up reads the schema and static files, thread pools
+    and log handlers take short locks."""
+    with blockbuster_ctx(["runtime", "functions"]) as guard:
+        for name, function in guard.functions.items():
+            if not name.startswith(("socket.", "ssl.", "time.sleep", "builtins.input")):
+                function.deactivate()
+        yield
 
 
 @pytest.fixture(scope="session")

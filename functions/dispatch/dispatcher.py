@@ -65,6 +65,8 @@ class Dispatcher:
         self.hint_subscription: Subscription | None = None
         self.cancel_subscription: Subscription | None = None
         metrics.DISPATCH_FREE_SLOTS.set(settings.dispatch.concurrency)
+        for kind in ("unavailable", "job"):  # exported at zero from the start, so rate() sees the first error
+            metrics.EXECUTOR_ERRORS.labels(executor.name, kind)
 
     async def start(self) -> None:
         for lane in subjects.LANES:

@@ -16,10 +16,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from functions.dispatch.executors.base import Executor, RunResult, StepResult, StopSignal
-from functions.dispatch.logsink import LogSink
 from opentelemetry import trace as otel_trace
 
+from functions.dispatch.executors.base import Executor, RunResult, StepResult, StopSignal
+from functions.dispatch.logsink import LogSink
 from runtime import eventlog, events, logconfig, messaging, metrics, subjects, tracing
 from runtime.errors import HadesError, JobError, Unavailable
 from runtime.jobs import Job, JobStatus, Step, StepStatus, parse_time, utc_now
@@ -176,7 +176,9 @@ async def handle(deps: Deps, msg: Delivery, *, stop: StopSignal) -> None:
     consumer = subjects.dispatch_consumer(job.lane)
     with (
         logconfig.job_scope(job.id),
-        msg.process_span(consumer=consumer),
+        tracing.process_span(
+            msg.subject, msg.headers, consumer=consumer, message_id=msg.headers.get(subjects.HEADER_MSG_ID)
+        ),
         tracer.start_as_current_span(
             "run job",
             attributes={"hades.job_id": job.id, "hades.lane": str(job.lane), "hades.attempt": attempt},
@@ -250,9 +252,10 @@ def failure_reason(result: RunResult) -> metrics.Reason:
     texts = " ".join(t.lower() for t in (result.reason, *(s.reason for s in result.steps)) if t)
     if "out of memory" in texts or "oomkilled" in texts:
         return metrics.Reason.OOM
-    if "pull" in texts and "image" in texts:
+    # The executors' own words (docker.py, k8s/executor.py): "image 'x' is not available: …", "cannot be scheduled".
+    if "is not available" in texts and "image" in texts:
         return metrics.Reason.IMAGE_PULL
-    if "unschedulable" in texts:
+    if "cannot be scheduled" in texts or "unschedulable" in texts:
         return metrics.Reason.UNSCHEDULABLE
     if (result.reason or "").startswith("infrastructure"):
         return metrics.Reason.INFRASTRUCTURE

@@ -1,9 +1,9 @@
 """One job attempt's log lines on their way to ``hades.logs.<job_id>``: split, masked, capped, batched.
 
-Lines longer than ``log_line_max_bytes`` are split; values of metadata keys that look secret are replaced by
-``***``; past ``job_log_max_bytes`` one marker line says so and the rest is dropped. Lines leave in batches, at
-least every ``log_flush_interval_s`` or as soon as ``log_batch_lines`` (or 256 KiB) are waiting, one publish at a
-time so they are stored in order.
+Lines longer than ``log_line_max_bytes`` are split; values (at least ``secret_min_chars`` long) of metadata keys
+that name a secret (``secret_patterns``, ``secret_keys``) are replaced by ``***``; past ``job_log_max_bytes``
+one marker line says so and the rest is dropped. Lines leave in batches, at least every ``log_flush_interval_s``
+or as soon as ``log_batch_lines`` (or 256 KiB) are waiting, one publish at a time so they are stored in order.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH_BYTES = 256 * 1024
 """Well under NATS' default 1 MiB message limit, whatever the line sizes."""
-MIN_SECRET_LENGTH = 4
-"""Shorter values (``1``, ``yes``) would mask half the output and protect nothing."""
 MASK = "***"
 
 
@@ -59,7 +57,8 @@ class LogSink:
         self.settings = settings
         # A multi-line secret (a PEM key) is printed line by line, so each of its lines is masked on its own too.
         pieces = {piece.strip() for secret in secrets for piece in [secret, *secret.splitlines()]}
-        self.secrets = sorted({p for p in pieces if len(p) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
+        shortest = settings.secret_min_chars  # shorter values (``1``, ``yes``) would garble the output
+        self.secrets = sorted({p for p in pieces if len(p) >= shortest}, key=len, reverse=True)
         self.seq = 0
         self.bytes_written = 0
         self.truncated = False

@@ -112,6 +112,98 @@ _LOGS = {
 }
 
 
+_DASHBOARD_PATHS: dict[str, Any] = {
+    "/ui/": {
+        "get": {
+            "summary": "The web dashboard (HTML; its scripts and styles under /ui/static/)",
+            "responses": {"200": {"description": "The dashboard page", "content": {"text/html": {}}}},
+        }
+    },
+    "/ui/api/config": {
+        "get": {
+            "summary": "What the dashboard may do: cancel is on when HADES_UI_SUBMIT_URL is set",
+            "responses": {
+                "200": openapi.json_body(
+                    "Its settings",
+                    {"type": "object", "required": ["cancel"], "properties": {"cancel": {"type": "boolean"}}},
+                )
+            },
+        }
+    },
+    "/ui/api/stats": {
+        "get": {
+            "summary": "Per lane: queued, running, the oldest queued job's submit time; jobs finished per 30 s "
+            "over the last 10 minutes (computed from the job records at most every 5 s)",
+            "responses": {
+                "200": openapi.json_body(
+                    "Lane stats",
+                    {
+                        "type": "object",
+                        "required": ["generated_at", "lanes", "throughput"],
+                        "properties": {
+                            "generated_at": {"type": "string", "format": "date-time"},
+                            "lanes": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "properties": {
+                                        "lane": {"type": "string", "enum": ["high", "normal", "low"]},
+                                        "queued": {"type": "integer"},
+                                        "running": {"type": "integer"},
+                                        "oldest_queued_at": {"type": ["string", "null"], "format": "date-time"},
+                                    },
+                                },
+                            },
+                            "throughput": {
+                                "type": "object",
+                                "properties": {
+                                    "bucket_s": {"type": "integer"},
+                                    "buckets": {
+                                        "type": "array",
+                                        "description": "Oldest first; the last ends now",
+                                        "items": {
+                                            "type": "object",
+                                            "properties": {
+                                                "succeeded": {"type": "integer"},
+                                                "failed": {
+                                                    "type": "integer",
+                                                    "description": "failed, timed out or cancelled",
+                                                },
+                                            },
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    },
+                ),
+                "503": _UNAVAILABLE,
+            },
+        }
+    },
+    "/ui/api/events": {
+        "get": {
+            "summary": "Server-Sent Events: `ready` once subscribed, then a `job` event "
+            '`{"job_id", "status", "at"}` for every job status change (live only, no replay)',
+            "responses": {"200": {"description": "The event stream", "content": {"text/event-stream": {}}}},
+        }
+    },
+    "/ui/api/jobs/{job_id}": {
+        "delete": {
+            "summary": "Cancel a job through submit (DELETE {HADES_UI_SUBMIT_URL}/jobs/{id} with "
+            "HADES_UI_SUBMIT_API_KEY); submit's answer is passed on",
+            "parameters": [_JOB_ID],
+            "responses": {
+                "202": openapi.json_body("Cancelling", {"type": "object"}),
+                "404": openapi.problem("Unknown job, or cancel is not configured (HADES_UI_SUBMIT_URL unset)"),
+                "409": openapi.problem("The job already ended"),
+                "503": _UNAVAILABLE,
+            },
+        }
+    },
+}
+
+
 @cache
 def openapi_document() -> dict[str, Any]:
     status_ok = openapi.json_body("OK", {"type": "object"})
@@ -183,10 +275,18 @@ def openapi_document() -> dict[str, Any]:
                     _JOB_ID,
                     {"name": "step", "in": "query", "schema": {"type": "integer", "minimum": 0}},
                     {"name": "format", "in": "query", "schema": {"enum": ["json", "text"], "default": "json"}},
+                    {
+                        "name": "notices",
+                        "in": "query",
+                        "description": "true: every step (also skipped ones) and Hades' own lines (`system`, step 0)",
+                        "schema": {"type": "boolean", "default": False},
+                    },
                 ],
                 "responses": {
                     "200": {
-                        "description": "Per step, in step order; `format=text`: the lines only, streamed",
+                        "description": "JSON: as the original Log Manager, one entry per container that ran, in step "
+                        "order, with its stdout/stderr lines (`notices=true`: everything); `format=text`: the lines "
+                        "only, streamed",
                         "content": {
                             "application/json": {"schema": {"$ref": "#/components/schemas/Logs"}},
                             "text/plain": {"schema": {"type": "string"}},
@@ -218,12 +318,14 @@ def openapi_document() -> dict[str, Any]:
             }
         },
         "/health": {"get": {"summary": "Liveness, as the original Hades answers", "responses": {"200": status_ok}}},
+        **_DASHBOARD_PATHS,
         **openapi.probe_paths(ready_when="NATS is unreachable or the collector stopped"),
     }
     for path, item in paths.items():
-        if path.startswith("/jobs"):  # open unless HADES_LOGS_API_KEY is set
-            item["get"]["security"] = [{}, {"basic": []}, {"bearer": []}]
-            item["get"]["responses"]["401"] = openapi.problem("HADES_LOGS_API_KEY is set and the request lacks it")
+        if path.startswith(("/jobs", "/ui")):  # open unless HADES_LOGS_API_KEY is set
+            for operation in item.values():
+                operation["security"] = [{}, {"basic": []}, {"bearer": []}]
+                operation["responses"]["401"] = openapi.problem("HADES_LOGS_API_KEY is set and the request lacks it")
     return openapi.document(
         title="Hades logs API",
         description="Job records, logs and live logs of Hades jobs; result callbacks.",

@@ -23,7 +23,7 @@ from functions.logs import logstore, records
 from functions.logs.callbacks import CALLBACKS, CallbackSender
 from functions.logs.records import Record
 from functions.logs.recordstore import RECORDS, RecordStore
-from runtime import events, logconfig, metrics, subjects, tasks
+from runtime import events, logconfig, metrics, subjects, tasks, tracing
 from runtime.app import READINESS_CHECKS, SETTINGS
 from runtime.errors import HadesError, Unavailable
 from runtime.jobs import is_job_id, utc_now
@@ -102,7 +102,16 @@ class Collector:
 
         try:
             # One consumer span per job and batch, child of the first event's producer (the job's trace).
-            with logconfig.job_scope(job_id), batch[0].msg.process_span(consumer=subjects.LOGS_CONSUMER) as span:
+            first = batch[0].msg
+            with (
+                logconfig.job_scope(job_id),
+                tracing.process_span(
+                    first.subject,
+                    first.headers,
+                    consumer=subjects.LOGS_CONSUMER,
+                    message_id=first.headers.get(subjects.HEADER_MSG_ID),
+                ) as span,
+            ):
                 span.set_attribute("hades.job_id", job_id)
                 span.set_attribute("messaging.batch.message_count", len(batch))
                 record = await self.store.update(job_id, change)

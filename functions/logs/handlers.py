@@ -19,8 +19,8 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
 from functions.logs import apidoc, callbacks, collector, legacy, logstore, records, recordstore
-from functions.logs.ui import setup_ui
 from functions.logs.records import Record
+from functions.logs.ui import setup_ui
 from runtime import app as hades_app
 from runtime import auth, jobs, subjects
 from runtime.app import SETTINGS, json_response

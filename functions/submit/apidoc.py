@@ -38,6 +38,7 @@ _ACCEPTED = {
         "priority": {"type": "integer"},
         "lane": {"enum": ["high", "normal", "low"]},
         "submitted_at": {"type": "string", "format": "date-time"},
+        "trace_id": {"type": ["string", "null"], "description": "the job's OpenTelemetry trace id (32 hex digits)"},
         "links": {"type": "object", "additionalProperties": {"type": "string"}},
     },
 }
@@ -65,9 +66,15 @@ def openapi_document() -> dict[str, Any]:
         "/build": {
             "post": {
                 "summary": "Submit a job (the original Hades endpoint and answer)",
+                "description": "Read as the original Hades reads it: unknown fields are ignored (named in "
+                'X-Hades-Ignored-Fields), Go zero values (0, "", null) mean unset, metadata keys may be any '
+                "environment variable name Docker takes; every invalid request is a 400. See docs/compat.md.",
                 "security": _SECURITY,
                 "parameters": [_IDEMPOTENCY],
-                "requestBody": _JOB_BODY,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"type": "object", "required": ["name", "steps"]}}},
+                },
                 "responses": {
                     "200": openapi.json_body(
                         "Stored durably and queued",
@@ -80,7 +87,8 @@ def openapi_document() -> dict[str, Any]:
                             },
                         },
                     ),
-                    **_SUBMIT_ERRORS,
+                    **{code: answer for code, answer in _SUBMIT_ERRORS.items() if code not in ("415", "422")},
+                    "400": openapi.problem("Malformed JSON, not JSON, or a payload the original Hades refuses"),
                 },
             }
         },

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from functions.submit import apidoc, enqueue, legacy
 from runtime import app as hades_app
-from runtime import auth, jobs, metrics, schemas, tracing
+from runtime import auth, jobs, logconfig, metrics, schemas, tracing
 from runtime.app import SETTINGS, json_response
 from runtime.errors import InvalidJob, JobNotFound, MalformedJSON, RequestError, UnsupportedMediaType
 from runtime.messaging import MESSAGING, messaging_context
@@ -54,8 +54,8 @@ def _idempotency_key(request: web.Request) -> str | None:
     return key
 
 
-async def _accept(request: web.Request, *, build: legacy.Build | None = None) -> enqueue.Enqueued:
-    """Everything POST /jobs and POST /build share: auth, parse, validate, resolve, store.
+async def _accept(request: web.Request, *, build: legacy.Build | None = None) -> tuple[enqueue.Enqueued, str | None]:
+    """Everything POST /jobs and POST /build share: auth, parse, validate, resolve, store; and the trace id.
 
     ``build``: the document /build already read and checked with the original's rules (see ``legacy``).
     """
@@ -81,18 +81,22 @@ async def _accept(request: web.Request, *, build: legacy.Build | None = None) ->
     )
     carrier = request.headers if "traceparent" in request.headers else {"traceparent": document.get("traceparent", "")}
     parent = tracing.extract(carrier)
-    with tracer.start_as_current_span("hades.submit", context=parent) as span:
-        span.set_attribute("hades.job_id", job.id)
-        span.set_attribute("hades.lane", str(job.lane))
+    with (
+        logconfig.job_scope(job.id),
+        tracer.start_as_current_span(
+            "submit job", context=parent, attributes={"hades.job_id": job.id, "hades.lane": str(job.lane)}
+        ),
+    ):
+        trace_id = tracing.trace_id()
         enqueued = await enqueue.enqueue(request.app[MESSAGING], job)
+        log.info("job %s queued on %s%s", job.id, job.lane, " (idempotent retry)" if enqueued.duplicate else "")
     if not enqueued.duplicate:
         metrics.JOBS_SUBMITTED.labels(str(job.lane)).inc()
-    log.info("job %s queued on %s%s", job.id, job.lane, " (idempotent retry)" if enqueued.duplicate else "")
-    return enqueued
+    return enqueued, trace_id
 
 
 async def submit_job(request: web.Request) -> web.Response:
-    enqueued = await _accept(request)
+    enqueued, trace_id = await _accept(request)
     job = enqueued.job
     location = f"/jobs/{job.id}"
     body = {
@@ -102,6 +106,7 @@ async def submit_job(request: web.Request) -> web.Response:
         "priority": job.priority,
         "lane": str(job.lane),
         "submitted_at": job.submitted_at,
+        "trace_id": trace_id,
         "links": {
             "self": location,
             "status": f"{location}/status",
@@ -128,7 +133,7 @@ async def submit_build(request: web.Request) -> web.Response:
     except legacy.InvalidBuild:
         metrics.JOBS_REJECTED.labels("invalid").inc()
         raise
-    enqueued = await _accept(request, build=build)
+    enqueued, _ = await _accept(request, build=build)
     headers = {}
     if build.ignored:
         headers[legacy.IGNORED_HEADER] = build.ignored_header()

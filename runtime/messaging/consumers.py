@@ -13,9 +13,7 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import JetStreamContext
-from opentelemetry.trace import Span
 
-from runtime import subjects, tracing
 from runtime.messaging.errors import NATS_ERRORS, translated
 
 
@@ -38,13 +36,6 @@ class Delivery:
     @property
     def headers(self) -> dict[str, str]:
         return dict(self._msg.headers or {})
-
-    def process_span(self, *, consumer: str) -> contextlib.AbstractContextManager[Span]:
-        """The OpenTelemetry ``process <subject>`` span of handling this message, child of its producer's span."""
-        headers = self.headers
-        return tracing.process_span(
-            self.subject, headers, consumer=consumer, message_id=headers.get(subjects.HEADER_MSG_ID)
-        )
 
     @property
     def attempt(self) -> int:
