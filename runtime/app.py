@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
+from http import HTTPStatus
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from runtime import auth, metrics, tracing
@@ -136,6 +138,27 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics_handler(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _framing_error(
+    self: RequestHandler, request: Any, status: int = 500, exc: BaseException | None = None, message: str | None = None
+) -> web.StreamResponse:
+    """aiohttp's own answer to what never reaches the app (a negative Content-Length, an 8 KiB+ request line, a
+    handler's crash past the middlewares), as a problem body instead of its plain text."""
+    if status >= 500:
+        log.error("error handling a request from %s", request.remote, exc_info=exc)
+    else:
+        log.info("malformed request from %s: %s", request.remote, message or exc)
+    if request.writer.output_size > 0:
+        raise ConnectionError("the response is sent already, cannot send another one with the error")
+    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    detail = "internal error" if status >= 500 else (message or phrase)
+    response = problem_response({"type": "about:blank", "title": phrase, "status": status, "detail": detail[:300]})
+    response.force_close()
+    return response
+
+
+RequestHandler.handle_error = _framing_error  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings, *, service: str) -> web.Application:

@@ -69,7 +69,7 @@ def json_body(description: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def probe_paths(*, ready_when: str) -> dict[str, Any]:
-    """The routes every function gets from ``runtime.web.create_app``."""
+    """The routes every function gets from ``runtime.app.create_app``."""
     status_ok = json_body("OK", {"type": "object"})
     return {
         "/healthz": {"get": {"summary": "Liveness", "responses": {"200": status_ok}}},

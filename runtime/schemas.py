@@ -51,8 +51,30 @@ def _accepts() -> Any:
     return fastjsonschema.compile(schema)
 
 
+MAX_DEPTH = 16
+"""The deepest nesting a job document may have (a valid one has 4 levels): the validators recurse, and a reply
+to ``[`` × 1000 must be a 422, not a ``RecursionError``."""
+
+
+def _too_deep(document: Any) -> str | None:
+    """The path of the first value nested deeper than ``MAX_DEPTH``, found without recursion."""
+    pending: list[tuple[Any, list[Any]]] = [(document, [])]
+    while pending:
+        value, path = pending.pop()
+        if len(path) > MAX_DEPTH:
+            return _pointer(path[:MAX_DEPTH])
+        if isinstance(value, Mapping):
+            pending.extend((item, [*path, key]) for key, item in value.items())
+        elif isinstance(value, list):
+            pending.extend((item, [*path, index]) for index, item in enumerate(value))
+    return None
+
+
 def job_violations(document: Any) -> list[Violation]:
     """Every problem with a job document, in document order; empty when it is valid."""
+    deep = _too_deep(document)
+    if deep is not None:
+        return [{"path": deep, "message": f"is nested too deeply (at most {MAX_DEPTH} levels)"}]
     try:
         _accepts()(document)
     except fastjsonschema.JsonSchemaException:
@@ -135,8 +157,24 @@ def _multi_line(document: Mapping[str, Any], at: str) -> list[Violation]:
     return found
 
 
+def _nul_bytes(value: Any, at: str) -> list[Violation]:
+    """A NUL cannot reach a container (an environment value, an argument, a label): refused here, not retried."""
+    if isinstance(value, str):
+        return [{"path": at or "/", "message": "must not contain a NUL character"}] if "\x00" in value else []
+    if isinstance(value, Mapping):
+        return [v for key, item in value.items() for v in _nul_bytes(item, _pointer([*_split(at), key]))]
+    if isinstance(value, list):
+        return [v for index, item in enumerate(value) for v in _nul_bytes(item, f"{at}/{index}")]
+    return []
+
+
+def _split(pointer: str) -> list[str]:
+    return [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]] if pointer else []
+
+
 def _semantic_violations(document: Mapping[str, Any]) -> list[Violation]:
     violations: list[Violation] = _multi_line(document, "")
+    violations.extend(_nul_bytes(document, ""))
     seen: dict[int, int] = {}
     for index, step in enumerate(document["steps"]):
         step_id = step["id"]

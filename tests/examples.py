@@ -28,7 +28,7 @@ INVALID_EXPECTED = {
     "many-problems.json": [
         {"path": "/name", "message": "must be at least 1 characters long"},
         {"path": "/priority", "message": "must be of type integer"},
-        {"path": "/steps/0/cpu_limit", "message": "must be greater than 0"},
+        {"path": "/steps/0/cpu_limit", "message": "must be at least 0.01"},
         {"path": "/steps/0/id", "message": "must be at least 1"},
     ],
 }

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import jsonschema
 import nats
 import pytest
 from aiohttp import ClientResponse
@@ -64,6 +65,22 @@ async def test_a_finished_job_has_its_whole_record(client: TestClient, conn: mes
     assert "queue_position" not in record and not any(key.startswith("_") for key in record)
     response = await client.get(f"/jobs/{dispatch.id}/status")
     assert await response.json() == {"status": "Succeeded"}
+
+
+async def test_served_records_have_exactly_the_documented_shape(client: TestClient, conn: messaging.Messaging) -> None:
+    """The record is built in ``records.py`` and documented in ``apidoc.py``: this ties the two together."""
+    document = (await (await client.get("/openapi.json")).json())["components"]["schemas"]
+    closed = {name: {**schema, "additionalProperties": False} for name, schema in document.items()}
+    queued, done = await submitted(conn), await submitted(conn)
+    await done.run({1: ["hello"], 2: []}, JobStatus.FAILED)
+    served = [
+        await record_when(client, queued.id, status="queued"),
+        await record_when(client, done.id, status="failed"),
+    ]
+    for record in served:
+        resolver = {"components": {"schemas": closed}, **closed["JobRecord"]}
+        jsonschema.validate(record, resolver)
+    assert "queue_position" in served[0] and served[1]["steps"][0]["exit_code"] == 0
 
 
 @pytest.mark.parametrize(

@@ -71,6 +71,10 @@ _RECORD = {
         "finished_at": _NULLABLE_TIME,
         "queue_wait_s": {"type": ["number", "null"]},
         "timeout_seconds": {"type": ["integer", "null"]},
+        "origin": {
+            "enum": ["jobs", "build", None],
+            "description": "The route that took the job: POST /jobs, or the original's /build (its callback body)",
+        },
         "attempt": {"type": "integer", "description": "The delivery that runs (ran) the job; 0 while queued"},
         "queue_position": {"type": "integer", "description": "Only while queued: jobs ahead in its lane"},
         "steps": {"type": "array", "items": {"$ref": "#/components/schemas/StepRecord"}},

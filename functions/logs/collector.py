@@ -2,10 +2,10 @@
 
 All replicas share the durable pull consumer ``collect-logs``; a fetched batch is grouped by job, each job's
 events are applied in arrival order to its record with one compare-and-set write, and the messages are acked
-only after that write succeeded (a failed write naks them for redelivery). The reducer (``runtime.records``) makes
+only after that write succeeded (a failed write naks them for redelivery). The reducer (``records``) makes
 repeats, late and out-of-order events harmless, so redelivery and several replicas never corrupt a record.
 Malformed events are logged and terminated; nothing in an event can stop the loop. Log lines are not copied: the
-record only counts them (``runtime.logstore`` reads them back from the stream).
+record only counts them (``logstore`` reads them back from the stream).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
-from functions.logs import apidoc, callbacks, collector, legacy, logstore, records, recordstore
+from functions.logs import apidoc, callbacks, collector, legacy, listing, logstore, records, recordstore
 from functions.logs.records import Record
 from functions.logs.ui import setup_ui
 from runtime import app as hades_app
@@ -94,11 +94,14 @@ async def list_jobs(request: web.Request) -> web.Response:
     cursor = request.query.get("cursor")
     if cursor is not None:
         try:
-            recordstore.decode_cursor(cursor)
+            listing.decode_cursor(cursor)
         except ValueError:
             raise BadParameter("cursor is not one this API gave out (take it from a previous answer's next)") from None
+    name = request.query.get("name") or None
     store = request.app[recordstore.RECORDS]
-    page = await recordstore.list_records(store.scan(), statuses=statuses, limit=limit, cursor=cursor)
+    page = await listing.list_records(
+        store.conn, store.bucket, statuses=statuses, name=name, limit=limit, cursor=cursor
+    )
     return json_response({"jobs": [records.public(r) for r in page.records], "next": page.next})
 
 

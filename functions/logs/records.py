@@ -1,6 +1,6 @@
 """Job records: the latest state of one job, folded from its status and log events. Pure: no I/O.
 
-A record is a JSON object kept per job by the log collector (``runtime.recordstore`` stores it, ``runtime.collector``
+A record is a JSON object kept per job by the log collector (``recordstore`` stores it, ``collector``
 feeds it). Events may arrive twice, late or out of order, and several collectors may apply them, so every change
 is idempotent and monotonic:
 

@@ -270,27 +270,35 @@ async def connect(settings: Settings, *, name: str) -> Messaging:
     servers = [s.strip() for s in settings.nats.url.split(",") if s.strip()]
     while True:
         try:
-            nc = await nats.connect(
-                servers=servers,
-                name=name,
-                connect_timeout=settings.nats.connect_timeout_s,  # type: ignore[arg-type,unused-ignore]
-                reconnect_time_wait=1,
-                max_reconnect_attempts=-1,
-                allow_reconnect=True,
-                drain_timeout=5,
-                error_cb=on_error,
-                disconnected_cb=on_disconnect,
-                reconnected_cb=on_reconnect,
-            )
+            with translated(f"connecting to NATS at {settings.nats.url}"):
+                nc = await _connect_once(
+                    servers=servers,
+                    name=name,
+                    connect_timeout=settings.nats.connect_timeout_s,  # type: ignore[arg-type,unused-ignore]
+                    reconnect_time_wait=1,
+                    max_reconnect_attempts=-1,
+                    allow_reconnect=True,
+                    drain_timeout=5,
+                    error_cb=on_error,
+                    disconnected_cb=on_disconnect,
+                    reconnected_cb=on_reconnect,
+                )
             break
-        except (TimeoutError, nats.errors.Error, OSError) as exc:
+        except Unavailable as exc:
             if time.monotonic() > deadline:
-                raise Unavailable(f"cannot reach NATS at {settings.nats.url}: {exc}") from exc
-            log.warning("NATS at %s not reachable yet (%s); retrying", settings.nats.url, exc)
+                raise
+            log.warning("NATS at %s not reachable yet (%s); retrying", settings.nats.url, exc.detail)
             await asyncio.sleep(1.0)
     messaging = Messaging(nc, publish_timeout_s=settings.nats.publish_timeout_s)
     await messaging.ensure_topology(settings)
     return messaging
+
+
+async def _connect_once(**options: Any) -> Client:
+    try:
+        return await nats.connect(**options)
+    except OSError as exc:  # refused or unreachable before the client wraps it: the same as a NATS outage
+        raise nats.errors.NoServersError from exc
 
 
 MESSAGING = web.AppKey("messaging", Messaging)

@@ -64,6 +64,8 @@ managers, ``cp -p``, fixing permissions on ``/shared``), to drop to another user
 (raw sockets, spoofing), MKNOD (device nodes), AUDIT_WRITE, SETPCAP, SETFCAP, SYS_CHROOT and NET_BIND_SERVICE
 serve no build and widen what a hostile script can try."""
 
+MIN_NANO_CPUS = 10_000_000
+"""0.01 cores, the schema's minimum: a smaller (or rounded-down) limit would become 0, which means unlimited."""
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
 _ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
 
@@ -253,7 +255,7 @@ class DockerExecutor:
             "working_dir": SHARED_PATH,
             "volumes": {volume: {"bind": SHARED_PATH, "mode": "rw"}},
             "network_mode": step.network,
-            "nano_cpus": int(self._cpus(step.cpu_limit) * 1e9),
+            "nano_cpus": nano_cpus(self._cpus(step.cpu_limit)),
             "mem_limit": step.memory_bytes,
             "memswap_limit": step.memory_swap_bytes,
             "pids_limit": step.pids_limit,
@@ -529,6 +531,11 @@ def _unavailable(exc: BaseException) -> Unavailable:
 def _explain(exc: BaseException) -> str:
     text = getattr(exc, "explanation", None) or str(exc) or exc.__class__.__name__
     return truncate(str(text))
+
+
+def nano_cpus(cores: float) -> int:
+    """The engine's ``NanoCpus`` for a number of cores: never 0, which the engine reads as "no limit at all"."""
+    return max(round(cores * 1e9), MIN_NANO_CPUS)
 
 
 def _safe(text: str) -> str:

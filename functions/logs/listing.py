@@ -1,0 +1,147 @@
+"""``GET /jobs`` at scale: the records bucket's stream read backwards in windows, newest written first.
+
+The bucket keeps one message per job (history 1), its latest write, so the stream read from its end backwards
+yields every record once, the most recently changed first. A page reads windows of the stream below the cursor
+(each window is one batched direct get, read forwards and turned round) and stops as soon as it holds ``limit``
+matches, so a page costs about ``limit`` records read, not the whole bucket. The cursor is the stream sequence
+of the last record given out: stable, and the next page continues just below it. A job changed while a client
+pages moves above the cursor (it will be on a new first page, not on the next one).
+
+A page also stops after ``SCAN_BUDGET`` records read without filling up: it may then hold fewer than ``limit``
+jobs (even none) while ``next`` is still set, so a rare filter over a large bucket answers in bounded time.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+from collections.abc import AsyncGenerator, Collection
+from dataclasses import dataclass
+
+from functions.logs.records import Record
+from runtime.messaging import Bucket, Messaging, StoredMessage
+
+FIRST_WINDOW = 64
+"""Stream sequences read by a page's first window; each further window is twice as large, up to ``MAX_WINDOW``."""
+MAX_WINDOW = 4096
+SCAN_BUDGET = 20_000
+"""Records one page reads at most before it answers with what it has and a cursor to go on from."""
+_KV_OPERATION = "KV-Operation"
+
+
+@dataclass(frozen=True)
+class Page:
+    records: list[Record]
+    next: str | None
+
+
+def encode_cursor(below_seq: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"below": below_seq}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> int:
+    """The stream sequence an opaque cursor continues below; ``ValueError`` if it is not one of ours."""
+    try:
+        value = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (ValueError, binascii.Error) as exc:
+        raise ValueError("not a cursor from this API") from exc
+    below = value.get("below") if isinstance(value, dict) else None
+    if not isinstance(below, int) or isinstance(below, bool) or below < 1:
+        raise ValueError("not a cursor from this API")
+    return below
+
+
+async def _first(messages: AsyncGenerator[StoredMessage, None]) -> StoredMessage | None:
+    async with contextlib.aclosing(messages):
+        return await anext(messages, None)
+
+
+async def _window(conn: Messaging, bucket: Bucket, *, low: int, high: int) -> list[StoredMessage]:
+    """The bucket's messages with sequences from ``low`` to ``high``, in stream order."""
+    found: list[StoredMessage] = []
+    messages = conn.read(stream=bucket.stream, subject=bucket.subjects, start_seq=low)
+    async with contextlib.aclosing(messages):
+        async for message in messages:
+            if message.seq > high:
+                break
+            found.append(message)
+    return found
+
+
+def _record(message: StoredMessage) -> Record | None:
+    if message.headers.get(_KV_OPERATION) in ("DEL", "PURGE"):
+        return None
+    try:
+        record = json.loads(message.data)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and "id" in record else None
+
+
+async def newest_written(
+    conn: Messaging, bucket: Bucket, *, below: int | None = None
+) -> AsyncGenerator[tuple[int, Record], None]:
+    """Every stored record (with its stream sequence) below ``below``, the most recently written first."""
+    first = await _first(conn.read(stream=bucket.stream, subject=bucket.subjects))
+    if first is None:
+        return
+    if below is None:
+        last = await conn.last_message(bucket.stream, bucket.subjects)
+        if last is None:
+            return
+        high = last.seq
+    else:
+        high = below - 1
+    size = FIRST_WINDOW
+    while high >= first.seq:
+        low = max(first.seq, high - size + 1)
+        for message in reversed(await _window(conn, bucket, low=low, high=high)):
+            record = _record(message)
+            if record is not None:
+                yield message.seq, record
+        high = low - 1
+        size = min(size * 2, MAX_WINDOW)
+
+
+def matches(record: Record, *, statuses: Collection[str] | None, name: str | None) -> bool:
+    """In one of ``statuses`` (any when None), and ``name`` (case-insensitive) within the job's name."""
+    if statuses is not None and record.get("status") not in statuses:
+        return False
+    if name is not None and name.casefold() not in str(record.get("name") or "").casefold():
+        return False
+    return True
+
+
+async def list_records(
+    conn: Messaging,
+    bucket: Bucket,
+    *,
+    statuses: Collection[str] | None,
+    name: str | None = None,
+    limit: int,
+    cursor: str | None,
+) -> Page:
+    """The ``limit`` most recently written matching records below ``cursor``, and the cursor after them."""
+    below = decode_cursor(cursor) if cursor else None
+    found: list[Record] = []
+    read = 0
+    last_seq: int | None = None
+    records = newest_written(conn, bucket, below=below)
+    async with contextlib.aclosing(records):
+        async for seq, record in records:
+            read += 1
+            last_seq = seq
+            if matches(record, statuses=statuses, name=name):
+                found.append(record)
+                if len(found) == limit:
+                    break
+            if read >= SCAN_BUDGET:
+                break
+        else:
+            return Page(found, None)  # the whole bucket below the cursor was read
+        more = await anext(records, None)  # one record past the page says whether there is a next one
+    if more is None or last_seq is None:
+        return Page(found, None)
+    return Page(found, encode_cursor(last_seq))
