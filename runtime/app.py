@@ -7,10 +7,11 @@ Every error leaves as ``application/problem+json``: ``HadesError`` with its own 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from http import HTTPStatus
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -25,6 +26,8 @@ from runtime.settings import Settings
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+CLIENT_CLOSED = 499
+"""The status an aborted request is counted as (nginx's "client closed request"): never a 500."""
 
 ReadinessCheck = Callable[[web.Application], Awaitable[str | None]]
 """Returns None when ready, else a short reason."""
@@ -71,6 +74,12 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     except HadesError as exc:
         return error_response(exc)
+    except ConnectionResetError:
+        # The client went away mid-request (aiohttp's ClientConnectionResetError too): not our error, no traceback.
+        log.info("client of %s %s went away", request.method, request.path)
+        return problem_response(
+            {"type": "about:blank", "title": "Client Closed Request", "status": CLIENT_CLOSED, "detail": "aborted"}
+        )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -116,6 +125,9 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         return response
     except web.HTTPException as exc:
         code = exc.status
+        raise
+    except (asyncio.CancelledError, ConnectionResetError):
+        code = CLIENT_CLOSED
         raise
     finally:
         resource = request.match_info.route.resource

@@ -53,7 +53,7 @@ def _accepts() -> Any:
 
 MAX_DEPTH = 16
 """The deepest nesting a job document may have (a valid one has 4 levels): the validators recurse, and a reply
-to ``[`` × 1000 must be a 422, not a ``RecursionError``."""
+to a thousand ``[`` must be a 422, not a ``RecursionError``."""
 
 
 def _too_deep(document: Any) -> str | None:

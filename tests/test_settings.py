@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-import runtime
 from runtime.settings import ENV_VARS, Settings, SettingsError
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -67,7 +66,3 @@ def test_secret_patterns_match_case_insensitively() -> None:
     dispatch = Settings().dispatch
     assert dispatch.is_secret("GITHUB_TOKEN") and dispatch.is_secret("db_password") and dispatch.is_secret("API_KEY")
     assert not dispatch.is_secret("GLOBAL")
-
-
-def test_the_runtime_exports_a_short_pinned_list() -> None:
-    assert sorted(runtime.__all__) == ["HadesError", "Settings"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -57,6 +58,7 @@ class JobRun:
             log.warning("job %s: status event %s lost: %s", self.job.id, event["status"], exc.detail)
 
     async def job_status(self, status: JobStatus, reason: str | None = None, **extra: Any) -> None:
+        reason = self.sink.mask(reason) if reason else reason
         await self.publish(
             events.job_event(
                 self.job.id, attempt=self.attempt, seq=self.sequence.next(), status=status, reason=reason, **extra
@@ -93,6 +95,8 @@ class JobRun:
         await self.step_status(step, StepStatus.RUNNING, started_at=started_at)
 
     async def step_finished(self, result: StepResult) -> None:
+        if result.reason:  # an engine's error can quote the environment, secrets included
+            result = dataclasses.replace(result, reason=self.sink.mask(result.reason))
         self.reported[result.step_id] = result
         step = next(s for s in self.job.steps if s.id == result.step_id)
         if result.duration_s is not None:
@@ -278,6 +282,8 @@ async def _already_ended(deps: Deps, msg: Delivery, job: Job) -> bool:
 
 async def _finish(deps: Deps, msg: Delivery, run: JobRun, result: RunResult) -> None:
     """Store the terminal event, then ack; if it cannot be stored, nak: the job is never acked without an end."""
+    if result.reason:
+        result = dataclasses.replace(result, reason=run.sink.mask(result.reason))
     await run.report_unreported(result)
     await run.sink.close()  # every line stored before the terminal event, so readers of the end see them all
     terminal = events.job_event(
@@ -325,6 +331,7 @@ async def _publish_with_retries(conn: messaging.Messaging, event: events.StatusE
 
 
 async def _retry_later(deps: Deps, msg: Delivery, run: JobRun, exc: Unavailable) -> None:
+    exc = Unavailable(run.sink.mask(exc.detail))
     if run.attempt >= deps.settings.dispatch.max_deliver:
         await _dead_letter(deps, msg, run, f"infrastructure trouble on the last attempt: {exc.detail}")
         return
@@ -337,6 +344,7 @@ async def _retry_later(deps: Deps, msg: Delivery, run: JobRun, exc: Unavailable)
 
 async def _dead_letter(deps: Deps, msg: Delivery, run: JobRun, reason: str) -> None:
     """Fail the job for good and keep its message where it can be listed and redriven."""
+    reason = run.sink.mask(reason)
     metrics.DEAD_LETTERED.inc()
     # Best effort, both: whatever is down, the job still gets its terminal status below.
     try:  # an earlier attempt may have died with its dispatcher and left containers running; this job is over

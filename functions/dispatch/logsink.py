@@ -70,13 +70,18 @@ class LogSink:
         self._publishing = asyncio.Lock()  # the flush loop and flush() must not interleave batches
         self._flusher = asyncio.create_task(self._flush_loop(), name=f"logs-{job_id}")
 
+    def mask(self, text: str) -> str:
+        """``text`` with every secret of the job replaced by ``***``: for any text leaving the dispatcher."""
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return text
+
     def add(self, step_id: int, stream: str, message: str, *, at: str) -> None:
         if self.truncated:
             self.dropped_lines += 1
             return
-        for secret in self.secrets:
-            if secret in message:
-                message = message.replace(secret, MASK)
+        message = self.mask(message)
         for piece in split_line(message, self.settings.log_line_max_bytes):
             size = len(piece.encode()) + 1
             if self.bytes_written + size > self.settings.job_log_max_bytes:

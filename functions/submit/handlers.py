@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -26,6 +27,12 @@ class BadHeader(RequestError):
     title = "Bad header"
 
 
+class BodyTimeout(RequestError):
+    status = 408
+    kind = "body-timeout"
+    title = "Request Timeout"
+
+
 async def _read_document(request: web.Request) -> Any:
     content_type = request.content_type
     if content_type != "application/json" and not content_type.endswith("+json"):
@@ -37,7 +44,13 @@ async def _read_document(request: web.Request) -> Any:
     if request.content_length is not None and request.content_length > limit:
         metrics.JOBS_REJECTED.labels("too-large").inc()
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    body = await request.read()  # client_max_size enforces the limit for chunked bodies too
+    try:
+        # client_max_size enforces the limit for chunked bodies too; the timeout, a body that never ends.
+        async with asyncio.timeout(request.app[SETTINGS].http.body_read_timeout_s):
+            body = await request.read()
+    except TimeoutError:
+        metrics.JOBS_REJECTED.labels("body-timeout").inc()
+        raise BodyTimeout("the request body did not arrive in time") from None
     try:
         return hades_app.parse_json(body)
     except ValueError as exc:
