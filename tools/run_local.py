@@ -112,6 +112,8 @@ async def start_engine_if_needed(env: dict[str, str]) -> asyncio.subprocess.Proc
 async def main() -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.setdefault("HADES_NATS_URL", f"nats://127.0.0.1:{NATS_PORT}")
+    # The dashboard's cancel button forwards to the local submit function.
+    env.setdefault("HADES_UI_SUBMIT_URL", f"http://127.0.0.1:{env.get('HADES_SUBMIT_PORT', '8080')}")
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -77,6 +77,23 @@ _RECORD = {
         },
         "attempt": {"type": "integer", "description": "The delivery that runs (ran) the job; 0 while queued"},
         "queue_position": {"type": "integer", "description": "Only while queued: jobs ahead in its lane"},
+        "queue": {
+            "type": "object",
+            "description": (
+                "Only while queued and not yet taken by a dispatcher: where it stands. `position` counts the jobs "
+                "expected to start before it in all lanes, the lane weights (`HADES_LANE_WEIGHTS`) considered; "
+                "`ahead` splits it by lane; `eta_seconds` is `position + 1` over the jobs started per second in "
+                "the last five minutes (null before any start was seen)"
+            ),
+            "properties": {
+                "lane": {"enum": ["high", "normal", "low"]},
+                "lane_position": {"type": "integer", "description": "Jobs ahead of it in its lane (0: next)"},
+                "position": {"type": "integer"},
+                "ahead": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "eta_seconds": {"type": ["number", "null"]},
+            },
+            "required": ["lane", "lane_position", "position", "ahead", "eta_seconds"],
+        },
         "steps": {"type": "array", "items": {"$ref": "#/components/schemas/StepRecord"}},
         "log_lines": {"type": "integer", "description": "Lines of the current attempt"},
         "log_bytes": {"type": "integer"},
@@ -215,13 +232,27 @@ def openapi_document() -> dict[str, Any]:
     paths = {
         "/jobs": {
             "get": {
-                "summary": "List job records, newest submitted first",
+                "summary": "List job records, the most recently changed first",
+                "description": (
+                    "Newest written first: a job moves to the front whenever its record changes (queued, "
+                    "running, finished...). A page reads the store from the cursor on and stops once it holds "
+                    "`limit` jobs, so paging stays fast with any number of records; a job that changes while "
+                    "you page moves to a new first page. A page that found too few matches within 10,000 "
+                    "records answers with what it has (possibly none) and a `next` to go on from: keep paging "
+                    "until `next` is null."
+                ),
                 "parameters": [
                     {
                         "name": "status",
                         "in": "query",
                         "description": "Only jobs in these statuses (comma-separated; the original's names too)",
                         "schema": {"type": "string", "examples": ["running", "failed,Stopped"]},
+                    },
+                    {
+                        "name": "name",
+                        "in": "query",
+                        "description": "Only jobs whose name contains this text (case-insensitive)",
+                        "schema": {"type": "string", "examples": ["nightly"]},
                     },
                     {
                         "name": "limit",

@@ -18,7 +18,17 @@ from typing import Any
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
-from functions.logs import apidoc, callbacks, collector, legacy, listing, logstore, records, recordstore
+from functions.logs import (
+    apidoc,
+    callbacks,
+    collector,
+    legacy,
+    listing,
+    logstore,
+    positions,
+    records,
+    recordstore,
+)
 from functions.logs.records import Record
 from functions.logs.ui import setup_ui
 from runtime import app as hades_app
@@ -116,13 +126,21 @@ async def get_job(request: web.Request) -> web.Response:
         and isinstance(stream_seq, int)
         and lane in {str(each) for each in subjects.LANES}
     ):
+        weights = positions.lane_weights(request.app[SETTINGS].dispatch.lane_weights)
         try:
-            position = await recordstore.queue_position(request.app[MESSAGING], lane=lane, stream_seq=stream_seq)
+            place = await positions.queue_place(
+                request.app[MESSAGING],
+                lane=lane,
+                stream_seq=stream_seq,
+                weights=weights,
+                throughput=request.app.get(positions.THROUGHPUT),
+            )
         except HadesError as exc:
             log.warning("job %s: queue position unknown: %s", record["id"], exc.detail)
-            position = None
-        if position is not None:
-            body["queue_position"] = position
+            place = None
+        if place is not None:
+            body["queue_position"] = place.lane_position
+            body["queue"] = place.public()
     return json_response(body)
 
 
@@ -285,6 +303,7 @@ def create_app(settings: Settings) -> web.Application:
     # Clients first, the loop last: cleanup runs in reverse, so the loop stops before its clients close.
     app.cleanup_ctx.append(messaging_context(settings, name="hades-logs"))
     app.cleanup_ctx.append(recordstore.records_context)
+    app.cleanup_ctx.append(positions.throughput_context)
     app.cleanup_ctx.append(callbacks.callbacks_context)
     app.cleanup_ctx.append(collector.collector_context)
     app.on_shutdown.append(close_streams)

@@ -24,7 +24,6 @@ import json
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +37,7 @@ from functions.logs import recordstore
 from functions.logs.records import Record
 from runtime import auth, events, jobs, subjects
 from runtime.app import SETTINGS, Handler, json_response
-from runtime.errors import JobNotFound, Unavailable
+from runtime.errors import JobNotFound, RequestError, Unavailable
 from runtime.messaging import MESSAGING
 
 log = logging.getLogger(__name__)
@@ -66,6 +65,12 @@ _SECURITY_HEADERS = {
 }
 
 
+class CancelNotConfigured(RequestError):
+    status = 404
+    title = "Cancel is not configured"
+    kind = "cancel-not-configured"
+
+
 @dataclass
 class _StatsCache:
     body: dict[str, Any] | None = None
@@ -89,7 +94,9 @@ def _parse_time(text: Any) -> datetime | None:
 
 def lane_stats(found: list[Record] | Any, *, now: datetime) -> dict[str, Any]:
     """Per lane: queued, running, the oldest queued job's submit time; and jobs finished per interval."""
-    lanes = {str(lane): {"lane": str(lane), "queued": 0, "running": 0, "oldest_queued_at": None} for lane in subjects.LANES}
+    lanes: dict[str, dict[str, Any]] = {
+        str(lane): {"lane": str(lane), "queued": 0, "running": 0, "oldest_queued_at": None} for lane in subjects.LANES
+    }
     buckets = [{"succeeded": 0, "failed": 0} for _ in range(THROUGHPUT_BUCKETS)]
     span_s = THROUGHPUT_BUCKET_S * THROUGHPUT_BUCKETS
     end = now.timestamp()
@@ -98,7 +105,9 @@ def lane_stats(found: list[Record] | Any, *, now: datetime) -> dict[str, Any]:
         if status == jobs.JobStatus.QUEUED and lane is not None:
             lane["queued"] += 1
             submitted = record.get("submitted_at")
-            if isinstance(submitted, str) and (lane["oldest_queued_at"] is None or submitted < lane["oldest_queued_at"]):
+            if isinstance(submitted, str) and (
+                lane["oldest_queued_at"] is None or submitted < lane["oldest_queued_at"]
+            ):
                 lane["oldest_queued_at"] = submitted
         elif status == jobs.JobStatus.RUNNING and lane is not None:
             lane["running"] += 1
@@ -184,7 +193,7 @@ async def cancel_job(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS].logs
     job_id = request.match_info["job_id"]
     if not settings.ui_submit_url:
-        raise web.HTTPNotFound(text="cancel is not configured for this dashboard (HADES_UI_SUBMIT_URL)")
+        raise CancelNotConfigured("this dashboard cannot cancel: HADES_UI_SUBMIT_URL is not set")
     if not jobs.is_job_id(job_id):
         raise JobNotFound(job_id)
     headers = {"Authorization": f"Bearer {settings.ui_submit_api_key}"} if settings.ui_submit_api_key else {}
@@ -225,7 +234,8 @@ async def ui_guard(request: web.Request, handler: Handler) -> web.StreamResponse
 
 
 async def _close_streams(app: web.Application) -> None:
-    for sse in list(app[UI_STREAMS]):
+    streams = app[UI_STREAMS]
+    for sse in list(streams):
         with contextlib.suppress(RuntimeError):
             sse.stop_streaming()
 
