@@ -25,6 +25,7 @@ class JobEvent(TypedDict):
     status: str  # a JobStatus value
     reason: NotRequired[str]
     job: NotRequired[dict[str, Any]]  # Job.summary(), on queued and running
+    trace_id: NotRequired[str]  # on queued: the job's OpenTelemetry trace id, when tracing is on
     stream_seq: NotRequired[int]  # on queued: the job message's sequence in HADES_JOBS (for its lane position)
     queue_wait_s: NotRequired[float]  # on running: submitted → dequeued
     dispatcher: NotRequired[str]  # on running: which process took it

@@ -55,6 +55,12 @@ async def test_one_trace_covers_a_job_from_the_post_to_the_log_collector(
 
                 await poll(collected, timeout_s=90, interval_s=0.2)
 
+                async def record_trace_id() -> str | None:
+                    async with session.get(f"{functions.url('logs')}/jobs/{job_id}") as reply:
+                        return (await reply.json()).get("trace_id") if reply.status == 200 else None
+
+                assert await poll(record_trace_id, timeout_s=30) == trace_id  # the record leads to the trace
+
     spans = receiver.trace(trace_id)
     by_id = {s.span_id: s for s in spans}
     (submit,) = named("submit job")

@@ -190,3 +190,10 @@ def test_status_filters_accept_both_names() -> None:
     assert records.statuses_named("Stopped") == {JobStatus.CANCELLED}
     assert records.statuses_named("timed_out") == {JobStatus.TIMED_OUT}
     assert records.statuses_named("nope") == set()
+
+
+def test_the_record_keeps_the_trace_id_submit_gave_its_queued_event() -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    record = fold([job(0, 0, JobStatus.QUEUED, job=SUMMARY, trace_id=trace_id), *successful_run()[1:]])
+    assert record["trace_id"] == trace_id and record["status"] == "succeeded"
+    assert fold(successful_run())["trace_id"] is None  # not traced: nothing made up

@@ -100,6 +100,7 @@ _RECORD = {
         "log_truncated": {"type": "boolean", "description": "The job wrote more than HADES_LOGS_JOB_LOG_MAX_BYTES"},
         "last_log_seq": {"type": "integer"},
         "callback": {"$ref": "#/components/schemas/Callback"},
+        "trace_id": {"type": ["string", "null"], "description": "The job's OpenTelemetry trace id, when traced"},
         "updated_at": _NULLABLE_TIME,
     },
 }

@@ -55,6 +55,7 @@ def new_record(job_id: str) -> Record:
         "log_truncated": False,
         "last_log_seq": 0,
         "callback": None,
+        "trace_id": None,
         "updated_at": None,
         "_job_key": None,  # [attempt, seq] of the job event the status came from
         "_step_keys": {},  # step id -> [attempt, seq] of its last applied event
@@ -145,6 +146,10 @@ def _merge_summary(record: Record, event: StatusEvent) -> bool:
         if url and record.get("callback") is None:
             record["callback"] = new_callback(str(url))
             changed = True
+    trace_id = event.get("trace_id")
+    if record.get("trace_id") is None and isinstance(trace_id, str):
+        record["trace_id"] = trace_id
+        changed = True
     stream_seq = event.get("stream_seq")
     if record.get("_stream_seq") is None and isinstance(stream_seq, int):
         record["_stream_seq"] = stream_seq

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from runtime import eventlog, events, subjects
+from runtime import eventlog, events, subjects, tracing
 from runtime.errors import Conflict, HadesError, JobNotFound
 from runtime.jobs import Job, JobStatus, utc_now
 from runtime.messaging import Messaging, encode
@@ -34,6 +34,9 @@ async def enqueue(conn: Messaging, job: Job) -> Enqueued:
         return Enqueued(job=job, duplicate=True)
     # The queued event names the job's stream sequence so the log collector can tell its place in the lane.
     queued = events.job_event(job.id, attempt=0, seq=0, status=JobStatus.QUEUED, job=job.summary(), stream_seq=ack.seq)
+    trace_id = tracing.trace_id()
+    if trace_id:  # the record carries it, so one student's job can be found as a trace
+        queued["trace_id"] = trace_id
     # Stored before the answer, so a client that cancels or looks the job up right after the POST finds it. A
     # failure does not fail the POST: the job is stored, and dispatch's running event carries the same summary.
     try:
