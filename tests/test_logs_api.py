@@ -211,17 +211,24 @@ async def test_a_restarted_logs_app_loses_no_record(
 
 
 async def test_list_is_newest_first_filtered_and_paged(client: TestClient, conn: messaging.Messaging) -> None:
-    made = [await submitted(conn) for _ in range(5)]
+    async def listed(job_id: str, status: str) -> bool:
+        body = await (await client.get("/jobs")).json()
+        return any(j["id"] == job_id and j["status"] == status for j in body["jobs"])
+
+    made: list[FakeDispatch] = []
+    for _ in range(5):  # one at a time, so the records are written in submission order
+        made.append(await submitted(conn))
+        await poll(lambda: listed(made[-1].id, "queued"))
     await made[1].running()
+    await poll(lambda: listed(made[1].id, "running"))
     await made[3].running()
     await made[3].finish(JobStatus.CANCELLED)
-    await record_when(client, made[3].id, status="cancelled")
-    await record_when(client, made[1].id, status="running")
-    for job in made:
-        await record_when(client, job.id)
+    await poll(lambda: listed(made[3].id, "cancelled"))
+    # newest written first: a status change moves a job to the front
+    newest_written = [made[3], made[1], made[4], made[2], made[0]]
 
     body = await (await client.get("/jobs")).json()
-    assert [j["id"] for j in body["jobs"]] == [j.id for j in reversed(made)] and body["next"] is None
+    assert [j["id"] for j in body["jobs"]] == [j.id for j in newest_written] and body["next"] is None
 
     seen: list[str] = []
     url = "/jobs?limit=2"
@@ -232,7 +239,7 @@ async def test_list_is_newest_first_filtered_and_paged(client: TestClient, conn:
         if page["next"] is None:
             break
         url = f"/jobs?limit=2&cursor={page['next']}"
-    assert seen == [j.id for j in reversed(made)]
+    assert seen == [j.id for j in newest_written]
 
     running = await (await client.get("/jobs?status=running")).json()
     assert [j["id"] for j in running["jobs"]] == [made[1].id]

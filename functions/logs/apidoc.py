@@ -238,7 +238,7 @@ def openapi_document() -> dict[str, Any]:
                     "Newest written first: a job moves to the front whenever its record changes (queued, "
                     "running, finished...). A page reads the store from the cursor on and stops once it holds "
                     "`limit` jobs, so paging stays fast with any number of records; a job that changes while "
-                    "you page moves to a new first page. A page that found too few matches within 10,000 "
+                    "you page moves to a new first page. A page that found too few matches within 5,000 "
                     "records answers with what it has (possibly none) and a `next` to go on from: keep paging "
                     "until `next` is null."
                 ),

@@ -17,7 +17,7 @@ import base64
 import binascii
 import contextlib
 import json
-from collections.abc import AsyncGenerator, Collection
+from collections.abc import AsyncGenerator, Callable, Collection
 from dataclasses import dataclass
 
 from functions.logs.records import Record
@@ -26,7 +26,7 @@ from runtime.messaging import Bucket, Messaging, StoredMessage
 FIRST_WINDOW = 64
 """Stream sequences read by a page's first window; each further window is twice as large, up to ``MAX_WINDOW``."""
 MAX_WINDOW = 4096
-SCAN_BUDGET = 20_000
+SCAN_BUDGET = 5_000
 """Records one page reads at most before it answers with what it has and a cursor to go on from."""
 _KV_OPERATION = "KV-Operation"
 
@@ -61,7 +61,7 @@ async def _first(messages: AsyncGenerator[StoredMessage, None]) -> StoredMessage
 async def _window(conn: Messaging, bucket: Bucket, *, low: int, high: int) -> list[StoredMessage]:
     """The bucket's messages with sequences from ``low`` to ``high``, in stream order."""
     found: list[StoredMessage] = []
-    messages = conn.read(stream=bucket.stream, subject=bucket.subjects, start_seq=low)
+    messages = conn.read(stream=bucket.stream, subject=bucket.subjects, start_seq=low, batch=high - low + 1)
     async with contextlib.aclosing(messages):
         async for message in messages:
             if message.seq > high:
@@ -81,10 +81,13 @@ def _record(message: StoredMessage) -> Record | None:
 
 
 async def newest_written(
-    conn: Messaging, bucket: Bucket, *, below: int | None = None
-) -> AsyncGenerator[tuple[int, Record], None]:
-    """Every stored record (with its stream sequence) below ``below``, the most recently written first."""
-    first = await _first(conn.read(stream=bucket.stream, subject=bucket.subjects))
+    conn: Messaging, bucket: Bucket, *, below: int | None = None, may_match: Callable[[bytes], bool] | None = None
+) -> AsyncGenerator[tuple[int, Record | None], None]:
+    """Every stored record (with its stream sequence) below ``below``, the most recently written first.
+
+    A record whose stored bytes ``may_match`` turns down is not decoded: it comes as None, with its sequence.
+    """
+    first = await _first(conn.read(stream=bucket.stream, subject=bucket.subjects, batch=1))
     if first is None:
         return
     if below is None:
@@ -98,6 +101,9 @@ async def newest_written(
     while high >= first.seq:
         low = max(first.seq, high - size + 1)
         for message in reversed(await _window(conn, bucket, low=low, high=high)):
+            if may_match is not None and not may_match(message.data):
+                yield message.seq, None
+                continue
             record = _record(message)
             if record is not None:
                 yield message.seq, record
@@ -105,13 +111,31 @@ async def newest_written(
         size = min(size * 2, MAX_WINDOW)
 
 
+def prefilter(*, statuses: Collection[str] | None, name: str | None) -> Callable[[bytes], bool] | None:
+    """A cheap test of a record's stored JSON that never turns down a match (``matches`` decides after it).
+
+    Records are stored compact (orjson), so a job in status ``s`` holds ``"status":"s"``; a plain ASCII name
+    is in the stored bytes as it is (any case).
+    """
+    needles = [f'"status":"{status}"'.encode() for status in statuses] if statuses is not None else None
+    plain = name if name and name.isascii() and name.isprintable() and not set(name) & {'"', "\\"} else None
+    folded = plain.lower().encode() if plain else None
+    if needles is None and folded is None:
+        return None
+
+    def may_match(data: bytes) -> bool:
+        if needles is not None and not any(needle in data for needle in needles):
+            return False
+        return folded is None or folded in data.lower()
+
+    return may_match
+
+
 def matches(record: Record, *, statuses: Collection[str] | None, name: str | None) -> bool:
     """In one of ``statuses`` (any when None), and ``name`` (case-insensitive) within the job's name."""
     if statuses is not None and record.get("status") not in statuses:
         return False
-    if name is not None and name.casefold() not in str(record.get("name") or "").casefold():
-        return False
-    return True
+    return name is None or name.casefold() in str(record.get("name") or "").casefold()
 
 
 async def list_records(
@@ -128,12 +152,12 @@ async def list_records(
     found: list[Record] = []
     read = 0
     last_seq: int | None = None
-    records = newest_written(conn, bucket, below=below)
+    records = newest_written(conn, bucket, below=below, may_match=prefilter(statuses=statuses, name=name))
     async with contextlib.aclosing(records):
         async for seq, record in records:
             read += 1
             last_seq = seq
-            if matches(record, statuses=statuses, name=name):
+            if record is not None and matches(record, statuses=statuses, name=name):
                 found.append(record)
                 if len(found) == limit:
                     break

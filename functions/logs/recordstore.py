@@ -4,19 +4,15 @@ Several collector replicas write the same records, so every write is an ``update
 (``create`` for a new key): a replica that lost the race reads again and re-applies its change, and no update is
 lost. Records expire with the events they were built from (TTL = ``HADES_EVENTS_MAX_AGE_SECONDS``). Until the
 collector has written a job's record, ``load`` folds it from the job's status events, so a job is never "not
-found" just after it was submitted. Also here: listing (newest first, by cursor) and a queued job's lane position.
+found" just after it was submitted. Listing: ``functions.logs.listing``; queue places: ``functions.logs.positions``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import heapq
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -107,80 +103,6 @@ class RecordStore:
                     continue
                 if isinstance(record, dict) and "id" in record:
                     yield record
-
-
-@dataclass(frozen=True)
-class Page:
-    records: list[Record]
-    next: str | None
-
-
-SortKey = tuple[str, int, str]
-"""Submission time, then the job message's place in HADES_JOBS (same-millisecond jobs), then the id."""
-
-
-def _sort_key(record: Record) -> SortKey:
-    stream_seq = record.get("_stream_seq")
-    return (
-        str(record.get("submitted_at") or ""),
-        stream_seq if isinstance(stream_seq, int) else 0,
-        str(record["id"]),
-    )
-
-
-def encode_cursor(key: SortKey) -> str:
-    return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode().rstrip("=")
-
-
-def decode_cursor(text: str) -> SortKey:
-    """The position an opaque cursor stands for; ``ValueError`` if it is not one of ours."""
-    try:
-        value = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-    except (ValueError, binascii.Error) as exc:
-        raise ValueError("not a cursor from this API") from exc
-    if not (
-        isinstance(value, list)
-        and len(value) == 3
-        and isinstance(value[0], str)
-        and isinstance(value[1], int)
-        and isinstance(value[2], str)
-    ):
-        raise ValueError("not a cursor from this API")
-    return value[0], value[1], value[2]
-
-
-async def list_records(
-    found: AsyncIterator[Record], *, statuses: Collection[str] | None, limit: int, cursor: str | None
-) -> Page:
-    """Newest submitted first: the ``limit`` records after ``cursor``, keeping only ``limit + 1`` in memory."""
-    below = decode_cursor(cursor) if cursor else None
-    newest: list[tuple[SortKey, int, Record]] = []
-    count = 0
-    async for record in found:
-        if statuses is not None and record.get("status") not in statuses:
-            continue
-        key = _sort_key(record)
-        if below is not None and key >= below:
-            continue
-        count += 1
-        item = (key, count, record)
-        if len(newest) <= limit:
-            heapq.heappush(newest, item)
-        else:
-            heapq.heappushpop(newest, item)
-    ordered = [record for _, _, record in sorted(newest, key=lambda item: item[0], reverse=True)]
-    if len(ordered) > limit:
-        return Page(ordered[:limit], encode_cursor(_sort_key(ordered[limit - 1])))
-    return Page(ordered, None)
-
-
-async def queue_position(conn: Messaging, *, lane: str, stream_seq: int) -> int | None:
-    """How many jobs are ahead of this one in its lane (0: next to run); None when it has left the queue."""
-    subject = subjects.jobs_subject(subjects.Lane(lane))
-    place = await conn.place(subjects.JOBS_STREAM, subject=subject, seq=stream_seq)
-    if place is None:
-        return None  # taken (the work queue removed it) or otherwise gone
-    return max(0, place.total - 1 - place.after)
 
 
 RECORDS = web.AppKey("records", RecordStore)

@@ -123,12 +123,19 @@ class Messaging:
         return StoredMessage(seq=raw.seq or 0, subject=raw.subject or subject, data=raw.data or b"", headers={})
 
     async def read(
-        self, *, stream: str, subject: str, start_seq: int = 1, timeout_s: float = READ_TIMEOUT_S
+        self,
+        *,
+        stream: str,
+        subject: str,
+        start_seq: int = 1,
+        timeout_s: float = READ_TIMEOUT_S,
+        batch: int = READ_BATCH_MESSAGES,
     ) -> AsyncGenerator[StoredMessage, None]:
         """Every message on ``subject`` (wildcards allowed) from ``start_seq`` on, in stream order, until the end.
 
         Batched direct gets (``$JS.API.DIRECT.GET``, ``next_by_subj``, ``batch``, ``max_bytes``): at most one batch
         is held at a time, no server-side consumer is created per read, and any replica of the stream can answer.
+        A reader that stops early asks for smaller ``batch``es: the rest of a batch is sent (and parsed) anyway.
         """
         inbox = self._nc.new_inbox()
         with translated(f"reading {stream}"):
@@ -141,7 +148,7 @@ class Messaging:
                     request = {
                         "seq": seq,
                         "next_by_subj": subject,
-                        "batch": READ_BATCH_MESSAGES,
+                        "batch": max(1, min(batch, READ_BATCH_MESSAGES)),
                         "max_bytes": READ_BATCH_BYTES,
                     }
                     await self._nc.publish(request_subject, json.dumps(request).encode(), reply=inbox)

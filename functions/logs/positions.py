@@ -1,0 +1,179 @@
+"""A queued job's place: its lane, the jobs ahead in the lane, those ahead overall (lane weights), and an ETA.
+
+Everything comes from JetStream, not from a dispatcher, so it is right with any number of dispatch replicas:
+
+- queued in a lane = the lane consumer's undelivered messages (``dispatch-<lane>``'s ``num_pending``: jobs a
+  dispatcher has taken stay in the work queue until they end, but are no longer pending); before any dispatcher
+  created the consumer, every message on the lane's subject;
+- ahead in the lane = queued in the lane minus the job itself and the messages stored after it;
+- ahead overall: dispatchers serve the lanes that have work by smooth weighted round-robin
+  (``HADES_LANE_WEIGHTS``), so while both have work, another lane ``L`` is served ``w_L / w_own`` times for each
+  job of the own lane. Before the job's own turn (its lane's ``k + 1``-th pick, ``k`` ahead in the lane) about
+  ``(k + ½) · w_L / w_own`` jobs of ``L`` run (the round-robin's phase is unknown: half a turn on average), and
+  never more than ``L`` holds;
+- ETA: jobs ahead overall + 1, over the jobs started per second in the last ``THROUGHPUT_WINDOW_S``, as this
+  logs replica sees the ``running`` events go by (a plain subscription: every replica sees every event).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+import orjson
+from aiohttp import web
+
+from runtime import subjects
+from runtime.errors import HadesError
+from runtime.messaging import MESSAGING, Messaging, Subscription
+
+log = logging.getLogger(__name__)
+
+THROUGHPUT_WINDOW_S = 300.0
+"""Job starts counted for the throughput behind the ETA: those of the last five minutes."""
+_MAX_STARTS = 100_000
+"""Start times kept at most (beyond ~330 starts a second the window is shorter than five minutes)."""
+
+
+@dataclass(frozen=True)
+class QueuePlace:
+    lane: str
+    lane_position: int
+    """Jobs ahead of it in its own lane (0: next there)."""
+    position: int
+    """Jobs expected to start before it, all lanes and their weights considered."""
+    ahead: dict[str, int]
+    """Of ``position``, how many in each lane."""
+    eta_s: float | None
+    """Seconds until it is expected to start, from the recent start rate; None before any start was seen."""
+
+    def public(self) -> dict[str, object]:
+        return {
+            "lane": self.lane,
+            "lane_position": self.lane_position,
+            "position": self.position,
+            "ahead": self.ahead,
+            "eta_seconds": None if self.eta_s is None else round(self.eta_s, 1),
+        }
+
+
+def ahead_overall(
+    lane: str, lane_position: int, queued: Mapping[str, int], weights: Mapping[str, int]
+) -> dict[str, int]:
+    """Jobs of each lane expected to start before the ``lane_position + 1``-th job of ``lane`` (see module doc)."""
+    own = weights[lane]
+    ahead = {lane: lane_position}
+    for other, count in queued.items():
+        if other == lane:
+            continue
+        served = math.floor((lane_position + 0.5) * weights[other] / own + 0.5)
+        ahead[other] = max(0, min(count, served))
+    return ahead
+
+
+class Throughput:
+    """Job starts seen lately: the rate behind the ETA."""
+
+    def __init__(self, *, window_s: float = THROUGHPUT_WINDOW_S) -> None:
+        self.window_s = window_s
+        self.since = time.monotonic()
+        self.starts: collections.deque[float] = collections.deque(maxlen=_MAX_STARTS)
+
+    def started(self, at: float | None = None) -> None:
+        self.starts.append(time.monotonic() if at is None else at)
+
+    def rate(self, *, now: float | None = None) -> float | None:
+        """Jobs started per second over the window (or since this replica started, when that is shorter)."""
+        now = time.monotonic() if now is None else now
+        while self.starts and self.starts[0] < now - self.window_s:
+            self.starts.popleft()
+        if not self.starts:
+            return None
+        span = min(self.window_s, now - self.since)
+        return len(self.starts) / max(span, 1.0)
+
+    def eta_s(self, position: int, *, now: float | None = None) -> float | None:
+        rate = self.rate(now=now)
+        return None if rate is None else (position + 1) / rate
+
+    async def on_status(self, subject: str, data: bytes) -> None:
+        if b'"running"' not in data:  # cheap first: most status events are not a job starting
+            return
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        if isinstance(event, dict) and event.get("kind") == "job" and event.get("status") == "running":
+            self.started()
+
+
+async def _first_seq(conn: Messaging, subject: str) -> int | None:
+    messages = conn.read(stream=subjects.JOBS_STREAM, subject=subject, batch=1)
+    async with contextlib.aclosing(messages):
+        first = await anext(messages, None)
+    return None if first is None else first.seq
+
+
+async def _stored(conn: Messaging, subject: str) -> int:
+    """Messages on a lane's subject (taken ones included): the count when its consumer does not exist yet."""
+    for _ in range(3):  # the first message may leave between the two reads
+        seq = await _first_seq(conn, subject)
+        if seq is None:
+            return 0
+        place = await conn.place(subjects.JOBS_STREAM, subject=subject, seq=seq)
+        if place is not None:
+            return place.total
+    return 0
+
+
+async def queued_in(conn: Messaging, lane: subjects.Lane) -> int:
+    """Jobs of ``lane`` no dispatcher has taken yet."""
+    try:
+        return (await conn.backlog(subjects.JOBS_STREAM, subjects.dispatch_consumer(lane))).pending
+    except HadesError:
+        return await _stored(conn, subjects.jobs_subject(lane))  # no dispatcher has made the consumer yet
+
+
+async def queue_place(
+    conn: Messaging, *, lane: str, stream_seq: int, weights: Mapping[str, int], throughput: Throughput | None
+) -> QueuePlace | None:
+    """Where a queued job stands; None when it has left the queue."""
+    own = subjects.Lane(lane)
+    place = await conn.place(subjects.JOBS_STREAM, subject=subjects.jobs_subject(own), seq=stream_seq)
+    if place is None:
+        return None  # taken and finished (the work queue removed it) or otherwise gone
+    queued = {str(each): await queued_in(conn, each) for each in subjects.LANES}
+    if queued[lane] <= place.after:
+        return None  # its message is still stored, but a dispatcher has taken it
+    lane_position = queued[lane] - 1 - place.after
+    ahead = ahead_overall(lane, lane_position, queued, weights)
+    position = sum(ahead.values())
+    eta = throughput.eta_s(position) if throughput is not None else None
+    return QueuePlace(lane=lane, lane_position=lane_position, position=position, ahead=ahead, eta_s=eta)
+
+
+def lane_weights(weights: tuple[int, int, int]) -> dict[str, int]:
+    return {str(lane): weight for lane, weight in zip(subjects.LANES, weights, strict=True)}
+
+
+THROUGHPUT = web.AppKey("throughput", Throughput)
+
+
+async def throughput_context(app: web.Application) -> AsyncIterator[None]:
+    """A ``cleanup_ctx`` entry after the messaging one: watch job starts go by for the ETA."""
+    throughput = Throughput()
+    app[THROUGHPUT] = throughput
+    subscription: Subscription | None = None
+    try:
+        subscription = await app[MESSAGING].subscribe(f"{subjects.STATUS_SUBJECT_PREFIX}.*", throughput.on_status)
+    except HadesError as exc:
+        log.warning("job starts are not watched (queue ETAs stay unknown): %s", exc.detail)
+    yield
+    if subscription is not None:
+        with contextlib.suppress(HadesError):
+            await subscription.close()
