@@ -14,15 +14,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, NewType
 
-from runtime import units
+from runtime import schemas, units
 from runtime.errors import Violation
 from runtime.settings import LimitSettings
 from runtime.subjects import Lane
 
 JobId = NewType("JobId", str)
 
-DEFAULT_PRIORITY = 3
-_IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c1c56-3d4b-4c55-9a43-8d4bd0a8e4a1")
+DEFAULT_PRIORITY: int = schemas.job_schema()["properties"]["priority"]["default"]
+"""The schema says it once (3: the original's high queue); the model reads it from there."""
 
 
 class JobStatus(StrEnum):
@@ -82,11 +82,9 @@ def lane_for(priority: int) -> Lane:
     return Lane.LOW
 
 
-def new_job_id(idempotency_key: str | None = None) -> JobId:
-    """A fresh UUID, or one derived from the client's key so a retried POST names the same job."""
-    if idempotency_key is None:
-        return JobId(str(uuid.uuid4()))
-    return JobId(str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, idempotency_key)))
+def new_job_id() -> JobId:
+    """A fresh random UUID: never derived from a client's key, so a reused key cannot name an old job's id."""
+    return JobId(str(uuid.uuid4()))
 
 
 def is_job_id(text: str) -> bool:

@@ -6,8 +6,9 @@ from functools import cache
 from typing import Any
 
 from runtime import openapi
+from runtime.jobs import JobStatus, StepStatus
 
-_STATUSES = ["queued", "running", "succeeded", "failed", "timed_out", "cancelled"]
+_STATUSES = [str(status) for status in JobStatus]
 _LEGACY = ["Queued", "Running", "Succeeded", "Failed", "Stopped"]
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
 _NOT_FOUND = {
@@ -34,7 +35,7 @@ _STEP = {
         "id": {"type": "integer"},
         "name": _NULLABLE_STRING,
         "image": _NULLABLE_STRING,
-        "status": {"enum": ["pending", "running", "succeeded", "failed", "skipped"]},
+        "status": {"enum": [str(status) for status in StepStatus]},
         "exit_code": {"type": ["integer", "null"]},
         "started_at": _NULLABLE_TIME,
         "finished_at": _NULLABLE_TIME,
