@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Iterator
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import nats
@@ -15,9 +17,11 @@ from nats.js.errors import NotFoundError
 
 from runtime import messaging, subjects
 from runtime.settings import Settings
-from tests.helpers import make_settings
-from tests.natsserver import NatsServer
+from tests.helpers import SCOPE, make_settings
+from tests.natsserver import NatsServer, free_port
 from tests.observe import StoredEvents
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytest_plugins = ["tests.dockerfixtures", "tests.k8sfixtures"]
 
@@ -59,7 +63,8 @@ async def clean_nats(nats_server: NatsServer) -> AsyncIterator[str]:
     """The session server with the Hades streams removed, so each test starts from an empty topology."""
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()
-    for stream in (subjects.JOBS_STREAM, subjects.EVENTS_STREAM, subjects.DEAD_STREAM):
+    idempotency = f"KV_{subjects.IDEMPOTENCY_BUCKET}"
+    for stream in (subjects.JOBS_STREAM, subjects.EVENTS_STREAM, subjects.DEAD_STREAM, idempotency):
         with contextlib.suppress(NotFoundError):
             await js.delete_stream(stream)
     await nc.close()
@@ -89,6 +94,32 @@ async def js(clean_nats: str) -> AsyncIterator[JetStreamContext]:
     nc = await nats.connect(clean_nats)
     yield nc.jetstream()
     await nc.close()
+
+
+@pytest.fixture
+def dispatcher_processes(clean_nats: str) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start dispatchers as real processes (``start(**env)``), so a test can SIGKILL or SIGTERM one; all are
+    killed at the end."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(**env: str) -> subprocess.Popen[bytes]:
+        defaults = {
+            "HADES_NATS_URL": clean_nats,
+            "HADES_DISPATCH_PORT": str(free_port()),
+            "HADES_PULL_TIMEOUT_SECONDS": "0.5",
+            "HADES_SCOPE": SCOPE,
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "functions.dispatch"], cwd=ROOT, env={**os.environ, **defaults, **env}
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 @pytest.fixture

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from functions.dispatch.handlers import create_app as create_dispatch
 from functions.submit.handlers import create_app as create_submit
 from runtime import subjects
-from tests.helpers import SCOPE, make_settings, poll
-from tests.natsserver import free_port
+from tests.helpers import make_settings, poll
 from tests.observe import TERMINAL, StoredEvents
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(180)]
@@ -200,30 +197,10 @@ async def test_cancel_of_a_running_job_stops_it_and_leaves_nothing(hades: Hades,
 
 
 @pytest.fixture
-def dispatcher_process(clean_nats: str, busybox_image: str) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(**env: str) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "functions.dispatch"],
-            cwd=ROOT,
-            env={
-                **os.environ,
-                "HADES_NATS_URL": clean_nats,
-                "HADES_DISPATCH_PORT": str(free_port()),
-                "HADES_PULL_TIMEOUT_SECONDS": "0.5",
-                "HADES_SCOPE": SCOPE,
-                **env,
-            },
-        )
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+def dispatcher_process(
+    dispatcher_processes: Callable[..., subprocess.Popen[bytes]], busybox_image: str
+) -> Callable[..., subprocess.Popen[bytes]]:
+    return dispatcher_processes
 
 
 @pytest.mark.slow

@@ -7,12 +7,10 @@ grace the manifests give it.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from functions.submit.handlers import create_app as create_submit
-from tests.helpers import SCOPE, make_settings, poll
-from tests.natsserver import free_port
+from tests.helpers import make_settings, poll
 from tests.observe import StoredEvents
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(180)]
@@ -40,32 +37,9 @@ Dispatchers = Callable[..., subprocess.Popen[bytes]]
 
 
 @pytest.fixture
-def dispatchers(clean_nats: str, busybox_image: str) -> Iterator[Dispatchers]:
+def dispatchers(dispatcher_processes: Dispatchers, busybox_image: str) -> Dispatchers:
     """`python -m functions.dispatch` processes, as the container runs it; killed at the end if still alive."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(**env: str) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "functions.dispatch"],
-            cwd=ROOT,
-            env={
-                **os.environ,
-                "HADES_NATS_URL": clean_nats,
-                "HADES_DISPATCH_PORT": str(free_port()),
-                "HADES_PULL_TIMEOUT_SECONDS": "0.5",
-                "HADES_SHUTDOWN_TIMEOUT_SECONDS": str(HTTP_SHUTDOWN_S),
-                "HADES_SCOPE": SCOPE,
-                **env,
-            },
-        )
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    return lambda **env: dispatcher_processes(HADES_SHUTDOWN_TIMEOUT_SECONDS=str(HTTP_SHUTDOWN_S), **env)
 
 
 async def submit(client: TestClient, script: str, busybox_image: str) -> str:

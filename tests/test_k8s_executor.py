@@ -4,11 +4,9 @@ the real cluster of ``KUBECONFIG``; what a user sees in the events, and nothing 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +16,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from functions.dispatch.handlers import create_app as create_dispatch
 from functions.submit.handlers import create_app as create_submit
-from tests.helpers import SCOPE, make_settings, poll
+from tests.helpers import make_settings, poll
 from tests.k8sfixtures import K8S_IMAGE, k8s_leftovers
-from tests.natsserver import free_port
 from tests.observe import TERMINAL, StoredEvents
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -183,29 +180,10 @@ async def test_cancel_of_a_running_job_stops_it_and_leaves_nothing(
 
 
 @pytest.fixture
-def dispatcher_process(clean_nats: str, k8s_namespace: str) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(**env: str) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "functions.dispatch"],
-            cwd=ROOT,
-            env={
-                **os.environ,
-                "HADES_NATS_URL": clean_nats,
-                "HADES_DISPATCH_PORT": str(free_port()),
-                "HADES_SCOPE": SCOPE,
-                **k8s_env(k8s_namespace, **env),
-            },
-        )
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+def dispatcher_process(
+    dispatcher_processes: Callable[..., subprocess.Popen[bytes]], k8s_namespace: str
+) -> Callable[..., subprocess.Popen[bytes]]:
+    return lambda **env: dispatcher_processes(**k8s_env(k8s_namespace, **env))
 
 
 @pytest.mark.slow
