@@ -7,14 +7,14 @@ import sys
 import time
 from pathlib import Path
 
-from bench import backlog, dispatch, k8s, logs, submit
+from bench import backlog, burst, dispatch, k8s, logs, submit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
-    chosen = sys.argv[1:] or ["submit", "dispatch", "logs"]
-    modules = {"submit": submit, "dispatch": dispatch, "logs": logs, "k8s": k8s, "backlog": backlog}
+    chosen = sys.argv[1:] or ["submit", "dispatch", "logs", "burst"]
+    modules = {"submit": submit, "dispatch": dispatch, "logs": logs, "k8s": k8s, "backlog": backlog, "burst": burst}
     RESULTS.mkdir(exist_ok=True)
     for name in chosen:
         report = modules[name].main()

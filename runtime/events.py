@@ -29,6 +29,7 @@ class JobEvent(TypedDict):
     stream_seq: NotRequired[int]  # on queued: the job message's sequence in HADES_JOBS (for its lane position)
     queue_wait_s: NotRequired[float]  # on running: submitted → dequeued
     dispatcher: NotRequired[str]  # on running: which process took it
+    log_lost_lines: NotRequired[int]  # on the terminal one, when > 0: log lines of this attempt never stored
 
 
 class StepEvent(TypedDict):

@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, NewType
 
-from runtime import schemas, units
+from runtime import netguard, schemas, units
 from runtime.errors import Violation
 from runtime.settings import LimitSettings
 from runtime.subjects import Lane
@@ -273,7 +273,20 @@ def limit_violations(document: Mapping[str, Any], limits: LimitSettings) -> list
         if network is not None and network not in limits.allowed_networks:
             allowed = ", ".join(limits.allowed_networks)
             violations.append({"path": f"{at}/network", "message": f"is not allowed here; allowed: {allowed}"})
+        image = step.get("image")
+        refusal = netguard.image_refusal(image, limits.allowed_images) if isinstance(image, str) else None
+        if refusal is not None:
+            violations.append({"path": f"{at}/image", "message": refusal})
     return violations
+
+
+def image_refusals(job: Job, limits: LimitSettings) -> str | None:
+    """Why dispatch must not pull one of the job's images (the operator's policy may have changed since submit)."""
+    for step in job.steps:
+        refusal = netguard.image_refusal(step.image, limits.allowed_images)
+        if refusal is not None:
+            return f"image {step.image!r} of step {step.id} {refusal}"
+    return None
 
 
 def job_from_document(
@@ -284,10 +297,11 @@ def job_from_document(
     return Job(
         id=job_id,
         name=document["name"],
-        priority=document.get("priority", DEFAULT_PRIORITY),
+        # JSON Schema's "integer" also takes 2.0: stored, served and compared as the integer it means.
+        priority=int(document.get("priority", DEFAULT_PRIORITY)),
         metadata=dict(document.get("metadata") or {}),
         steps=tuple(steps),
-        timeout_s=document.get("timeout_seconds") or limits.default_timeout_s,
+        timeout_s=int(document.get("timeout_seconds") or limits.default_timeout_s),
         submitted_at=submitted_at,
         callback_url=document.get("callback_url"),
         status_callback_url=document.get("status_callback_url"),

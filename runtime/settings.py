@@ -8,6 +8,7 @@ the variable. ``ENV_VARS`` maps every variable to its field so the README table 
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -72,6 +73,10 @@ class LimitSettings:
     max_timeout_s: int = 3600
     allowed_networks: tuple[str, ...] = ("none",)
     """Networks a step may ask for; ``none`` (no interface but loopback) is the default for every step."""
+    allowed_images: tuple[str, ...] = ()
+    """Globs a step image must match (``registry.example/*``, ``docker.io/library/*``); a match also opens a
+    registry on a private address. Empty: any image except those naming a registry on a loopback, link-local or
+    private address (or ``localhost``), which the daemon would otherwise contact on a submitter's word."""
 
 
 @dataclass(frozen=True)
@@ -184,6 +189,9 @@ class LogsSettings:
     """When set, callbacks carry ``X-Hades-Signature: sha256=<hex HMAC of the body>``."""
     callback_allowed_hosts: tuple[str, ...] = ()
     """When set, callbacks only go to these hosts (exact names or ``*.example.org``)."""
+    callback_allowed_networks: tuple[str, ...] = ()
+    """CIDRs callbacks may reach although they are loopback, link-local or private (``10.0.0.0/8``); empty: none
+    of them, so a callback cannot probe the services, the cloud metadata address or the internal network."""
     callback_max_attempts: int = 5
     callback_timeout_s: float = 10.0
     callback_backoff_s: float = 1.0
@@ -316,6 +324,13 @@ def _list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+def _cidrs(raw: str) -> tuple[str, ...]:
+    try:
+        return tuple(str(ipaddress.ip_network(item, strict=False)) for item in _list(raw))
+    except ValueError as exc:
+        raise ValueError(f"must be comma-separated CIDRs such as 10.0.0.0/8 ({exc})") from None
+
+
 def _memory(raw: str) -> int:
     value = units.parse_memory(raw)
     if value is None:
@@ -386,6 +401,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HADES_DEFAULT_TIMEOUT_SECONDS": ("limits.default_timeout_s", _int(1)),
     "HADES_MAX_TIMEOUT_SECONDS": ("limits.max_timeout_s", _int(1)),
     "HADES_ALLOWED_NETWORKS": ("limits.allowed_networks", _list),
+    "HADES_ALLOWED_IMAGES": ("limits.allowed_images", _list),
     "HADES_EXECUTOR": ("dispatch.executor", _choice("docker", "kubernetes")),
     "HADES_CONCURRENCY": ("dispatch.concurrency", _int(1)),
     "HADES_LANE_WEIGHTS": ("dispatch.lane_weights", _weights),
@@ -419,6 +435,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HADES_LOGS_API_KEY": ("logs.api_key", _str),
     "HADES_CALLBACK_SECRET": ("logs.callback_secret", _str),
     "HADES_CALLBACK_ALLOWED_HOSTS": ("logs.callback_allowed_hosts", _list),
+    "HADES_CALLBACK_ALLOWED_NETWORKS": ("logs.callback_allowed_networks", _cidrs),
     "HADES_CALLBACK_MAX_ATTEMPTS": ("logs.callback_max_attempts", _int(1)),
     "HADES_CALLBACK_TIMEOUT_SECONDS": ("logs.callback_timeout_s", _positive_float),
     "HADES_CALLBACK_BACKOFF_SECONDS": ("logs.callback_backoff_s", _float(0)),

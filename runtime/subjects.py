@@ -34,6 +34,8 @@ HEADER_TRACESTATE = "tracestate"
 LOGS_CONSUMER = "collect-logs"
 RECORDS_BUCKET = "HADES_RECORDS"
 """KV bucket (stream ``KV_HADES_RECORDS``) with the latest record per job, kept by the log collector."""
+IDEMPOTENCY_BUCKET = "HADES_IDEMPOTENCY"
+"""KV bucket: per ``Idempotency-Key`` (hashed), the body digest and job id of its first POST, for one window."""
 
 
 def jobs_subject(lane: Lane) -> str:

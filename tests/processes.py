@@ -48,8 +48,11 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s
 
 
 @contextlib.contextmanager
-def running_functions(nats_url: str, tmp_path: Path, **env: str) -> Iterator[Functions]:
-    """Start submit, dispatch and logs (dispatch last: it needs the others' streams no more than they do)."""
+def running_functions(
+    nats_url: str, tmp_path: Path, *, names: tuple[str, ...] = FUNCTIONS, **env: str
+) -> Iterator[Functions]:
+    """Start submit, dispatch and logs, or only ``names`` (in this order; dispatch last: it needs the others'
+    streams no more than they do)."""
     ports = {name: free_port() for name in FUNCTIONS}
     base = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("HADES_", "OTEL_"))},
@@ -63,7 +66,7 @@ def running_functions(nats_url: str, tmp_path: Path, **env: str) -> Iterator[Fun
     }
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        for name in FUNCTIONS:
+        for name in (name for name in FUNCTIONS if name in names):
             log = tmp_path / f"{name}.log"
             with log.open("wb") as out:
                 process = subprocess.Popen(

@@ -93,6 +93,8 @@ async def holds(check: Callable[[], bool], *, for_s: float, interval_s: float = 
 
 
 async def logs_app(aiohttp_client: Any, clean_nats: str, **env: str) -> TestClient:
+    # The receivers listen on loopback, which callbacks refuse unless the operator opens it (issue 13, finding 11).
+    env = {"HADES_CALLBACK_ALLOWED_NETWORKS": "127.0.0.0/8", **env}
     settings = make_settings(clean_nats, HADES_CALLBACK_BACKOFF_SECONDS="0.01", **env)
     client: TestClient = await aiohttp_client(create_app(settings))
     return client

@@ -279,6 +279,7 @@ async def system(
         HADES_PULL_TIMEOUT_SECONDS="0.5",
         HADES_API_KEY=API_KEY,
         HADES_CALLBACK_ALLOWED_HOSTS="127.0.0.1",
+        HADES_CALLBACK_ALLOWED_NETWORKS="127.0.0.0/8",  # the receiver is on loopback, refused by default
     )
     await aiohttp_server(create_dispatch(settings))
     submit = await aiohttp_client(create_submit(settings))

@@ -141,7 +141,12 @@ async def test_a_finished_job_posts_one_signed_callback(
     receiver_app = web.Application()
     receiver_app.router.add_post("/results", receive)
     receiver = await aiohttp_server(receiver_app)
-    settings = settings_for(own_nats, HADES_CALLBACK_SECRET="shh", HADES_CALLBACK_ALLOWED_HOSTS="127.0.0.1")
+    settings = settings_for(
+        own_nats,
+        HADES_CALLBACK_SECRET="shh",
+        HADES_CALLBACK_ALLOWED_HOSTS="127.0.0.1",
+        HADES_CALLBACK_ALLOWED_NETWORKS="127.0.0.0/8",  # the receiver is on loopback, refused by default
+    )
     await aiohttp_server(create_dispatch(settings))
     submit = await aiohttp_client(create_submit(settings))
     await aiohttp_client(create_logs(settings))

@@ -16,7 +16,7 @@ from functions.submit.handlers import create_app
 from runtime import subjects
 from runtime.settings import Settings
 from tests.examples import INVALID_EXPECTED
-from tests.helpers import EXAMPLES, make_settings
+from tests.helpers import EXAMPLES, make_settings, poll
 
 HELLO = json.loads((EXAMPLES / "valid" / "hello.json").read_text())
 
@@ -62,9 +62,17 @@ async def test_a_job_is_stored_on_its_lane_with_its_id_and_announced_queued(clie
     assert job["id"] == job_id and job["name"] == "Example Job"
     assert job["steps"][0]["script"] == "echo 'Hello, Hades!'"
 
-    queued = await js.get_last_msg(subjects.EVENTS_STREAM, f"hades.status.{job_id}")
+    # The queued event is sent without waiting for its ack (one acknowledged publish per POST): poll for it.
+    queued = await poll(lambda: stored_queued_event(js, job_id))
     event = json.loads(queued.data)
     assert event["status"] == "queued" and event["job_id"] == job_id and event["seq"] == 0
+
+
+async def stored_queued_event(js: Any, job_id: str) -> Any:
+    try:
+        return await js.get_last_msg(subjects.EVENTS_STREAM, f"hades.status.{job_id}")
+    except nats.js.errors.NotFoundError:
+        return None
 
 
 @pytest.mark.parametrize(("priority", "lane"), [(2, "normal"), (1, "low"), (0, "low")])
@@ -252,6 +260,7 @@ async def test_openapi_describes_every_route_and_the_job_schema(client: TestClie
         "202",
         "400",
         "401",
+        "409",  # an Idempotency-Key reused with another body
         "413",
         "415",
         "422",

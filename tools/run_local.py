@@ -114,6 +114,9 @@ async def main() -> int:
     env.setdefault("HADES_NATS_URL", f"nats://127.0.0.1:{NATS_PORT}")
     # The dashboard's cancel button forwards to the local submit function.
     env.setdefault("HADES_UI_SUBMIT_URL", f"http://127.0.0.1:{env.get('HADES_SUBMIT_PORT', '8080')}")
+    # On one's own machine the receiver of a callback (a local Artemis, a test script) is usually on loopback,
+    # which callbacks refuse by default; private networks stay refused (docs/security.md).
+    env.setdefault("HADES_CALLBACK_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -286,6 +286,7 @@ async def _finish(deps: Deps, msg: Delivery, run: JobRun, result: RunResult) -> 
         result = dataclasses.replace(result, reason=run.sink.mask(result.reason))
     await run.report_unreported(result)
     await run.sink.close()  # every line stored before the terminal event, so readers of the end see them all
+    lost = {"log_lost_lines": run.sink.lost_lines} if run.sink.lost_lines else {}  # the record says so
     terminal = events.job_event(
         run.job.id,
         attempt=run.attempt,
@@ -293,6 +294,7 @@ async def _finish(deps: Deps, msg: Delivery, run: JobRun, result: RunResult) -> 
         status=result.status,
         reason=result.reason,
         finished_at=utc_now(),
+        **lost,
     )
     try:
         await _publish_with_retries(run.conn, terminal)

@@ -99,9 +99,25 @@ _RECORD = {
         "log_lines": {"type": "integer", "description": "Lines of the current attempt"},
         "log_bytes": {"type": "integer"},
         "log_truncated": {"type": "boolean", "description": "The job wrote more than HADES_LOGS_JOB_LOG_MAX_BYTES"},
+        "log_lost_lines": {
+            "type": "integer",
+            "description": "Lines of the current attempt that could not be stored (NATS unreachable too long); "
+            "a `[hades]` line in the log marks where, when it could be stored",
+        },
+        "log_incomplete": {"type": "boolean", "description": "Some lines of the current attempt are missing"},
         "last_log_seq": {"type": "integer"},
         "callback": {"$ref": "#/components/schemas/Callback"},
         "trace_id": {"type": ["string", "null"], "description": "The job's OpenTelemetry trace id, when traced"},
+        "redrive_of": {
+            "type": ["string", "null"],
+            "format": "uuid",
+            "description": "The dead job this job re-submits (POST /dead-letters/{id}/redrive on submit)",
+        },
+        "redriven_as": {
+            "type": ["string", "null"],
+            "format": "uuid",
+            "description": "The job that re-submits this dead one",
+        },
         "updated_at": _NULLABLE_TIME,
     },
 }

@@ -14,7 +14,10 @@ set; ``X-Hades-Delivery`` is one id per job, the same on every retry, so a recei
 exponential backoff and full jitter (or the ``Retry-After`` seconds, at most ``MAX_RETRY_DELAY_S``), up to
 ``HADES_CALLBACK_MAX_ATTEMPTS``; every attempt is written to the record. Redirects are not followed (an allowed
 host cannot pass the POST on to one that is not), and at most ``ANSWER_MAX_BYTES`` of an answer are read.
-Blocking private addresses is left to the network (egress policy): the allow-list checks names, not addresses.
+Addresses are checked too (``runtime.netguard``): a host that is, or resolves to, a loopback, link-local or
+private address outside ``HADES_CALLBACK_ALLOWED_NETWORKS`` is refused, and the connection goes to the address
+that was checked. Such a refusal is recorded as "refused by policy", never with the connection error, which would
+let a submitter tell open ports from closed ones.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from aiohttp import web
 from functions.logs import legacy, logstore, records
 from functions.logs.records import Record
 from functions.logs.recordstore import RECORDS, RecordStore
-from runtime import metrics
+from runtime import metrics, netguard
 from runtime.app import SETTINGS
 from runtime.errors import HadesError, Unavailable, truncate
 from runtime.jobs import utc_now
@@ -64,6 +67,10 @@ FINISH_TRIES = 5
 HAND_BACK_TIMEOUT_S = 2.0
 """On shutdown, how long handing a claim back may take before it is left to the lease."""
 TIMESTAMP_HEADER = "X-Hades-Timestamp"
+REFUSED_BY_POLICY = (
+    "refused by policy: the host is or resolves to a loopback, link-local or private address "
+    "(HADES_CALLBACK_ALLOWED_NETWORKS)"
+)
 _DELIVERY_NAMESPACE = uuid.UUID("0b7e1f0e-8a55-4c1b-9c61-5b2f0d1f8c3e")
 
 
@@ -187,6 +194,7 @@ class CallbackSender:
         self.sending = asyncio.Semaphore(MAX_CONCURRENT_SENDS)
         self.looking: asyncio.Task[None] | None = None
         self.max_log_bytes = settings.job_log_max_bytes
+        self.allowed_networks = netguard.networks(settings.callback_allowed_networks)
 
     def trigger(self, record: Record) -> None:
         """Deliver this job's callback if it is due; returns at once."""
@@ -310,6 +318,9 @@ class CallbackSender:
             log.warning("job %s: callback to %s refused: host not allowed", job_id, truncate(url, 200))
             await self._finish(job_id, "refused", last_error="host not allowed by HADES_CALLBACK_ALLOWED_HOSTS")
             return
+        if netguard.host_refusal(urlsplit(url).hostname or "", self.allowed_networks) is not None:
+            await self._refuse_by_policy(job_id, url)
+            return
         logs = await self._job_logs(record)
         # A /build job gets the original's bare array (what the Artemis adapter binds); /jobs the record too.
         payload = (
@@ -330,7 +341,11 @@ class CallbackSender:
         while attempts < self.settings.callback_max_attempts:
             attempts += 1
             began = time.monotonic()
-            status, error, wait = await self._post(url, body, headers)
+            try:
+                status, error, wait = await self._post(url, body, headers)
+            except netguard.AddressRefused:
+                await self._refuse_by_policy(job_id, url)
+                return
             ok = status is not None and 200 <= status < 300
             metrics.CALLBACK_DURATION.labels("ok" if ok else "failed").observe(time.monotonic() - began)
             if ok:
@@ -350,10 +365,17 @@ class CallbackSender:
                 return
         await self._finish(job_id, "failed")
 
+    async def _refuse_by_policy(self, job_id: str, url: str) -> None:
+        log.warning("job %s: callback to %s refused: address not allowed", job_id, truncate(url, 200))
+        await self._finish(job_id, "refused", last_error=REFUSED_BY_POLICY)
+
     async def _post(
         self, url: str, body: bytes, headers: dict[str, str]
     ) -> tuple[int | None, str | None, float | None]:
-        """One attempt: (HTTP status or None, error text or None, the receiver's Retry-After or None)."""
+        """One attempt: (HTTP status or None, error text or None, the receiver's Retry-After or None).
+
+        ``netguard.AddressRefused`` when the host resolved to an address the policy refuses.
+        """
         try:
             async with self.session.post(
                 url,
@@ -369,6 +391,10 @@ class CallbackSender:
                 if 300 <= status < 400:
                     error = f"HTTP {status} (redirects are not followed)"
                 return status, error, retry_after_s(response.headers.get("Retry-After"))
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, netguard.AddressRefused):
+                raise exc.os_error from None
+            return None, truncate(f"{type(exc).__name__}: {exc}", 300), None
         except (aiohttp.ClientError, TimeoutError) as exc:
             return None, truncate(f"{type(exc).__name__}: {exc}", 300), None
 
@@ -379,9 +405,16 @@ CALLBACKS = web.AppKey("callbacks", CallbackSender)
 async def callbacks_context(app: web.Application) -> AsyncIterator[None]:
     """A ``cleanup_ctx`` entry after the records one: the HTTP session, the sender that uses it, its look-ups."""
     settings = app[SETTINGS].logs
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.callback_timeout_s)) as session:
+    # The resolver checks every address a host resolves to and hands the connector only those: what is checked
+    # is what is connected to.
+    resolver = netguard.GuardedResolver(netguard.networks(settings.callback_allowed_networks))
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(resolver=resolver),
+        timeout=aiohttp.ClientTimeout(total=settings.callback_timeout_s),
+    ) as session:
         sender = CallbackSender(session=session, store=app[RECORDS], conn=app[MESSAGING], settings=settings)
         app[CALLBACKS] = sender
         sender.start()
         yield
         await sender.close()
+    await resolver.close()

@@ -132,15 +132,23 @@ def line_bytes(line: LogLine) -> int:
 async def iter_lines(
     conn: Messaging, job_id: str, *, attempt: int, max_bytes: int, step: int | None = None
 ) -> AsyncGenerator[LogLine, None]:
-    """One attempt's lines, in order, each once, up to ``max_bytes``; holds at most one batch and the window."""
+    """One attempt's lines, in order, each once, up to ``max_bytes``; holds at most one batch and the window.
+
+    Hades' own lines (``system``: the writer's cap notice, a step's end) do not count against ``max_bytes``, as the
+    writer does not count them, so its cap notice always reaches the reader; past the reader's own limit a
+    ``system`` line says that the rest is not shown."""
     order = LineOrder(attempt=attempt)
     budget = max_bytes
 
     def emit(lines: Iterable[tuple[int, LogLine]]) -> Iterable[LogLine]:
         nonlocal budget
         for _, line in lines:
-            budget -= line_bytes(line)
+            if line.get("stream") != "system":
+                budget -= line_bytes(line)
             if budget < 0:
+                limit_mib = max_bytes / 2**20
+                message = f"[hades] the log limit of {limit_mib:g} MiB was reached: the rest is not shown"
+                yield {**line, "stream": "system", "message": message}
                 return
             if step is None or line.get("step_id") == step:
                 yield line

@@ -32,6 +32,7 @@ MAX_SEQ_RANGES = 64
 """Seen log-line ranges kept per record; past it the closest ranges merge (a repeat may then be missed)."""
 
 _STEP_FIELDS = ("exit_code", "started_at", "finished_at", "duration_s", "reason")
+_LINK_FIELDS = ("redrive_of", "redriven_as")
 _SUMMARY_FIELDS = ("name", "priority", "lane", "submitted_at", "timeout_seconds", "origin")
 
 
@@ -53,9 +54,13 @@ def new_record(job_id: str) -> Record:
         "log_lines": 0,
         "log_bytes": 0,
         "log_truncated": False,
+        "log_lost_lines": 0,  # lines of the current attempt dispatch could not store (NATS away too long)
+        "log_incomplete": False,  # some of the current attempt's lines are missing: log_lost_lines > 0
         "last_log_seq": 0,
         "callback": None,
         "trace_id": None,
+        "redrive_of": None,  # the dead job this one re-submits (POST /dead-letters/{id}/redrive)
+        "redriven_as": None,  # the job that re-submits this dead one
         "updated_at": None,
         "_job_key": None,  # [attempt, seq] of the job event the status came from
         "_step_keys": {},  # step id -> [attempt, seq] of its last applied event
@@ -150,6 +155,11 @@ def _merge_summary(record: Record, event: StatusEvent) -> bool:
     if record.get("trace_id") is None and isinstance(trace_id, str):
         record["trace_id"] = trace_id
         changed = True
+    for name in _LINK_FIELDS:  # a redrive's links, on the new job's queued event and the old job's last event
+        link = dict(event).get(name)
+        if record.get(name) is None and isinstance(link, str):
+            record[name] = link
+            changed = True
     stream_seq = event.get("stream_seq")
     if record.get("_stream_seq") is None and isinstance(stream_seq, int):
         record["_stream_seq"] = stream_seq
@@ -182,6 +192,7 @@ def _start_attempt(record: Record, attempt: int) -> None:
 
 def _reset_log_counters(record: Record, attempt: int) -> None:
     record.update(log_lines=0, log_bytes=0, log_truncated=False, last_log_seq=0, _log_attempt=attempt, _log_ranges=[])
+    record.update(log_lost_lines=0, log_incomplete=False)
 
 
 def apply_status(record: Record | None, event: StatusEvent, *, now: str) -> Record | None:
@@ -231,6 +242,9 @@ def _apply_job(record: Record, event: StatusEvent) -> bool:
             record["queue_wait_s"] = event.get("queue_wait_s")
     elif status.terminal:
         record["finished_at"] = event.get("finished_at") or event["at"]
+    lost = event.get("log_lost_lines")
+    if isinstance(lost, int) and lost > 0:
+        record.update(log_lost_lines=lost, log_incomplete=True)
     return True
 
 

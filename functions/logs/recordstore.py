@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 MAX_CAS_ATTEMPTS = 50
 """Compare-and-set retries of one update before it is given up as ``Unavailable`` (the event is redelivered)."""
 _KV_OPERATION = "KV-Operation"
+QUEUED_EVENT_SETTLE_S = 0.5
+"""How long ``load`` keeps asking for a job with no status event yet (its queued event may be on its way)."""
 
 Change = Callable[[Record | None], Record | None]
 """Given the stored record (None if there is none), the new one, or None to leave it as it is."""
@@ -73,6 +75,14 @@ class RecordStore:
                 except (events.EventError, ValueError):
                     continue
                 record = records.apply_status(record, event, now=now) or record
+        if record is None:
+            # Submit sends the queued event without waiting for its ack (one acknowledged publish per POST): a
+            # GET sent right after the 202 may overtake it, so ask again briefly before calling the job unknown.
+            last = await self.conn.settled_last_message(
+                subjects.EVENTS_STREAM, subjects.status_subject(job_id), within_s=QUEUED_EVENT_SETTLE_S
+            )
+            with contextlib.suppress(events.EventError, ValueError):
+                record = records.apply_status(None, events.decode_status(last.data), now=now) if last else None
         return record
 
     async def update(self, job_id: str, change: Change) -> Record | None:

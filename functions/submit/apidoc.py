@@ -16,14 +16,19 @@ _IDEMPOTENCY = {
     "name": "Idempotency-Key",
     "in": "header",
     "required": False,
-    "description": "Retrying a POST with the same key (within the duplicate window, 10 minutes by default) "
-    "returns the same job id and stores one job.",
+    "description": "Retrying a POST with the same key and the same body (within the duplicate window, 10 minutes "
+    "by default) returns the same job id and stores one job; the same key with another body is a 409. After the "
+    "window the key names a new job with a new id.",
     "schema": {"type": "string", "minLength": 1, "maxLength": 255},
 }
 _SUBMIT_ERRORS = {
     "400": openapi.problem("Malformed JSON, or a malformed Idempotency-Key header"),
     "401": openapi.problem("HADES_API_KEY is set and the request has no or wrong credentials"),
     "413": openapi.problem("The body is larger than HADES_MAX_PAYLOAD_BYTES"),
+    "409": openapi.problem(
+        "The Idempotency-Key was used with a different body within the duplicate window "
+        "(type urn:hades:problem:idempotency-conflict)"
+    ),
     "415": openapi.problem("The body is not sent as application/json"),
     "422": openapi.problem("The job violates the schema or an operator limit; `errors` lists every violation"),
     "503": openapi.problem("JetStream could not store the job; retry after Retry-After seconds"),
@@ -39,6 +44,37 @@ _ACCEPTED = {
         "lane": {"enum": ["high", "normal", "low"]},
         "submitted_at": {"type": "string", "format": "date-time"},
         "trace_id": {"type": ["string", "null"], "description": "the job's OpenTelemetry trace id (32 hex digits)"},
+        "links": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+
+_DEAD_LETTER = {
+    "type": "object",
+    "required": ["id", "name", "reason", "dead_at", "seq", "redriven_as"],
+    "properties": {
+        "id": {"type": "string", "format": "uuid", "description": "The dead job's id"},
+        "name": {"type": ["string", "null"]},
+        "reason": {"type": ["string", "null"], "description": "Why dispatch gave it up (its Hades-Reason header)"},
+        "dead_at": {"type": ["string", "null"], "format": "date-time", "description": "When it was dead-lettered"},
+        "seq": {"type": "integer", "description": "Its sequence in HADES_DEAD"},
+        "redriven_as": {"type": ["string", "null"], "description": "The job that re-submitted it, if any"},
+    },
+}
+_DEAD_LETTERS = {
+    "type": "object",
+    "required": ["dead_letters", "count"],
+    "properties": {"dead_letters": {"type": "array", "items": _DEAD_LETTER}, "count": {"type": "integer"}},
+}
+_REDRIVEN = {
+    "type": "object",
+    "required": ["id", "status", "redrive_of", "lane", "submitted_at", "links"],
+    "properties": {
+        "id": {"type": "string", "format": "uuid", "description": "The new job's id"},
+        "status": {"const": "queued"},
+        "redrive_of": {"type": "string", "format": "uuid"},
+        "name": {"type": "string"},
+        "lane": {"enum": ["high", "normal", "low"]},
+        "submitted_at": {"type": "string", "format": "date-time"},
         "links": {"type": "object", "additionalProperties": {"type": "string"}},
     },
 }
@@ -108,6 +144,49 @@ def openapi_document() -> dict[str, Any]:
                     "401": _SUBMIT_ERRORS["401"],
                     "404": openapi.problem("No such job"),
                     "409": openapi.problem("The job already ended"),
+                    "503": _SUBMIT_ERRORS["503"],
+                },
+            }
+        },
+        "/dead-letters": {
+            "get": {
+                "summary": "List the dead letters: jobs dispatch gave up on after HADES_MAX_DELIVER attempts",
+                "description": "Oldest first, from stream HADES_DEAD; `redriven_as` names the job that re-submitted "
+                "one, if any.",
+                "security": _SECURITY,
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                    }
+                ],
+                "responses": {
+                    "200": openapi.json_body("The dead letters", _DEAD_LETTERS),
+                    "400": openapi.problem("limit is not an integer from 1 to 1000"),
+                    "401": _SUBMIT_ERRORS["401"],
+                    "503": openapi.problem("NATS is unreachable; retry after Retry-After seconds"),
+                },
+            }
+        },
+        "/dead-letters/{job_id}/redrive": {
+            "post": {
+                "summary": "Re-submit a dead job under a new job id",
+                "description": "The job is stored again as it was (a new id, a new submitted_at, attempts from 1). "
+                "The records link both: `redrive_of` on the new job, `redriven_as` on the dead one. A retried "
+                "redrive (within the duplicate window) answers the same id with Idempotent-Replayed; once the link "
+                "is stored, another redrive of the same job is a 409.",
+                "security": _SECURITY,
+                "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {
+                    "202": {
+                        **openapi.json_body("The new job, stored durably and queued", _REDRIVEN),
+                        "headers": {"Location": {"schema": {"type": "string"}, "description": "/jobs/{new id}"}},
+                    },
+                    "401": _SUBMIT_ERRORS["401"],
+                    "404": openapi.problem("No dead letter for this job id"),
+                    "409": openapi.problem("Already redriven (the detail names the new job), or not ended yet"),
                     "503": _SUBMIT_ERRORS["503"],
                 },
             }

@@ -1,8 +1,12 @@
 """Putting a job on its lane, and asking for a job to be cancelled.
 
-A job is stored in ``HADES_JOBS`` with its id as ``Nats-Msg-Id`` (so a retried publish within the duplicate
-window stores it once); then its ``queued`` event goes to ``hades.status.<id>``. Only the job's own ack decides
-the answer: a lost ``queued`` event is repaired by dispatch's ``running`` event.
+One acknowledged publish per submission: the job goes to ``HADES_JOBS`` with its id as ``Nats-Msg-Id`` (a retried
+publish within the duplicate window stores it once) and only its ack decides the answer, so a 2xx means stored.
+Its ``queued`` event then goes to ``hades.status.<id>`` without waiting for an ack (``publish_nowait``): it was
+the second round trip of every POST. It is sent before the answer, so it is normally stored before the client can
+ask; readers that find no status yet ask again for ``QUEUED_EVENT_SETTLE_S`` (a cancel here, ``GET /jobs/{id}``
+in the logs function). A lost ``queued`` event (the broker failed between the two) is repaired by dispatch's
+``running`` event, which carries the same summary.
 """
 
 from __future__ import annotations
@@ -10,12 +14,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from runtime import eventlog, events, subjects, tracing
+from runtime import events, subjects, tracing
 from runtime.errors import Conflict, HadesError, JobNotFound
 from runtime.jobs import Job, JobStatus, utc_now
 from runtime.messaging import Messaging, encode
 
 log = logging.getLogger(__name__)
+
+QUEUED_EVENT_SETTLE_S = 0.5
+"""How long a reader that finds no status event keeps asking before it calls a job unknown: the ``queued`` event
+is sent unacknowledged right after the job's ack, so a request sent right after the 202 may overtake it."""
 
 
 @dataclass(frozen=True)
@@ -37,21 +45,33 @@ async def enqueue(conn: Messaging, job: Job) -> Enqueued:
     trace_id = tracing.trace_id()
     if trace_id:  # the record carries it, so one student's job can be found as a trace
         queued["trace_id"] = trace_id
-    # Stored before the answer, so a client that cancels or looks the job up right after the POST finds it. A
-    # failure does not fail the POST: the job is stored, and dispatch's running event carries the same summary.
     try:
-        await eventlog.publish_status(conn, queued)
-    except HadesError as exc:
-        log.warning("job %s stored, but its queued event was not: %s", job.id, exc.detail)
+        await conn.publish_nowait(subjects.status_subject(job.id), encode(queued), msg_id=events.status_msg_id(queued))
+    except HadesError as exc:  # the job is stored: dispatch's running event carries the same summary
+        log.warning("job %s stored, but its queued event was not sent: %s", job.id, exc.detail)
     return Enqueued(job=job, duplicate=False)
 
 
 async def request_cancel(conn: Messaging, job_id: str, *, reason: str) -> None:
     """Record a cancel request: dispatch drops the job when it dequeues it, or stops it if it runs."""
-    last = await eventlog.latest_status(conn, job_id)
+    last = await _latest_status(conn, job_id)
     if last is None:
         raise JobNotFound(job_id)
     if events.is_terminal(last):
         raise Conflict(f"job {job_id} already ended: {last['status']}")
     body = {"job_id": job_id, "at": utc_now(), "reason": reason}
     await conn.publish(subjects.cancel_subject(job_id), encode(body), msg_id=f"{job_id}.cancel")
+
+
+async def _latest_status(conn: Messaging, job_id: str) -> events.StatusEvent | None:
+    """The job's last status event, waiting briefly for a ``queued`` event that may still be on its way."""
+    msg = await conn.settled_last_message(
+        subjects.EVENTS_STREAM, subjects.status_subject(job_id), within_s=QUEUED_EVENT_SETTLE_S
+    )
+    if msg is None:
+        return None
+    try:
+        return events.decode_status(msg.data)
+    except ValueError:
+        log.warning("job %s: its last status event is malformed", job_id)
+        return None

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from functions.submit import apidoc, enqueue, legacy
+from functions.submit import apidoc, deadletters, enqueue, idempotency, legacy
 from runtime import app as hades_app
 from runtime import auth, jobs, logconfig, metrics, schemas, tracing
 from runtime.app import SETTINGS, json_response
@@ -85,9 +85,13 @@ async def _accept(request: web.Request, *, build: legacy.Build | None = None) ->
             raise InvalidJob(violations)
     else:
         document = build.document
+    if key is None:
+        job_id = jobs.new_job_id()
+    else:
+        job_id = await idempotency.job_id_for(request.app[idempotency.IDEMPOTENCY], key, document)
     job = jobs.job_from_document(
         document,
-        job_id=jobs.new_job_id(key),
+        job_id=job_id,
         limits=settings.limits,
         submitted_at=jobs.utc_now(),
         origin="jobs" if build is None else "build",
@@ -165,6 +169,33 @@ async def cancel_job(request: web.Request) -> web.Response:
     return json_response({"id": job_id, "status": "cancelling"}, status=202)
 
 
+async def list_dead_letters(request: web.Request) -> web.Response:
+    auth.check(request, request.app[SETTINGS].http.api_key)
+    limit = deadletters.limit_of(request.query.get("limit"))
+    found = await deadletters.list_dead(request.app[MESSAGING], limit=limit)
+    return json_response({"dead_letters": found, "count": len(found)})
+
+
+async def redrive_dead_letter(request: web.Request) -> web.Response:
+    auth.check(request, request.app[SETTINGS].http.api_key)
+    job_id = request.match_info["job_id"]
+    if not jobs.is_job_id(job_id):
+        raise deadletters.DeadLetterNotFound(f"no dead letter for job {job_id[:64]!r}")
+    job, repeat = await deadletters.redrive(request.app[MESSAGING], job_id)
+    location = f"/jobs/{job.id}"
+    body = {
+        "id": job.id,
+        "status": "queued",
+        "redrive_of": job_id,
+        "name": job.name,
+        "lane": str(job.lane),
+        "submitted_at": job.submitted_at,
+        "links": {"self": location, "status": f"{location}/status", "logs": f"{location}/logs"},
+    }
+    headers = {"Location": location, **({"Idempotent-Replayed": "true"} if repeat else {})}
+    return json_response(body, status=202, headers=headers)
+
+
 async def ping(request: web.Request) -> web.Response:
     # "message": "pong" is what Artemis' health check of Hades reads.
     return json_response({"message": "pong", "status": "ok", "timestamp": jobs.utc_now()})
@@ -178,6 +209,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/jobs", submit_job)
     app.router.add_post("/build", submit_build)
     app.router.add_delete("/jobs/{job_id}", cancel_job)
+    app.router.add_get("/dead-letters", list_dead_letters)
+    app.router.add_post("/dead-letters/{job_id}/redrive", redrive_dead_letter)
     app.router.add_get("/ping", ping)
     app.router.add_get("/openapi.json", openapi)
 
@@ -185,5 +218,6 @@ def add_routes(app: web.Application) -> None:
 def create_app(settings: Settings) -> web.Application:
     app = hades_app.create_app(settings, service="submit")
     app.cleanup_ctx.append(messaging_context(settings, name="hades-submit"))
+    app.cleanup_ctx.append(idempotency.idempotency_context(settings))
     add_routes(app)
     return app

@@ -26,6 +26,7 @@ from aiohttp import web
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from opentelemetry import trace
 
 from runtime import app as hades_app
 from runtime import subjects, tracing
@@ -109,9 +110,31 @@ class Messaging:
         hdrs: dict[str, str] = dict(headers or {})
         if msg_id is not None:
             hdrs[subjects.HEADER_MSG_ID] = msg_id
+        if not trace.get_current_span().is_recording():
+            # Nothing would record the producer span (no exporter, or the trace is not sampled): it cost ~6 % of
+            # a submit. Its context is passed on all the same, so the job's trace id travels with the message.
+            tracing.inject(hdrs)
+            with translated("storing a message"):
+                ack = await self._js.publish(subject, payload, headers=hdrs, timeout=self.publish_timeout_s)
+            return Published(seq=ack.seq, duplicate=bool(ack.duplicate))
         with tracing.send_span(subject, hdrs, message_id=msg_id), translated("storing a message"):
             ack = await self._js.publish(subject, payload, headers=hdrs, timeout=self.publish_timeout_s)
         return Published(seq=ack.seq, duplicate=bool(ack.duplicate))
+
+    async def publish_nowait(self, subject: str, payload: bytes, *, msg_id: str) -> None:
+        """Send ``payload`` to a stream's subject without asking for an ack: JetStream stores it (once, by
+        ``msg_id``) unless the broker fails meanwhile, and nobody waits for it. For messages whose loss something
+        else repairs; ``Unavailable`` only when the connection is down. Traced as ``publish`` is."""
+        if not self.connected:
+            raise Unavailable("the message broker is not reachable")
+        headers = {subjects.HEADER_MSG_ID: msg_id}
+        if not trace.get_current_span().is_recording():
+            tracing.inject(headers)
+            with translated("sending a message"):
+                await self._nc.publish(subject, payload, headers=headers)
+            return
+        with tracing.send_span(subject, headers, message_id=msg_id), translated("sending a message"):
+            await self._nc.publish(subject, payload, headers=headers)
 
     async def last_message(self, stream: str, subject: str) -> StoredMessage | None:
         """The last message stored on ``subject``, or None when there is none."""
@@ -121,6 +144,19 @@ class Messaging:
             except nats.js.errors.NotFoundError:
                 return None
         return StoredMessage(seq=raw.seq or 0, subject=raw.subject or subject, data=raw.data or b"", headers={})
+
+    async def settled_last_message(self, stream: str, subject: str, *, within_s: float) -> StoredMessage | None:
+        """``last_message``, asked again (5 ms, then doubling) for up to ``within_s`` while there is none: for a
+        message sent with ``publish_nowait`` just before, which may still be on its way into the stream."""
+        deadline = time.monotonic() + within_s
+        pause_s = 0.005
+        while True:
+            found = await self.last_message(stream, subject)
+            left_s = deadline - time.monotonic()
+            if found is not None or left_s <= 0:
+                return found
+            await asyncio.sleep(min(pause_s, left_s))
+            pause_s *= 2
 
     async def read(
         self,

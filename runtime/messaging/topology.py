@@ -20,6 +20,7 @@ from runtime.subjects import (
     DEAD_STREAM,
     DEAD_SUBJECT_PREFIX,
     EVENTS_STREAM,
+    IDEMPOTENCY_BUCKET,
     JOBS_STREAM,
     LANES,
     LOGS_CONSUMER,
@@ -69,6 +70,7 @@ def stream_configs(settings: Settings) -> list[js_api.StreamConfig]:
             num_replicas=nats.replicas,
             max_age=nats.events_max_age_s,
             max_msgs_per_subject=1,
+            allow_direct=True,  # GET /dead-letters reads it with batched direct gets
         ),
     ]
 
@@ -135,6 +137,19 @@ def records_bucket_config(settings: Settings) -> js_api.KeyValueConfig:
         storage=js_api.StorageType.FILE,
         replicas=settings.nats.replicas,
         direct=True,
+    )
+
+
+def idempotency_bucket_config(settings: Settings) -> js_api.KeyValueConfig:
+    # The entry lives exactly as long as the jobs stream de-duplicates the id it names: after that a reused key
+    # gets a fresh id (a new run that can be read), never the old one.
+    return js_api.KeyValueConfig(
+        bucket=IDEMPOTENCY_BUCKET,
+        description="Idempotency-Key -> body digest and job id of its first POST, for the duplicate window",
+        history=1,
+        ttl=settings.nats.duplicate_window_s,
+        storage=js_api.StorageType.FILE,
+        replicas=settings.nats.replicas,
     )
 
 

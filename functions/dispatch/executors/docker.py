@@ -3,7 +3,8 @@
 Owns: images (pulled when missing), the job's volume and containers (labelled ``hades.job-id`` and
 ``hades.scope``, so a restarted dispatcher finds and removes its own deployment's leftovers), each step's output
 streamed line by line to ``RunHooks.log``, the step limits and hardening, stopping the running step when dispatch
-asks, and removing everything afterwards. Leaves to dispatch: timeouts and cancels (it sets the ``StopSignal``),
+asks, and removing everything afterwards; on a redelivery, following the steps a dead dispatcher's attempt left
+running (``_adoptable``) instead of running them again. Leaves to dispatch: timeouts and cancels (it sets the ``StopSignal``),
 events, log caps and secret masking (in the hooks), retries.
 
 Every SDK call blocks, so every one runs on this executor's own thread pool, never on the event loop; the
@@ -32,7 +33,7 @@ import urllib3.exceptions
 
 from functions.dispatch.executors import output
 from functions.dispatch.executors.base import RunHooks, RunResult, StepResult, StopSignal, job_status, skipped
-from runtime import units
+from runtime import jobs, units
 from runtime.errors import HadesError, JobError, Unavailable, truncate
 from runtime.jobs import Job, JobStatus, Step, StepStatus, utc_now
 from runtime.settings import Settings
@@ -123,14 +124,20 @@ class DockerExecutor:
     # -- running a job ------------------------------------------------------------------------------------------
 
     async def run(self, job: Job, *, attempt: int, hooks: RunHooks, stop: StopSignal) -> RunResult:
-        if attempt > 1:
+        # A redelivery whose earlier attempt's dispatcher died follows that attempt's step containers (one may
+        # still run) in its volume instead of running the job again from step 1; anything else it left goes.
+        adopted = await self._adoptable(job, attempt) if attempt > 1 else None
+        if attempt > 1 and adopted is None:
             await self.cleanup(job.id)  # what an earlier attempt of this job left behind
         created = _Created()
         try:
-            result = await self._run(job, attempt=attempt, hooks=hooks, stop=stop, created=created)
+            result = await self._run(job, attempt=attempt, hooks=hooks, stop=stop, created=created, adopted=adopted)
         except BaseException:
             await self._cleanup_shielded(job.id)  # by label: also finds what a cancelled create left behind
             raise
+        if adopted is not None:  # the earlier attempt's containers and volume are this run's to remove
+            await self._cleanup_shielded(job.id)
+            return result
         # The usual path removes exactly what it made, without listing the engine's containers by label.
         try:
             await self._remove_created(created)
@@ -144,7 +151,16 @@ class DockerExecutor:
         if created.volume:
             await self._remove(self._client.api.remove_volume, name=created.volume, force=True)
 
-    async def _run(self, job: Job, *, attempt: int, hooks: RunHooks, stop: StopSignal, created: _Created) -> RunResult:
+    async def _run(
+        self,
+        job: Job,
+        *,
+        attempt: int,
+        hooks: RunHooks,
+        stop: StopSignal,
+        created: _Created,
+        adopted: _Adopted | None = None,
+    ) -> RunResult:
         if stop.requested:
             return _stopped(job.steps, [], stop)
         # Every image first: a job whose third step cannot run should fail before its first step spends time.
@@ -155,14 +171,21 @@ class DockerExecutor:
             pulls.result()
         finally:
             pulls.cancel()
-        volume = created.volume = await self._create_volume(job, attempt)
+        if adopted is not None:
+            volume = adopted.volume
+        else:
+            volume = created.volume = await self._create_volume(job, attempt)
         results: list[StepResult] = []
         for index, step in enumerate(job.steps):
             if stop.requested:
                 return _stopped(job.steps[index:], results, stop)
-            result, interrupted = await self._run_step(
-                job, step, attempt=attempt, volume=volume, hooks=hooks, stop=stop, created=created
-            )
+            earlier = adopted.steps.get(step.id) if adopted is not None else None
+            if earlier is not None:
+                result, interrupted = await self._follow_step(job, step, earlier, hooks=hooks, stop=stop)
+            else:
+                result, interrupted = await self._run_step(
+                    job, step, attempt=attempt, volume=volume, hooks=hooks, stop=stop, created=created
+                )
             results.append(result)
             await hooks.step_finished(result)
             if interrupted:
@@ -180,8 +203,10 @@ class DockerExecutor:
         container = await self._create_container(job, step, attempt=attempt, volume=volume)
         created.containers.append(container)
         loop = asyncio.get_running_loop()
-        # Attached before the start, so not a byte of output can be written before someone reads it.
-        stream = await self._call(container.attach, stdout=True, stderr=True, stream=True, logs=True, demux=True)
+        # Attached before the start, so not a byte of output can be written before someone reads it; and so
+        # ``logs=False``: with ``logs=True`` the engine may also replay what it already logged, and a short step's
+        # whole output arrived twice (issue 13, finding 5).
+        stream = await self._call(container.attach, stdout=True, stderr=True, stream=True, logs=False, demux=True)
         reader = loop.run_in_executor(self._pool, _pump_output, stream, output.emitter(loop, hooks, step.id), job.id)
         try:
             try:
@@ -339,9 +364,109 @@ class DockerExecutor:
         with contextlib.suppress(RuntimeError):  # the pool is shut down: the executor is closing
             self._pool.submit(close_quietly, stream)
 
+    # -- adopting an earlier attempt --------------------------------------------------------------------------------
+
+    async def _adoptable(self, job: Job, attempt: int) -> _Adopted | None:
+        """The latest earlier attempt's started step containers and volume, when they can be followed.
+
+        Only a prefix of the job's steps (step 1, 2 … k, each with its container) is adopted: anything else (a
+        step container that never started, a missing volume or step) means the job runs again from scratch.
+        """
+        selector = {"label": [f"{LABEL_JOB_ID}={job.id}", f"{LABEL_SCOPE}={self._scope}"]}
+        # sparse: no inspect per container (one removed meanwhile would 404); its labels and state are in the list
+        containers = await self._call(self._client.containers.list, all=True, sparse=True, filters=selector)
+        by_attempt: dict[int, dict[int, Any]] = {}
+        for container in containers:
+            labels = container.attrs.get("Labels") or {}
+            with contextlib.suppress(KeyError, ValueError):
+                by_attempt.setdefault(int(labels[LABEL_ATTEMPT]), {})[int(labels[LABEL_STEP_ID])] = container
+        earlier = max((a for a in by_attempt if a < attempt), default=None)
+        if earlier is None:
+            return None
+        steps = by_attempt[earlier]
+        volume = f"hades-{_safe(job.id)}-a{earlier}"
+        volumes = await self._call(self._client.volumes.list, filters={"label": f"{LABEL_JOB_ID}={job.id}"})
+        prefix = [step.id for step in job.steps[: len(steps)]]
+        started = all(steps[i].status in ("running", "exited") for i in steps if i in prefix)
+        if volume not in {v.name for v in volumes} or sorted(steps) != prefix or not started:
+            log.info("job %s: attempt %d left nothing to follow; running it again", job.id, earlier)
+            return None
+        log.info("job %s: attempt %d follows attempt %d's steps %s", job.id, attempt, earlier, prefix)
+        return _Adopted(attempt=earlier, volume=volume, steps=steps)
+
+    async def _follow_step(
+        self, job: Job, step: Step, container: Any, *, hooks: RunHooks, stop: StopSignal
+    ) -> tuple[StepResult, bool]:
+        """Follow a step container an earlier attempt started: its whole output (read again from the engine's
+        log, stdout and stderr each in order), its end, and the stop signal as ``_run_step`` does."""
+        loop = asyncio.get_running_loop()
+        state = await self._call(_state, container)
+        await hooks.step_started(step, started_at=_engine_time(state.get("StartedAt")) or utc_now())
+        streams = {
+            name: await self._call(
+                container.logs, stdout=name == "stdout", stderr=name == "stderr", stream=True, follow=True
+            )
+            for name in ("stdout", "stderr")
+        }
+        readers = {
+            name: loop.run_in_executor(
+                self._pool, _pump_one, stream, name, output.emitter(loop, hooks, step.id), job.id
+            )
+            for name, stream in streams.items()
+        }
+        try:
+            exit_task = asyncio.ensure_future(self._exit_code(container))
+            try:
+                interrupted = not await _unless_stopped(exit_task, stop)
+                if interrupted:
+                    await self._stop_container(container, grace_s=stop.grace_s)
+                    try:
+                        exit_code = await asyncio.wait_for(exit_task, API_TIMEOUT_S)
+                    except TimeoutError:
+                        raise Unavailable(f"docker engine: step {step.id} did not stop") from None
+                else:
+                    exit_code = exit_task.result()
+            finally:
+                exit_task.cancel()
+            for name, reader in readers.items():
+                await self._drain(reader, streams[name], job_id=job.id, step_id=step.id)
+            state = await self._call(_state, container)
+        finally:
+            for name, reader in readers.items():
+                if not reader.done():
+                    self._close_stream(streams[name])
+        started_at = _engine_time(state.get("StartedAt"))
+        finished_at = _engine_time(state.get("FinishedAt")) or utc_now()
+        status, reason = StepStatus.SUCCEEDED, None
+        if interrupted:
+            status, reason = StepStatus.FAILED, _stop_reason(stop)
+        elif exit_code != 0 and state.get("OOMKilled"):
+            status, reason = (
+                StepStatus.FAILED,
+                f"killed: out of memory (limit {units.format_memory(step.memory_bytes)})",
+            )
+        elif exit_code != 0:
+            status, reason = StepStatus.FAILED, f"exited with code {exit_code}"
+        duration_s = None
+        if started_at:
+            duration_s = round((jobs.parse_time(finished_at) - jobs.parse_time(started_at)).total_seconds(), 3)
+        result = StepResult(
+            step_id=step.id,
+            status=status,
+            exit_code=exit_code,
+            started_at=started_at,
+            finished_at=finished_at,
+            duration_s=duration_s,
+            reason=reason,
+        )
+        return result, interrupted
+
     # -- images ---------------------------------------------------------------------------------------------------
 
     async def _ensure_images(self, job: Job) -> None:
+        refusal = jobs.image_refusals(job, self._settings.limits)  # again here: the policy may have changed
+        if refusal is not None:
+            raise JobError(refusal)
         for image in dict.fromkeys(step.image for step in job.steps):
             await self._ensure_image(image)
 
@@ -426,6 +551,15 @@ class DockerExecutor:
 
 
 # -- helpers that run on the pool's threads ---------------------------------------------------------------------
+
+
+@dataclass
+class _Adopted:
+    """An earlier attempt's volume and the step containers it started (by step id), to be followed, not rerun."""
+
+    attempt: int
+    volume: str
+    steps: dict[int, Any]
 
 
 class _PullFailed(Exception):
@@ -544,6 +678,20 @@ def _safe(text: str) -> str:
 
 def _pump_output(stream: Any, emit: output.Emit, job_id: str) -> None:
     output.pump(stream, emit, job_id, release=lambda: close_quietly(stream))
+
+
+def _pump_one(stream: Any, name: str, emit: output.Emit, job_id: str) -> None:
+    """One of a container's output streams (a followed log carries one only) as ``output.pump`` reads them."""
+    pairs = ((chunk, None) if name == "stdout" else (None, chunk) for chunk in stream)
+    output.pump(pairs, emit, job_id, release=lambda: close_quietly(stream))
+
+
+def _engine_time(text: str | None) -> str | None:
+    """An engine time (RFC 3339, nanoseconds) as the API writes times; None for the engine's zero time."""
+    if not text or text.startswith("0001-"):
+        return None
+    whole, _, fraction = text.rstrip("Z").partition(".")
+    return f"{whole}.{(fraction.split('+')[0] + '000')[:3]}Z"
 
 
 def close_quietly(stream: Any) -> None:

@@ -26,7 +26,7 @@ from functions.dispatch.executors.k8s import api as k8s_api
 from functions.dispatch.executors.k8s import manifest, podlogs, podstate
 from functions.dispatch.executors.k8s.watch import PodWatch
 from runtime.errors import HadesError, JobError, Unavailable, truncate
-from runtime.jobs import Job, JobStatus, Step, StepStatus
+from runtime.jobs import Job, JobStatus, Step, StepStatus, image_refusals
 from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,9 @@ class KubernetesExecutor:
     async def run(self, job: Job, *, attempt: int, hooks: RunHooks, stop: StopSignal) -> RunResult:
         if stop.requested:
             return _stopped(job.steps, [], stop)
+        refusal = image_refusals(job, self._settings.limits)  # before the kubelet pulls anything
+        if refusal is not None:
+            raise JobError(refusal)
         follow = self._follows[job.id] = _Follow(job.id)
         run = _Run(self, job, follow, hooks, stop)
         try:

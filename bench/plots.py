@@ -1,0 +1,93 @@
+"""The figures of docs/benchmarks.md, drawn from the newest results in bench/results/ (``python -m bench.plots``).
+
+One PNG per scenario under docs/img/: ``bench-submit.png`` (accepted jobs/s and latency against the raw publish
+loop) and ``bench-burst.png`` (jobs finished over time and the queue-wait distribution, Hades against docker-py).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+IMAGES = ROOT / "docs" / "img"
+
+
+def newest(name: str) -> dict[str, Any] | None:
+    found = sorted(RESULTS.glob(f"{name}-*.json"))
+    return json.loads(found[-1].read_text()) if found else None
+
+
+def plot_submit(report: dict[str, Any]) -> Path:
+    fig, (rate, latency) = plt.subplots(1, 2, figsize=(9, 3.5))
+    names = ["raw publish\n(64 in flight)", "submit\nPOST /jobs"]
+    values = [report["baseline_raw_publish_per_s"], report["submit_accepted_per_s"]]
+    rate.bar(names, values, color=["#999999", "#1f77b4"])
+    rate.axhline(3000, color="#d62728", linestyle="--", label="target 3,000/s")
+    rate.set_ylabel("jobs/s")
+    rate.set_title(f"throughput (ratio {report['ratio_to_baseline']:.2f})")
+    rate.legend(loc="upper right")
+    latency.bar(["p50", "p99"], [report["p50_ms"], report["p99_ms"]], color="#1f77b4")
+    latency.axhline(30, color="#d62728", linestyle="--", label="p99 target 30 ms")
+    latency.set_ylabel("ms")
+    latency.set_title(f"submit latency, {report['connections']} connections")
+    latency.legend(loc="upper left")
+    fig.tight_layout()
+    out = IMAGES / "bench-submit.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def plot_burst(report: dict[str, Any]) -> Path:
+    series = report["series"]
+    fig, (drain, waits) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for key, label, colour in (
+        ("hades_finished_at_s", "Hades", "#1f77b4"),
+        ("raw_docker_finished_at_s", "docker-py", "#999999"),
+    ):
+        times = series[key]
+        drain.plot(times, range(1, len(times) + 1), label=label, color=colour)
+    drain.set_xlabel("s since the first POST")
+    drain.set_ylabel("jobs finished")
+    drain.set_title(f"{report['jobs']} jobs, concurrency {report['concurrency']} (ratio {report['ratio_drain']:.2f})")
+    drain.legend(loc="lower right")
+    for key, label, colour in (
+        ("hades_queue_wait_s", "Hades", "#1f77b4"),
+        ("raw_docker_queue_wait_s", "docker-py", "#999999"),
+    ):
+        values = series[key]
+        waits.plot(values, [(i + 1) / len(values) for i in range(len(values))], label=label, color=colour)
+    waits.set_xlabel("queue wait (s)")
+    waits.set_ylabel("fraction of jobs")
+    waits.set_title("queue wait, cumulative")
+    waits.legend(loc="lower right")
+    fig.tight_layout()
+    out = IMAGES / "bench-burst.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def main() -> None:
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    chosen = sys.argv[1:] or ["submit", "burst"]
+    plotters = {"submit": plot_submit, "burst": plot_burst}
+    for name in chosen:
+        report = newest(name)
+        if report is None:
+            print(f"no results for {name} in {RESULTS}")
+            continue
+        print(plotters[name](report))
+
+
+if __name__ == "__main__":
+    main()
