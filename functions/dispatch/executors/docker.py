@@ -4,8 +4,8 @@ Owns: images (pulled when missing), the job's volume and containers (labelled ``
 ``hades.scope``, so a restarted dispatcher finds and removes its own deployment's leftovers), each step's output
 streamed line by line to ``RunHooks.log``, the step limits and hardening, stopping the running step when dispatch
 asks, and removing everything afterwards; on a redelivery, following the steps a dead dispatcher's attempt left
-running (``_adoptable``) instead of running them again. Leaves to dispatch: timeouts and cancels (it sets the ``StopSignal``),
-events, log caps and secret masking (in the hooks), retries.
+running (``_adoptable``) instead of running them again. Leaves to dispatch: timeouts and cancels (it sets the
+``StopSignal``), events, log caps and secret masking (in the hooks), retries.
 
 Every SDK call blocks, so every one runs on this executor's own thread pool, never on the event loop; the
 default pool also serves DNS lookups and must not queue behind a job's log stream. Each request is bounded by
