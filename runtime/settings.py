@@ -267,6 +267,9 @@ class Settings:
             raise SettingsError("HADES_DEFAULT_TIMEOUT_SECONDS must not exceed HADES_MAX_TIMEOUT_SECONDS")
         if self.kubernetes.request_fraction > 1:
             raise SettingsError("HADES_K8S_REQUEST_FRACTION must be a number > 0 and ≤ 1")
+        if self.logs.ui_submit_api_key and not self.logs.api_key:
+            # The dashboard would cancel with submit's key on behalf of anyone who can open it.
+            raise SettingsError("HADES_UI_SUBMIT_API_KEY needs HADES_LOGS_API_KEY: the dashboard must not be open")
         if self.nats.duplicate_window_s < 600:
             raise SettingsError("HADES_DUPLICATE_WINDOW_SECONDS must be at least 600 (10 minutes)")
 

@@ -14,8 +14,10 @@ import pytest
 
 from functions.logs import records
 from functions.submit.handlers import create_app as create_submit
-from runtime import events, jobs
+from runtime import events, jobs, subjects
 from runtime.jobs import JobStatus
+from runtime.messaging import encode
+from runtime.settings import LimitSettings
 from tests.faults.harness import Cluster, job
 from tests.helpers import make_settings, poll
 from tests.observe import StoredEvents
@@ -105,7 +107,8 @@ async def test_dead_letters_need_the_api_key_and_name_what_is_missing(aiohttp_cl
     assert (await client.get("/dead-letters")).status == 401
     assert (await client.post(f"/dead-letters/{unknown}/redrive")).status == 401
     auth = {"Authorization": "Bearer s3cret"}
-    assert await _json(await client.get("/dead-letters", headers=auth), 200) == {"dead_letters": [], "count": 0}
+    empty = await _json(await client.get("/dead-letters", headers=auth), 200)
+    assert empty == {"dead_letters": [], "count": 0, "next_after": None}
     missing = await _json(await client.post(f"/dead-letters/{unknown}/redrive", headers=auth), 404)
     assert missing["type"].endswith("dead-letter-not-found") and unknown in missing["detail"]
     assert (await client.post("/dead-letters/not-a-job/redrive", headers=auth)).status == 404
@@ -126,3 +129,22 @@ def test_the_links_reach_the_records_and_a_terminal_status_stays_final() -> None
     queued = events.job_event(new, attempt=0, seq=0, status=JobStatus.QUEUED, redrive_of=dead)
     fresh = records.apply_status(None, queued, now=now)
     assert fresh is not None and fresh["redrive_of"] == dead and fresh["redriven_as"] is None
+
+
+async def test_dead_letters_page_on_past_any_limit(aiohttp_client: Any, clean_nats: str, conn: Any) -> None:
+    client = await aiohttp_client(create_submit(make_settings(clean_nats)))
+    dead = []
+    for index in range(5):
+        document = {"name": f"dead {index}", "steps": [{"id": 1, "image": "x"}]}
+        job = jobs.job_from_document(
+            document, job_id=jobs.new_job_id(), limits=LimitSettings(), submitted_at=jobs.utc_now()
+        )
+        await conn.publish(subjects.dead_subject(job.id), encode(job.to_message()), headers={"Hades-Reason": "gave up"})
+        dead.append(job.id)
+    seen, after, pages = [], 0, 0
+    while after is not None:
+        page = await _json(await client.get(f"/dead-letters?limit=2&after={after}"), 200)
+        seen += [letter["id"] for letter in page["dead_letters"]]
+        after, pages = page["next_after"], pages + 1
+    assert seen == dead and pages == 3
+    assert (await client.get("/dead-letters?after=-1")).status == 400

@@ -76,3 +76,30 @@ async def test_dispatch_waits_for_the_engine_then_runs_the_queued_job(
             await poll(succeeded, timeout_s=60, interval_s=0.2)
         finally:
             await nc.close()
+
+
+async def test_a_broker_hiccup_while_binding_the_consumers_is_retried(
+    aiohttp_client: Any, clean_nats: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the first seconds, a failed start must not leave dispatch forever not ready (nor leak what it bound)."""
+    from functions.dispatch import dispatcher as dispatcher_module
+    from functions.dispatch import handlers as dispatch_handlers
+    from runtime.errors import Unavailable
+
+    monkeypatch.setattr(dispatch_handlers, "ENGINE_RETRY_S", 0.2)
+    real_start = dispatcher_module.Dispatcher.start
+    failures = [Unavailable("binding consumer dispatch-high: the message broker is not reachable")] * 3
+
+    async def flaky_start(self: Any) -> None:
+        if failures:
+            raise failures.pop()
+        await real_start(self)
+
+    monkeypatch.setattr(dispatcher_module.Dispatcher, "start", flaky_start)
+    client = await aiohttp_client(create_dispatch(make_settings(clean_nats)))
+
+    async def ready() -> bool:
+        return (await client.get("/readyz")).status == 200
+
+    await poll(ready, timeout_s=30)
+    assert failures == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,12 +10,13 @@ from typing import Any
 import pytest
 
 from functions.dispatch import jobrun
+from functions.dispatch.dispatcher import Dispatcher
 from functions.dispatch.executors.base import RunHooks, RunResult, StepResult, StopSignal
 from runtime import eventlog, messaging, subjects
 from runtime.errors import Unavailable
 from runtime.jobs import Job, JobStatus, StepStatus, job_from_document, new_job_id, utc_now
-from runtime.settings import LimitSettings
-from tests.helpers import make_settings
+from runtime.settings import LimitSettings, Settings
+from tests.helpers import make_settings, poll
 from tests.observe import StoredEvents
 
 
@@ -128,3 +130,43 @@ async def test_a_redelivered_job_that_already_ended_is_acked_without_running_aga
 
     assert redelivered.done == ["ack"] and executor.runs == 1
     assert (await statuses(stored, job.id)).count("succeeded") == 1
+
+
+async def test_a_job_redelivered_while_it_still_runs_here_is_not_run_twice(
+    conn: messaging.Messaging, settings: Settings
+) -> None:
+    gate = asyncio.Event()
+
+    class Held(FakeExecutor):
+        async def run(self, job: Job, *, attempt: int, hooks: RunHooks, stop: StopSignal) -> RunResult:
+            self.runs += 1
+            await gate.wait()
+            return RunResult(status=JobStatus.SUCCEEDED, steps=())
+
+    executor = Held()
+    dispatcher = Dispatcher(conn, executor, settings)  # type: ignore[arg-type]
+    job = a_job()
+    first = FakeMsg(data=json.dumps(job.to_message()).encode(), attempt=1, headers={"Nats-Msg-Id": job.id})
+    again = FakeMsg(data=json.dumps(job.to_message()).encode(), attempt=2, headers={"Nats-Msg-Id": job.id})
+    for msg in (first, again):
+        await dispatcher.slots.acquire()
+        await dispatcher._start(msg)  # type: ignore[arg-type]
+    await poll(lambda: asyncio.sleep(0, executor.runs == 1))
+    task = dispatcher.running[job.id][0]
+    gate.set()
+    await task
+    assert executor.runs == 1 and first.done == ["ack"] and again.done == []
+    assert dispatcher.slots._value == settings.dispatch.concurrency  # both slots given back
+
+
+async def test_a_redelivery_is_handed_back_when_its_end_cannot_be_read(
+    conn: messaging.Messaging, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broker_down(*args: Any, **kwargs: Any) -> None:
+        raise Unavailable("the message broker is not reachable")
+
+    monkeypatch.setattr(eventlog, "latest_status", broker_down)
+    executor, job = FakeExecutor(), a_job()
+    redelivered = FakeMsg(data=json.dumps(job.to_message()).encode(), attempt=2)
+    await handle(conn, executor, redelivered)
+    assert executor.runs == 0 and redelivered.done == ["nak"]

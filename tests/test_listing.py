@@ -151,3 +151,13 @@ async def test_a_rare_match_is_reached_by_paging_on_past_the_scan_budget(
     pages = await page_through(client, "status=failed&limit=10")
     assert [job_id for page in pages for job_id in page] == [made[3]["id"]]
     assert len(pages) == 5 and pages[0] == []  # 100 records read per page at most
+
+
+async def test_a_forged_cursor_far_past_the_end_costs_one_page(
+    client: TestClient, store: RecordStore, reads: ReadCounter
+) -> None:
+    await write_all(store, [a_record(i) for i in range(5)])
+    forged = listing.encode_cursor(2**40)
+    response = await asyncio.wait_for(client.get(f"/jobs?limit=3&cursor={forged}"), timeout=10)
+    assert response.status == 200
+    assert len((await response.json())["jobs"]) == 3 and reads.messages < 50

@@ -66,3 +66,10 @@ def test_secret_patterns_match_case_insensitively() -> None:
     dispatch = Settings().dispatch
     assert dispatch.is_secret("GITHUB_TOKEN") and dispatch.is_secret("db_password") and dispatch.is_secret("API_KEY")
     assert not dispatch.is_secret("GLOBAL")
+
+
+def test_a_dashboard_that_cancels_with_the_submit_key_cannot_be_open() -> None:
+    with pytest.raises(SettingsError, match="HADES_UI_SUBMIT_API_KEY needs HADES_LOGS_API_KEY"):
+        Settings.from_env({"HADES_UI_SUBMIT_URL": "http://submit:8080", "HADES_UI_SUBMIT_API_KEY": "s"})
+    both = {"HADES_UI_SUBMIT_URL": "http://submit:8080", "HADES_UI_SUBMIT_API_KEY": "s", "HADES_LOGS_API_KEY": "r"}
+    assert Settings.from_env(both).logs.ui_submit_api_key == "s"

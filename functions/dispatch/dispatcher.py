@@ -164,6 +164,13 @@ class Dispatcher:
 
     async def _start(self, msg: Delivery) -> None:
         job_id = msg.headers.get(subjects.HEADER_MSG_ID, "")
+        if job_id in self.running:
+            # Redelivered while this process still runs it (its in-progress acks were lost for longer than
+            # AckWait): never run a job twice at once. The running attempt acks it when it ends; left unacked,
+            # this delivery comes back only if that run dies, and then finds the job ended or runs it.
+            log.warning("job %s: redelivered while it still runs here; keeping the running attempt", job_id)
+            self._release()
+            return
         stop = self.stops[job_id] = StopSignal()  # before the check: a cancel arriving meanwhile is not lost
         if job_id and await self._cancel_requested(job_id):
             stop.stop(JobStatus.CANCELLED, grace_s=0, reason="cancelled before it started")
@@ -205,14 +212,14 @@ class Dispatcher:
             grace_s = self.settings.dispatch.shutdown_grace_s
             log.info("waiting up to %.0f s for %d running jobs", grace_s, len(running))
             _, pending = await asyncio.wait(running, timeout=grace_s)
-            for job_id, (task, _, msg) in list(self.running.items()):
-                if task in pending:
-                    log.warning("job %s: still running at shutdown; handing it back to the queue", job_id)
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
-                    with contextlib.suppress(Unavailable):
-                        await msg.nak()
+            handed_back = [(job_id, task, msg) for job_id, (task, _, msg) in self.running.items() if task in pending]
+            for job_id, task, _ in handed_back:  # all at once: each one's cleanup takes its own time
+                log.warning("job %s: still running at shutdown; handing it back to the queue", job_id)
+                task.cancel()
+            await asyncio.gather(*(task for _, task, _ in handed_back), return_exceptions=True)
+            for _, _, msg in handed_back:
+                with contextlib.suppress(Unavailable):
+                    await msg.nak()
         await _close([self.cancel_subscription] if self.cancel_subscription else [])
 
 

@@ -45,9 +45,18 @@ class Dispatch:
                 self.waiting_reason = f"waiting for the container engine: {exc.detail}"
                 log.warning("%s; retrying in %.0f s (queued jobs wait)", self.waiting_reason, ENGINE_RETRY_S)
                 await asyncio.sleep(ENGINE_RETRY_S)
-        dispatcher = Dispatcher(self.app[MESSAGING], self.executor, settings)
-        await dispatcher.start()
-        self.dispatcher = dispatcher
+        while True:  # binding the consumers can meet a broker hiccup too: retried, never left half started
+            dispatcher = Dispatcher(self.app[MESSAGING], self.executor, settings)
+            try:
+                await dispatcher.start()
+            except Unavailable as exc:
+                self.waiting_reason = f"waiting for the message broker: {exc.detail}"
+                log.warning("%s; retrying in %.0f s (queued jobs wait)", self.waiting_reason, ENGINE_RETRY_S)
+                await dispatcher.stop()  # closes whatever it had bound
+                await asyncio.sleep(ENGINE_RETRY_S)
+                continue
+            self.dispatcher = dispatcher
+            return
 
     async def ready(self, app: web.Application) -> str | None:
         if self.dispatcher is None or self.executor is None:

@@ -267,11 +267,15 @@ def failure_reason(result: RunResult) -> metrics.Reason:
 
 
 async def _already_ended(deps: Deps, msg: Delivery, job: Job) -> bool:
-    """A redelivery whose job has a stored end (its ack was lost): ack it, do not run the job twice."""
+    """A redelivery whose job has a stored end (its ack was lost): ack it, do not run the job twice. When that
+    cannot be told (the broker does not answer), hand it back for later rather than risk running it again."""
     try:
         last = await eventlog.latest_status(deps.conn, job.id)
-    except HadesError:
-        return False
+    except HadesError as exc:
+        log.warning("job %s: cannot tell whether its redelivery already ended (%s); later", job.id, exc.detail)
+        with contextlib.suppress(Unavailable):
+            await msg.nak(delay_s=RETRY_DELAY_S)
+        return True
     if last is None or not events.is_terminal(last):
         return False
     log.info("job %s already ended %s; acking its redelivery", job.id, last["status"])

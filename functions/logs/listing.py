@@ -90,13 +90,11 @@ async def newest_written(
     first = await _first(conn.read(stream=bucket.stream, subject=bucket.subjects, batch=1))
     if first is None:
         return
-    if below is None:
-        last = await conn.last_message(bucket.stream, bucket.subjects)
-        if last is None:
-            return
-        high = last.seq
-    else:
-        high = below - 1
+    last = await conn.last_message(bucket.stream, bucket.subjects)
+    if last is None:
+        return
+    # A cursor names a place it came from, never beyond the end: a forged one must not walk empty windows forever.
+    high = last.seq if below is None else min(below - 1, last.seq)
     size = FIRST_WINDOW
     while high >= first.seq:
         low = max(first.seq, high - size + 1)

@@ -63,7 +63,11 @@ _DEAD_LETTER = {
 _DEAD_LETTERS = {
     "type": "object",
     "required": ["dead_letters", "count"],
-    "properties": {"dead_letters": {"type": "array", "items": _DEAD_LETTER}, "count": {"type": "integer"}},
+    "properties": {
+        "dead_letters": {"type": "array", "items": _DEAD_LETTER},
+        "count": {"type": "integer"},
+        "next_after": {"type": ["integer", "null"], "description": "`after` for the next page; null at the end"},
+    },
 }
 _REDRIVEN = {
     "type": "object",
@@ -160,11 +164,18 @@ def openapi_document() -> dict[str, Any]:
                         "in": "query",
                         "required": False,
                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
-                    }
+                    },
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "required": False,
+                        "description": "The next page: `next_after` of the previous answer (a dead letter's `seq`)",
+                        "schema": {"type": "integer", "minimum": 0},
+                    },
                 ],
                 "responses": {
                     "200": openapi.json_body("The dead letters", _DEAD_LETTERS),
-                    "400": openapi.problem("limit is not an integer from 1 to 1000"),
+                    "400": openapi.problem("limit is not an integer from 1 to 1000, or after is not a seq"),
                     "401": _SUBMIT_ERRORS["401"],
                     "503": openapi.problem("NATS is unreachable; retry after Retry-After seconds"),
                 },

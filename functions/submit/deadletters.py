@@ -80,10 +80,25 @@ def _describe(stored: StoredMessage) -> dict[str, Any]:
     }
 
 
-async def list_dead(conn: Messaging, *, limit: int = DEFAULT_LIST_LIMIT) -> list[dict[str, Any]]:
-    """The dead letters in the order they died (oldest first), at most ``limit``, each with its redrive if any."""
+def after_of(text: str | None) -> int:
+    """The ``after`` query parameter: the ``seq`` of the last dead letter of the previous page (0: from the start)."""
+    if text is None:
+        return 0
+    if not text.isdigit() or len(text) > 18:
+        raise BadQuery(f"after must be the seq of a dead letter, got {text[:20]!r}")
+    return int(text)
+
+
+async def list_dead(conn: Messaging, *, limit: int = DEFAULT_LIST_LIMIT, after: int = 0) -> list[dict[str, Any]]:
+    """The dead letters in the order they died (oldest first) after stream sequence ``after``, at most ``limit``,
+    each with its redrive if any; page on with the last one's ``seq``."""
     found: list[dict[str, Any]] = []
-    reader = conn.read(stream=subjects.DEAD_STREAM, subject=f"{subjects.DEAD_SUBJECT_PREFIX}.*", batch=min(limit, 256))
+    reader = conn.read(
+        stream=subjects.DEAD_STREAM,
+        subject=f"{subjects.DEAD_SUBJECT_PREFIX}.*",
+        start_seq=after + 1,
+        batch=min(limit, 256),
+    )
     try:
         async for stored in reader:
             found.append(_describe(stored))

@@ -172,8 +172,10 @@ async def cancel_job(request: web.Request) -> web.Response:
 async def list_dead_letters(request: web.Request) -> web.Response:
     auth.check(request, request.app[SETTINGS].http.api_key)
     limit = deadletters.limit_of(request.query.get("limit"))
-    found = await deadletters.list_dead(request.app[MESSAGING], limit=limit)
-    return json_response({"dead_letters": found, "count": len(found)})
+    after = deadletters.after_of(request.query.get("after"))
+    found = await deadletters.list_dead(request.app[MESSAGING], limit=limit, after=after)
+    following = found[-1]["seq"] if len(found) == limit else None
+    return json_response({"dead_letters": found, "count": len(found), "next_after": following})
 
 
 async def redrive_dead_letter(request: web.Request) -> web.Response:
