@@ -66,3 +66,16 @@ async def test_each_line_of_a_multi_line_secret_is_masked(
     await sink.close()
     printed = [line["message"] for line in await stored.log_lines("job-c")]
     assert printed == ["***"] * 4
+
+
+async def test_output_that_grows_when_encoded_is_still_stored_whole(
+    conn: messaging.Messaging, stored: StoredEvents, clean_nats: str
+) -> None:
+    """Escape sequences take 6 bytes each in JSON: batches are sized by what is stored, never over NATS' limit."""
+    sink = LogSink(conn, job_id="job-esc", attempt=1, settings=make_settings(clean_nats).dispatch)
+    noisy = ["\x1b" * 16_000 + f" line {i}" for i in range(40)]  # ~3.8 MB once encoded
+    for text in noisy:
+        sink.add(1, "stdout", text, at="2026-12-01T00:00:00Z")
+    await sink.close()
+    assert sink.lost_lines == 0
+    assert [line["message"] for line in await stored.log_lines("job-esc")] == noisy

@@ -22,6 +22,8 @@ import time
 from collections import deque
 from collections.abc import Iterable
 
+import orjson
+
 from runtime import events, messaging, metrics, subjects
 from runtime.errors import HadesError, Unavailable
 from runtime.jobs import utc_now
@@ -132,7 +134,7 @@ class LogSink:
         return f"the job's log limit of {self.settings.job_log_max_bytes / 2**20:g} MiB was reached"
 
     def _append(self, step_id: int, stream: str, message: str, at: str) -> None:
-        if self._outage_since is not None and self._buffer_bytes + len(message) + 64 > MAX_BUFFERED_BYTES:
+        if self._outage_since is not None and self._buffer_bytes + _cost(message) > MAX_BUFFERED_BYTES:
             self._lose(1)  # NATS has been away long enough to fill the buffer: the newest lines go
             return
         if self._unreported_lost:  # there is room again: say where lines are missing, before the next one
@@ -147,7 +149,7 @@ class LogSink:
     def _push(self, step_id: int, stream: str, message: str, at: str) -> None:
         self.seq += 1
         self._buffer.append({"seq": self.seq, "step_id": step_id, "stream": stream, "at": at, "message": message})
-        self._buffer_bytes += len(message) + 64
+        self._buffer_bytes += _cost(message)
         if len(self._buffer) >= self.settings.log_batch_lines or self._buffer_bytes >= MAX_BATCH_BYTES:
             self._wake.set()
 
@@ -177,9 +179,9 @@ class LogSink:
     def _next_batch(self) -> events.LogBatch:
         batch: list[events.LogLine] = []
         size = 0
-        while self._buffer and (not batch or size + len(self._buffer[0]["message"]) + 64 <= MAX_BATCH_BYTES):
+        while self._buffer and (not batch or size + _cost(self._buffer[0]["message"]) <= MAX_BATCH_BYTES):
             line = self._buffer.popleft()
-            size += len(line["message"]) + 64
+            size += _cost(line["message"])
             batch.append(line)
         return {"job_id": self.job_id, "attempt": self.attempt, "lines": batch}
 
@@ -205,9 +207,14 @@ class LogSink:
                 await asyncio.sleep(min(delay_s, left_s))
                 delay_s = min(delay_s * 2, RETRY_DELAY_S[1])
                 continue
-            except HadesError as exc:  # permanent (the batch is too large): it can never be stored
-                log.warning("job %s: %d log lines lost: %s", self.job_id, len(body["lines"]), exc.detail)
-                self._lose(len(body["lines"]))
+            except HadesError as exc:  # permanent (too large for the broker): halve it, or lose a single line
+                if len(body["lines"]) > 1:
+                    half = len(body["lines"]) // 2
+                    self._pending = {**body, "lines": body["lines"][:half]}
+                    self._buffer.extendleft(reversed(body["lines"][half:]))
+                    continue
+                log.warning("job %s: a log line lost: %s", self.job_id, exc.detail)
+                self._lose(1)
             else:
                 metrics.LOG_LINES.inc(len(body["lines"]))
                 if self._outage_since is not None:
@@ -217,7 +224,7 @@ class LogSink:
                         time.monotonic() - self._outage_since,
                     )
                     self._outage_since = None
-            self._buffer_bytes -= sum(len(line["message"]) + 64 for line in body["lines"])
+            self._buffer_bytes -= sum(_cost(line["message"]) for line in body["lines"])
             self._pending = None
         return True
 
@@ -239,3 +246,9 @@ class LogSink:
         self._buffer.clear()
         self._pending = None
         self._buffer_bytes = 0
+
+
+def _cost(message: str) -> int:
+    """A line's size in its batch as stored: JSON-encoded (a control character takes 6 bytes, an emoji 4), plus
+    room for its other fields, so a batch stays under the broker's message limit whatever the output."""
+    return len(orjson.dumps(message)) + 96
