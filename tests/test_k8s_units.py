@@ -173,15 +173,17 @@ async def test_an_adopted_job_survives_an_outage_on_its_first_read(
 
 
 class QuietStream:
-    """A followed log: ``timeouts`` quiet windows (each a read timeout), then its lines."""
+    """One open of a followed log: its lines, then (``fail_after``) a read timeout or (``broken``) a broken stream."""
 
-    def __init__(self, lines: list[bytes], *, fail_after: bool = False) -> None:
-        self.lines, self.fail_after = lines, fail_after
+    def __init__(self, lines: list[bytes], *, fail_after: bool = False, broken: bool = False) -> None:
+        self.lines, self.fail_after, self.broken = lines, fail_after, broken
 
     def stream(self, *args: Any, **kwargs: Any) -> Iterator[bytes]:
         yield from self.lines
         if self.fail_after:
             raise urllib3.exceptions.ReadTimeoutError(None, "/log", "Read timed out.")  # type: ignore[arg-type]
+        if self.broken:
+            raise urllib3.exceptions.ProtocolError("Connection broken: connection reset")
 
     def close(self) -> None:
         pass
@@ -208,9 +210,8 @@ class LogApi:
 
 async def _read_log(api: LogApi) -> list[str]:
     got: list[str] = []
-    reader = podlogs.StepLog(
-        api, pod="p", container="c", emit=lambda batch, at: got.extend(m for _, m in batch), job_id="j"
-    )  # type: ignore[arg-type]
+    door: Any = api
+    reader = podlogs.StepLog(door, pod="p", container="c", emit=lambda b, at: got.extend(m for _, m in b), job_id="j")
     reader.start(asyncio.get_running_loop())
     assert reader.future is not None
     await asyncio.wait_for(reader.future, 10)
@@ -219,9 +220,24 @@ async def _read_log(api: LogApi) -> list[str]:
 
 
 async def test_a_log_quiet_for_many_read_timeouts_is_still_followed() -> None:
-    quiet = [QuietStream([], fail_after=True) for _ in range(podlogs.MAX_REOPENS + 5)]
+    quiet = [QuietStream([], fail_after=True) for _ in range(podlogs.MAX_FAILURES + 5)]
     api = LogApi([*quiet, QuietStream([b"2026-12-01T10:00:00.000000001Z result: ok\n"])])
     assert await _read_log(api) == ["result: ok"]
+
+
+async def test_a_log_that_keeps_breaking_without_lines_is_given_up() -> None:
+    broken = [QuietStream([], broken=True) for _ in range(podlogs.MAX_FAILURES)]
+    api = LogApi([*broken, QuietStream([b"2026-12-01T10:00:00.000000001Z never read\n"])])
+    assert await _read_log(api) == []
+    assert len(api.queries) == podlogs.MAX_FAILURES
+
+
+async def test_a_line_between_breaks_resets_the_count() -> None:
+    line = b"2026-12-01T10:00:00.000000001Z alive\n"
+    broken = [QuietStream([], broken=True) for _ in range(podlogs.MAX_FAILURES - 1)]
+    end = QuietStream([b"2026-12-01T10:00:09Z end\n"])
+    api = LogApi([*broken, QuietStream([line], broken=True), *broken, end])
+    assert await _read_log(api) == ["alive", "end"]
 
 
 async def test_a_reopened_log_neither_loses_nor_repeats_lines() -> None:

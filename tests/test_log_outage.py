@@ -83,7 +83,7 @@ async def test_lines_printed_while_nats_is_down_are_stored_once_and_in_order(
 async def test_lines_past_the_outage_buffer_are_counted_and_marked_where_they_are_missing(
     own_nats: NatsServer, own_conn: messaging.Messaging, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(logsink, "MAX_BUFFERED_BYTES", 20 * (len("line 00") + 64))  # room for 20 lines
+    monkeypatch.setattr(logsink, "MAX_BUFFERED_BYTES", 20 * logsink.line_cost("line 00"))  # room for 20 lines
     sink = LogSink(own_conn, job_id="job-full", attempt=1, settings=make_settings(own_nats.url).dispatch)
     await print_lines(sink, range(1, 6))
     await sink.flush()

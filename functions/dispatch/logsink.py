@@ -134,7 +134,7 @@ class LogSink:
         return f"the job's log limit of {self.settings.job_log_max_bytes / 2**20:g} MiB was reached"
 
     def _append(self, step_id: int, stream: str, message: str, at: str) -> None:
-        if self._outage_since is not None and self._buffer_bytes + _cost(message) > MAX_BUFFERED_BYTES:
+        if self._outage_since is not None and self._buffer_bytes + line_cost(message) > MAX_BUFFERED_BYTES:
             self._lose(1)  # NATS has been away long enough to fill the buffer: the newest lines go
             return
         if self._unreported_lost:  # there is room again: say where lines are missing, before the next one
@@ -149,7 +149,7 @@ class LogSink:
     def _push(self, step_id: int, stream: str, message: str, at: str) -> None:
         self.seq += 1
         self._buffer.append({"seq": self.seq, "step_id": step_id, "stream": stream, "at": at, "message": message})
-        self._buffer_bytes += _cost(message)
+        self._buffer_bytes += line_cost(message)
         if len(self._buffer) >= self.settings.log_batch_lines or self._buffer_bytes >= MAX_BATCH_BYTES:
             self._wake.set()
 
@@ -179,9 +179,9 @@ class LogSink:
     def _next_batch(self) -> events.LogBatch:
         batch: list[events.LogLine] = []
         size = 0
-        while self._buffer and (not batch or size + _cost(self._buffer[0]["message"]) <= MAX_BATCH_BYTES):
+        while self._buffer and (not batch or size + line_cost(self._buffer[0]["message"]) <= MAX_BATCH_BYTES):
             line = self._buffer.popleft()
-            size += _cost(line["message"])
+            size += line_cost(line["message"])
             batch.append(line)
         return {"job_id": self.job_id, "attempt": self.attempt, "lines": batch}
 
@@ -224,7 +224,7 @@ class LogSink:
                         time.monotonic() - self._outage_since,
                     )
                     self._outage_since = None
-            self._buffer_bytes -= sum(_cost(line["message"]) for line in body["lines"])
+            self._buffer_bytes -= sum(line_cost(line["message"]) for line in body["lines"])
             self._pending = None
         return True
 
@@ -248,7 +248,7 @@ class LogSink:
         self._buffer_bytes = 0
 
 
-def _cost(message: str) -> int:
+def line_cost(message: str) -> int:
     """A line's size in its batch as stored: JSON-encoded (a control character takes 6 bytes, an emoji 4), plus
     room for its other fields, so a batch stays under the broker's message limit whatever the output."""
     return len(orjson.dumps(message)) + 96

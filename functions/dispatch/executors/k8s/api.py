@@ -49,6 +49,8 @@ POD_LOG = "/api/v1/namespaces/{namespace}/pods/{name}/log"
 VERSION = "/version"
 
 NETWORK_ERRORS = (urllib3.exceptions.HTTPError, OSError)
+READ_TIMEOUTS = (urllib3.exceptions.ReadTimeoutError, TimeoutError)
+"""Of the network errors: a stream that stayed silent past its read timeout (it worked, it was only quiet)."""
 
 
 class ApiError(Exception):

@@ -39,6 +39,10 @@ STOP_WAIT_S = 15.0
 """After deleting a stopped job's pod (past its grace): how long to wait for its last status and lines."""
 DELETING_WAIT_S = 60.0
 """How long a create waits for an earlier Job of the same name that is still being deleted."""
+CREATE_ERROR_WAIT_S = 120.0
+"""How long a step's container may stay in ``CreateContainerError`` before the job fails with the kubelet's
+message: the kubelet retries it with backoff, and the usual causes (a name still held by a container of a
+restarted kubelet, a runtime hiccup) pass; a lasting one (bad working dir, a mount that fails) does not."""
 
 
 @dataclass
@@ -60,7 +64,8 @@ class KubernetesExecutor:
         self._api = api
         self._settings = settings
         self._scope = settings.dispatch.scope
-        self._follows: dict[str, _Follow] = {}
+        self._follows: dict[str, list[_Follow]] = {}
+        """Per job id every run following it: normally one; two while a redelivery overlaps a live run."""
         self._cleanups: set[asyncio.Task[None]] = set()
         self._watch = PodWatch(
             api,
@@ -106,9 +111,10 @@ class KubernetesExecutor:
 
     def _on_pod(self, kind: str, pod: dict[str, Any]) -> None:
         job_id = (pod.get("metadata", {}).get("labels") or {}).get(manifest.LABEL_JOB_ID)
-        follow = self._follows.get(job_id or "")
-        if follow is None:
-            return
+        for follow in self._follows.get(job_id or "", ()):
+            self._heard(follow, kind, pod)
+
+    def _heard(self, follow: _Follow, kind: str, pod: dict[str, Any]) -> None:
         uid = podstate.owner_uid(pod)
         if follow.uid is not None and uid != follow.uid:
             return  # a pod of an earlier Job of this job (still being removed)
@@ -122,7 +128,7 @@ class KubernetesExecutor:
         follow.changed.set()
 
     def _on_relist(self, names: set[str]) -> None:
-        for follow in self._follows.values():
+        for follow in (f for follows in self._follows.values() for f in follows):
             if follow.pod is not None and follow.pod["metadata"]["name"] not in names:
                 follow.gone = follow.gone or f"pod {follow.pod['metadata']['name']} was deleted"
                 follow.changed.set()
@@ -135,12 +141,13 @@ class KubernetesExecutor:
         refusal = image_refusals(job, self._settings.limits)  # before the kubelet pulls anything
         if refusal is not None:
             raise JobError(refusal)
-        follow = self._follows[job.id] = _Follow(job.id)
+        follow = _Follow(job.id)
+        self._follows.setdefault(job.id, []).append(follow)
         run = _Run(self, job, follow, hooks, stop)
         try:
             adopted = await self._create_or_adopt(job, attempt, follow)
             if adopted:
-                await self.resync(follow)
+                await self.try_resync(follow)
             result = await run.follow()
         except asyncio.CancelledError:
             raise  # dispatch is shutting down: the Job runs on and the redelivered message adopts it
@@ -149,7 +156,7 @@ class KubernetesExecutor:
             raise
         finally:
             run.close_logs()
-            self._follows.pop(job.id, None)
+            self._forget(follow)
         if not run.deleted:
             await self._cleanup_shielded(job.id)
         return result
@@ -186,6 +193,23 @@ class KubernetesExecutor:
         follow.uid = str(job_object["metadata"]["uid"])
         if follow.pod is not None and podstate.owner_uid(follow.pod) != follow.uid:
             follow.pod, follow.gone = None, None  # seen before the uid was known: an earlier Job's pod
+
+    def _forget(self, follow: _Follow) -> None:
+        """Remove this run's entry only (another run of the same job may still follow)."""
+        follows = self._follows.get(follow.job_id, [])
+        follows[:] = [f for f in follows if f is not follow]
+        if not follows:
+            self._follows.pop(follow.job_id, None)
+
+    async def try_resync(self, follow: _Follow) -> None:
+        """``resync``, where a failed read is only a missed observation: the next tick (or the watch) tries again.
+
+        Only a real pod state ends a run; an API server that is down for a while (a control-plane restart) must not
+        fail every running job, whose pods run on regardless."""
+        try:
+            await self.resync(follow)
+        except Unavailable as exc:
+            log.warning("job %s: its pod could not be read (tried again in %.0f s): %s", follow.job_id, RESYNC_S, exc)
 
     async def resync(self, follow: _Follow) -> None:
         """Read the job's pod (and if it has none, its Job) directly."""
@@ -260,6 +284,7 @@ class _Run:
         self.results: list[StepResult] = []
         self.logs: dict[int, podlogs.StepLog] = {}
         self.pull_since: dict[int, float] = {}
+        self.create_since: dict[int, float] = {}
         self.unschedulable_since: float | None = None
         self.deleted = False
 
@@ -285,12 +310,13 @@ class _Run:
                 stopper.cancel()
                 changed.cancel()
             if time.monotonic() - follow.heard_at >= RESYNC_S:
-                await self.executor.resync(follow)
+                await self.executor.try_resync(follow)
 
     def _next_wake_s(self) -> float:
         now = time.monotonic()
         wakes = [self.follow_state.heard_at + RESYNC_S - now]
         wakes += [since + self.k8s.image_pull_timeout_s - now for since in self.pull_since.values()]
+        wakes += [since + CREATE_ERROR_WAIT_S - now for since in self.create_since.values()]
         if self.unschedulable_since is not None:
             wakes.append(self.unschedulable_since + self.k8s.unschedulable_timeout_s - now)
         return max(0.05, min(wakes) + 0.05)
@@ -319,6 +345,7 @@ class _Run:
                 self._check_waiting(step, state.get("waiting") or {})
                 break
             self.pull_since.pop(step.id, None)
+            self.create_since.pop(step.id, None)
             if step.id not in self.logs:
                 await self._start_step(step, pod, state)
             terminated = state.get("terminated")
@@ -365,6 +392,11 @@ class _Run:
             if time.monotonic() - since >= self.k8s.image_pull_timeout_s:
                 timeout = f"{self.k8s.image_pull_timeout_s:g} s"
                 raise JobError(f"image {step.image!r} is not available: not pulled within {timeout}: {message}")
+        if reason in podstate.CREATE_WAITS:
+            since = self.create_since.setdefault(step.id, time.monotonic())
+            if time.monotonic() - since >= CREATE_ERROR_WAIT_S:
+                within = f"not resolved within {CREATE_ERROR_WAIT_S:g} s"
+                raise JobError(f"step {step.id} ({step.name}) cannot run: {reason}: {message} ({within})")
 
     async def _start_step(self, step: Step, pod: dict[str, Any], state: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()

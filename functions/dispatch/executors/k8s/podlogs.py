@@ -2,7 +2,9 @@
 
 The kubelet ends a followed log when the container exits. If the stream breaks earlier (read timeout on a quiet
 step, API server restart), it is opened again from the last line's timestamp and lines already passed on are
-skipped, so a line is neither lost nor repeated. Kubernetes merges stdout and stderr: every line is ``stdout``.
+skipped, so a line is neither lost nor repeated. A quiet step is followed for as long as it runs (its read
+timeouts are no failures); only failures in a row, with no line between them, make the reader give up.
+Kubernetes merges stdout and stderr: every line is ``stdout``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ log = logging.getLogger(__name__)
 
 READ_TIMEOUT_S = 120.0
 """A followed log silent this long is re-opened (from its last timestamp): no thread waits on a dead stream."""
-MAX_REOPENS = 20
+MAX_FAILURES = 20
+"""Failed opens or broken streams in a row (no line in between) after which the log is given up."""
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z $")
 
 
@@ -35,6 +38,8 @@ class StepLog:
         self._job_id = job_id
         self._closed = threading.Event()
         self._response: Any = None
+        self._last: tuple[str, str] | None = None
+        """(seconds, nanoseconds) of the last line passed on: where a re-opened stream starts."""
         self.future: asyncio.Future[None] | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -61,38 +66,45 @@ class StepLog:
     # -- on the pool thread ---------------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        last: tuple[str, str] | None = None  # (seconds, nanoseconds) of the last line passed on
-        for attempt in range(MAX_REOPENS):
+        failures = 0  # in a row: a line, or a stream that was only quiet, resets it
+        while failures < MAX_FAILURES:
             if self._closed.is_set():
                 return
             query: list[tuple[str, Any]] = [("container", self._container), ("follow", "true"), ("timestamps", "true")]
-            if last is not None:
-                query.append(("sinceTime", f"{last[0]}Z"))
+            if self._last is not None:
+                query.append(("sinceTime", f"{self._last[0]}Z"))
             try:
                 self._api.wait_token()
                 self._response = self._api.open(
                     "GET", k8s_api.POD_LOG, query=query, timeout_s=READ_TIMEOUT_S, name=self._pod
                 )
             except k8s_api.ApiError as exc:
-                if exc.status == 404 or attempt >= 3:  # the pod is gone, or the container never ran
+                failures += 1
+                if exc.status == 404 or failures > 3:  # the pod is gone, or the container never ran
                     log.debug("job %s: no log for %s: %s", self._job_id, self._container, exc)
                     return
                 self._closed.wait(0.5)  # "waiting to start": the status ran ahead of the kubelet
                 continue
             except k8s_api.Retry as exc:
+                failures += 1
                 log.debug("job %s: log of %s: %s", self._job_id, self._container, exc)
                 self._closed.wait(1.0)
                 continue
+            before = self._last
             try:
-                last = self._read(self._response, last)
+                self._read(self._response)
                 return  # the kubelet ended it: the container exited
             except k8s_api.NETWORK_ERRORS as exc:
+                quiet = isinstance(exc, k8s_api.READ_TIMEOUTS)
+                failures = 0 if quiet or self._last != before else failures + 1
                 log.debug("job %s: log of %s broke (%s); re-opening", self._job_id, self._container, exc)
             finally:
                 k8s_api.close_quietly(self._response)
                 self._response = None
+        log.warning("job %s: log of %s given up after %d failures in a row", self._job_id, self._container, failures)
 
-    def _read(self, response: Any, last: tuple[str, str] | None) -> tuple[str, str] | None:
+    def _read(self, response: Any) -> None:
+        """Pass on the stream's lines; ``_last`` follows each one, also when the stream breaks."""
         lines = output.Lines()
         try:
             for chunk in response.stream(None, decode_content=False):
@@ -101,9 +113,9 @@ class StepLog:
                 for line in lines.feed(chunk):
                     stamp, message = _split(line)
                     if stamp is not None:
-                        if last is not None and stamp <= last:
+                        if self._last is not None and stamp <= self._last:
                             continue  # passed on before the stream was re-opened
-                        last, at = stamp, stamp
+                        self._last, at = stamp, stamp
                     batch.append(("stdout", message))
                 if batch:
                     self._emit(batch, _hades_time(at))
@@ -111,10 +123,11 @@ class StepLog:
             rest = lines.flush()
             if rest is not None:
                 stamp, message = _split(rest)
-                if last is None or stamp is None or stamp > last:
+                if self._last is None or stamp is None or stamp > self._last:
+                    if stamp is not None:
+                        self._last = stamp
                     with contextlib.suppress(RuntimeError):
                         self._emit([("stdout", message)], _hades_time(stamp))
-        return last
 
 
 def _split(line: str) -> tuple[tuple[str, str] | None, str]:

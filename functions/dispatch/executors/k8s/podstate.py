@@ -20,8 +20,11 @@ IMAGE_PULL_WAITS = frozenset({"ErrImagePull", "ImagePullBackOff"})
 """Waiting reasons the kubelet retries by itself: a bounded wait, then the job fails."""
 IMAGE_BAD = frozenset({"InvalidImageName", "ErrImageNeverPull"})
 """The image can never be had as named (or may not be pulled): the job fails at once."""
-CONFIG_BAD = frozenset({"CreateContainerConfigError", "CreateContainerError"})
+CONFIG_BAD = frozenset({"CreateContainerConfigError"})
 """The container cannot be created as specified (missing Secret, bad env): the job fails at once."""
+CREATE_WAITS = frozenset({"CreateContainerError"})
+"""The runtime could not create the container: often transient (the kubelet retries it with backoff), so a
+bounded wait (``executor.CREATE_ERROR_WAIT_S``), then the job fails with the kubelet's message."""
 START_FAILED = frozenset({"StartError", "ContainerCannotRun"})
 """The runtime could not start the command (no ``sh`` in the image): the step failed, as on Docker."""
 DEADLINE = "DeadlineExceeded"
