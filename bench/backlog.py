@@ -65,9 +65,12 @@ async def submit_range(http: aiohttp.ClientSession, port: int, start: int, stop:
     return (stop - start) / (time.perf_counter() - began)
 
 
-async def fill(port: int) -> tuple[dict[str, float], list[str]]:
+async def fill(port: int, pids: dict[str, int]) -> tuple[dict[str, float], list[str], dict[str, dict[str, float]]]:
+    """Submit JOBS jobs; the submit rate measured at 0, 10,000 and the full backlog, and every function's RSS
+    (MiB) after each of those measurements, keyed by the jobs queued then."""
     ids: list[str] = []
     rates: dict[str, float] = {}
+    rss: dict[str, dict[str, float]] = {}
     marks = sorted({0, min(10_000, JOBS - WINDOW), JOBS - WINDOW})
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=IN_FLIGHT)) as http:
         done = 0
@@ -76,7 +79,8 @@ async def fill(port: int) -> tuple[dict[str, float], list[str]]:
                 await submit_range(http, port, done, mark, ids)
             rates[f"at_{mark}_queued_jobs_per_s"] = round(await submit_range(http, port, mark, mark + WINDOW, ids))
             done = mark + WINDOW
-    return rates, ids
+            rss[str(done)] = {name: round(rss_kib(pid)["VmRSS"] / 1024, 1) for name, pid in pids.items()}
+    return rates, ids, rss
 
 
 async def wait_collected(url: str, jobs: int) -> float:
@@ -145,8 +149,9 @@ def main() -> dict[str, Any]:
         ):
             submit_pid, logs_pid = listening_pid(submit_port), listening_pid(logs_port)
             rss_start = {"submit": rss_kib(submit_pid), "logs": rss_kib(logs_pid)}
-            rates, ids = asyncio.run(fill(submit_port))
+            rates, ids, rss_at = asyncio.run(fill(submit_port, {"submit": submit_pid, "logs": logs_pid}))
             report["submit"] = rates
+            report["rss_mib_at_queued"] = rss_at
             report["collector_caught_up_after_s"] = round(asyncio.run(wait_collected(server.url, JOBS)), 1)
             report.update(asyncio.run(read_side(logs_port, ids)))
             rss_end = {"submit": rss_kib(submit_pid), "logs": rss_kib(logs_pid)}

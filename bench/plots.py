@@ -77,10 +77,44 @@ def plot_burst(report: dict[str, Any]) -> Path:
     return out
 
 
+def plot_backlog(report: dict[str, Any]) -> Path:
+    fig, (rate, memory, reads) = plt.subplots(1, 3, figsize=(12, 3.6))
+    marks = sorted(report["submit"], key=lambda key: int(key.split("_")[1]))
+    rate.bar([f"{int(key.split('_')[1]):,}" for key in marks], [report["submit"][key] for key in marks])
+    rate.set_xlabel("jobs queued")
+    rate.set_ylabel("accepted jobs/s")
+    rate.set_title("submit rate with a backlog")
+    queued = sorted(report["rss_mib_at_queued"], key=int)
+    for name, colour in (("submit", "#1f77b4"), ("logs", "#ff7f0e")):
+        memory.plot(
+            [int(q) for q in queued],
+            [report["rss_mib_at_queued"][q][name] for q in queued],
+            "o-",
+            label=name,
+            color=colour,
+        )
+    memory.set_xlabel("jobs queued")
+    memory.set_ylabel("RSS (MiB)")
+    memory.set_ylim(bottom=0)
+    memory.set_title("memory of each function")
+    memory.legend(loc="lower right")
+    names = ["page of 50", "filtered page", "job with its place"]
+    keys = ["list_page_of_50", "list_filtered_status_and_name", "queued_job_with_its_place"]
+    reads.bar(names, [report[key]["p99_ms"] for key in keys], color="#2ca02c")
+    reads.set_ylabel("p99 (ms)")
+    reads.set_yscale("log")
+    reads.set_title(f"reads with {report['queued_jobs']:,} jobs")
+    fig.tight_layout()
+    out = IMAGES / "bench-backlog.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
 def main() -> None:
     IMAGES.mkdir(parents=True, exist_ok=True)
-    chosen = sys.argv[1:] or ["submit", "burst"]
-    plotters = {"submit": plot_submit, "burst": plot_burst}
+    chosen = sys.argv[1:] or ["submit", "burst", "backlog"]
+    plotters = {"submit": plot_submit, "burst": plot_burst, "backlog": plot_backlog}
     for name in chosen:
         report = newest(name)
         if report is None:
