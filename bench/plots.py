@@ -98,7 +98,7 @@ def plot_backlog(report: dict[str, Any]) -> Path:
     memory.set_ylim(bottom=0)
     memory.set_title("memory of each function")
     memory.legend(loc="lower right")
-    names = ["page of 50", "filtered page", "job with its place"]
+    names = ["page of 50", "filtered", "queue place"]
     keys = ["list_page_of_50", "list_filtered_status_and_name", "queued_job_with_its_place"]
     reads.bar(names, [report[key]["p99_ms"] for key in keys], color="#2ca02c")
     reads.set_ylabel("p99 (ms)")
