@@ -11,6 +11,7 @@ import fnmatch
 import ipaddress
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -126,6 +127,15 @@ class DispatchSettings:
     secret_min_chars: int = 6
     """Shorter values of secret keys are not masked: masking ``1``, ``true`` or ``main`` everywhere in the output
     would garble it and protect nothing."""
+    step_user: str = ""
+    """``uid[:gid]`` every step runs as; empty: the image's own user (often root). Set it (e.g. ``65534:65534``)
+    in production: /shared is then made writable for that user (see docs/security.md)."""
+    step_read_only_root: bool = False
+    """Mount each step's root file system read-only, with a writable tmpfs ``/tmp``; images that write elsewhere
+    outside /shared fail then, so it is off by default."""
+    shared_max_bytes: int = 0
+    """Size limit of a job's /shared; 0: none (a disk volume). Set, /shared is a tmpfs of that size (Docker) or
+    an ``emptyDir`` with that ``sizeLimit`` (Kubernetes); a tmpfs counts against the writing step's memory."""
     scope: str = "hades"
     """Label value that marks this deployment's containers, so dispatchers of another deployment sharing the
     engine never sweep them as leftovers."""
@@ -311,6 +321,22 @@ def _str(raw: str) -> str:
     return raw.strip()
 
 
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _user(raw: str) -> str:
+    value = raw.strip()
+    if value and not re.fullmatch(r"\d{1,10}(:\d{1,10})?", value):
+        raise ValueError("must be a numeric uid or uid:gid such as 65534:65534 (names depend on the image)")
+    return value
+
+
 def _choice(*options: str) -> Callable[[str], str]:
     by_lower = {option.lower(): option for option in options}
 
@@ -422,6 +448,9 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HADES_SECRET_KEYS": ("dispatch.secret_keys", _list),
     "HADES_SECRET_MIN_CHARS": ("dispatch.secret_min_chars", _int(1)),
     "HADES_SCOPE": ("dispatch.scope", _str),
+    "HADES_STEP_USER": ("dispatch.step_user", _user),
+    "HADES_STEP_READ_ONLY_ROOT": ("dispatch.step_read_only_root", _bool),
+    "HADES_SHARED_MAX_BYTES": ("dispatch.shared_max_bytes", _int(0)),
     "HADES_DOCKER_HOST": ("docker.host", _str),
     "HADES_K8S_NAMESPACE": ("kubernetes.namespace", _str),
     "HADES_K8S_IMAGE_PULL_POLICY": ("kubernetes.image_pull_policy", _choice("Always", "IfNotPresent", "Never")),

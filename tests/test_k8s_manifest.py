@@ -59,12 +59,18 @@ FULL_ENV = {
     "HADES_K8S_IMAGE_PULL_SECRETS": "registry-a,registry-b",
     "HADES_K8S_TTL_AFTER_FINISHED_SECONDS": "60",
 }
+CONTAINED_ENV = {
+    "HADES_STEP_USER": "65534:65533",
+    "HADES_STEP_READ_ONLY_ROOT": "true",
+    "HADES_SHARED_MAX_BYTES": str(512 * 1024**2),
+}
 SHAPES = {
     "one step": (make_job(make_step(1)), {}),
     "three steps": (make_job(make_step(1), make_step(2, continue_on_error=True), make_step(3)), {}),
     "no script": (make_job(make_step(1, ""), make_step(2, "")), {}),
     "odd limits": (make_job(make_step(1, cpu_limit=0.25, memory_bytes=3 * 1024**3 + 512)), {}),
     "every setting": (make_job(make_step(1), make_step(2)), FULL_ENV),
+    "contained": (make_job(make_step(1), make_step(2)), CONTAINED_ENV),
 }
 
 
@@ -154,6 +160,25 @@ def test_every_setting_reaches_the_pod() -> None:
     assert pod["serviceAccountName"] == "hades-job"
     assert pod["imagePullSecrets"] == [{"name": "registry-a"}, {"name": "registry-b"}]
     assert pod["containers"][0]["imagePullPolicy"] == "Never"
+
+
+def test_the_containment_settings_reach_every_container_and_the_volumes() -> None:
+    default = build(make_job(make_step(1)))["spec"]["template"]["spec"]
+    assert default["volumes"] == [{"name": "shared", "emptyDir": {}}]
+    assert "runAsUser" not in default["containers"][0]["securityContext"]
+    assert "readOnlyRootFilesystem" not in default["containers"][0]["securityContext"]
+
+    pod = build(make_job(make_step(1), make_step(2)), CONTAINED_ENV)["spec"]["template"]["spec"]
+    assert pod["securityContext"]["fsGroup"] == 65533  # /shared writable for the step's group
+    assert pod["volumes"] == [
+        {"name": "shared", "emptyDir": {"sizeLimit": str(512 * 1024**2)}},
+        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+    ]
+    for spec in [*pod["initContainers"], *pod["containers"]]:
+        context = spec["securityContext"]
+        assert (context["runAsUser"], context["runAsGroup"], context["runAsNonRoot"]) == (65534, 65533, True)
+        assert context["readOnlyRootFilesystem"] is True
+        assert {"name": "tmp", "mountPath": "/tmp"} in spec["volumeMounts"]
 
 
 def test_container_states_become_step_results() -> None:

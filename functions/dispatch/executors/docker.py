@@ -4,7 +4,7 @@ Owns: images (pulled when missing), the job's volume and containers (labelled ``
 ``hades.scope``, so a restarted dispatcher finds and removes its own deployment's leftovers), each step's output
 streamed line by line to ``RunHooks.log``, the step limits and hardening, stopping the running step when dispatch
 asks, and removing everything afterwards; on a redelivery, following the steps a dead dispatcher's attempt left
-running (``_adoptable``) instead of running them again. Leaves to dispatch: timeouts and cancels (it sets the
+running (``docker_adopt``) instead of running them again. Leaves to dispatch: timeouts and cancels (it sets the
 ``StopSignal``), events, log caps and secret masking (in the hooks), retries.
 
 Every SDK call blocks, so every one runs on this executor's own thread pool, never on the event loop; the
@@ -31,7 +31,7 @@ import docker.errors
 import requests.exceptions
 import urllib3.exceptions
 
-from functions.dispatch.executors import output
+from functions.dispatch.executors import docker_adopt, output
 from functions.dispatch.executors.base import RunHooks, RunResult, StepResult, StopSignal, job_status, skipped
 from runtime import jobs, units
 from runtime.errors import HadesError, JobError, Unavailable, truncate
@@ -64,6 +64,9 @@ managers, ``cp -p``, fixing permissions on ``/shared``), to drop to another user
 ``gosu``, test runners) and to stop their own processes (KILL). Docker's other defaults are left out: NET_RAW
 (raw sockets, spoofing), MKNOD (device nodes), AUDIT_WRITE, SETPCAP, SETFCAP, SYS_CHROOT and NET_BIND_SERVICE
 serve no build and widen what a hostile script can try."""
+
+TMP_TMPFS_BYTES = 64 * 1024**2
+"""With a read-only root (``HADES_STEP_READ_ONLY_ROOT``), a step's /tmp is a tmpfs of this size (its memory)."""
 
 MIN_NANO_CPUS = 10_000_000
 """0.01 cores, the schema's minimum: a smaller (or rounded-down) limit would become 0, which means unlimited."""
@@ -126,7 +129,7 @@ class DockerExecutor:
     async def run(self, job: Job, *, attempt: int, hooks: RunHooks, stop: StopSignal) -> RunResult:
         # A redelivery whose earlier attempt's dispatcher died follows that attempt's step containers (one may
         # still run) in its volume instead of running the job again from step 1; anything else it left goes.
-        adopted = await self._adoptable(job, attempt) if attempt > 1 else None
+        adopted = await docker_adopt.adoptable(self, job, attempt) if attempt > 1 else None
         if attempt > 1 and adopted is None:
             await self.cleanup(job.id)  # what an earlier attempt of this job left behind
         created = _Created()
@@ -159,7 +162,7 @@ class DockerExecutor:
         hooks: RunHooks,
         stop: StopSignal,
         created: _Created,
-        adopted: _Adopted | None = None,
+        adopted: docker_adopt.Adopted | None = None,
     ) -> RunResult:
         if stop.requested:
             return _stopped(job.steps, [], stop)
@@ -175,13 +178,15 @@ class DockerExecutor:
             volume = adopted.volume
         else:
             volume = created.volume = await self._create_volume(job, attempt)
+            if shared_volume_options(self._settings.dispatch.shared_max_bytes, self._settings.dispatch.step_user):
+                await self._hold_shared(job, attempt=attempt, volume=volume, created=created)
         results: list[StepResult] = []
         for index, step in enumerate(job.steps):
             if stop.requested:
                 return _stopped(job.steps[index:], results, stop)
             earlier = adopted.steps.get(step.id) if adopted is not None else None
             if earlier is not None:
-                result, interrupted = await self._follow_step(job, step, earlier, hooks=hooks, stop=stop)
+                result, interrupted = await docker_adopt.follow_step(self, job, step, earlier, hooks=hooks, stop=stop)
             else:
                 result, interrupted = await self._run_step(
                     job, step, attempt=attempt, volume=volume, hooks=hooks, stop=stop, created=created
@@ -245,16 +250,7 @@ class DockerExecutor:
             if not reader.done():
                 self._close_stream(stream)
 
-        status, reason = StepStatus.SUCCEEDED, None
-        if interrupted:
-            status, reason = StepStatus.FAILED, _stop_reason(stop)
-        elif exit_code != 0 and state.get("OOMKilled"):
-            status, reason = (
-                StepStatus.FAILED,
-                f"killed: out of memory (limit {units.format_memory(step.memory_bytes)})",
-            )
-        elif exit_code != 0:
-            status, reason = StepStatus.FAILED, f"exited with code {exit_code}"
+        status, reason = step_outcome(step, exit_code=exit_code, state=state, interrupted=interrupted, stop=stop)
         result = StepResult(
             step_id=step.id,
             status=status,
@@ -297,6 +293,16 @@ class DockerExecutor:
             "stdin_open": False,
             "tty": False,  # keeps stdout and stderr apart
         }
+        dispatch = self._settings.dispatch
+        if shared_volume_options(dispatch.shared_max_bytes, dispatch.step_user):
+            # No copy-up: the engine would give the tmpfs root the owner of the image's (or the working dir's)
+            # /shared, i.e. root, and undo its ``uid=``.
+            spec["volumes"] = {volume: {"bind": SHARED_PATH, "mode": "rw,nocopy"}}
+        if dispatch.step_user:  # not root: /shared is a tmpfs owned by this user (shared_volume_options)
+            spec["user"] = dispatch.step_user
+        if dispatch.step_read_only_root:
+            spec["read_only"] = True
+            spec["tmpfs"] = {"/tmp": f"rw,nosuid,nodev,size={TMP_TMPFS_BYTES}"}
         if step.script.strip():
             # The entrypoint, not just the command: an image's own ENTRYPOINT would otherwise get ``sh -c …`` as
             # its arguments, and Kubernetes' ``command`` (the other executor) replaces the entrypoint too.
@@ -321,10 +327,41 @@ class DockerExecutor:
                 return await self._blocking(self._client.containers.create, **spec)
 
     async def _create_volume(self, job: Job, attempt: int) -> str:
-        name = f"hades-{_safe(job.id)}-a{attempt}"
+        name = volume_name(job.id, attempt)
         labels = {LABEL_JOB_ID: job.id, LABEL_ATTEMPT: str(attempt), LABEL_SCOPE: self._scope}
-        await self._call(self._client.volumes.create, name=name, driver="local", labels=labels)
+        options = shared_volume_options(self._settings.dispatch.shared_max_bytes, self._settings.dispatch.step_user)
+        await self._call(
+            self._client.volumes.create, name=name, driver="local", driver_opts=options or None, labels=labels
+        )
         return name
+
+    async def _hold_shared(self, job: Job, *, attempt: int, volume: str, created: _Created) -> None:
+        """Keep a tmpfs /shared mounted between steps: the engine unmounts (and so empties) a tmpfs volume as soon
+        as no running container uses it. The holder waits on its never-written stdin (``read`` is built into
+        ``sh``, which every scripted step needs anyway) with no network, capability or writable root."""
+        step = job.steps[0]
+        spec: dict[str, Any] = {
+            "image": step.image,
+            "name": f"hades-{_safe(job.id)}-a{attempt}-shared",
+            "labels": {LABEL_JOB_ID: job.id, LABEL_ATTEMPT: str(attempt), LABEL_SCOPE: self._scope},
+            "entrypoint": ["sh", "-c", "read _"],
+            "stdin_open": True,
+            "volumes": {volume: {"bind": SHARED_PATH, "mode": "ro,nocopy"}},
+            "network_mode": "none",
+            "read_only": True,
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "mem_limit": 16 * 1024**2,
+            "pids_limit": 4,
+            "nano_cpus": MIN_NANO_CPUS,
+            "log_config": {"type": "json-file", "config": {"max-size": "1m", "max-file": "1"}},
+        }
+        if self._settings.dispatch.step_user:
+            spec["user"] = self._settings.dispatch.step_user
+        with _engine_errors(refused=f"/shared of step {step.id} ({step.name}) cannot be held"):
+            holder = await self._blocking(self._client.containers.create, **spec)
+            created.containers.append(holder)
+            await self._blocking(holder.start)
 
     async def _exit_code(self, container: Any) -> int:
         while True:
@@ -364,102 +401,34 @@ class DockerExecutor:
         with contextlib.suppress(RuntimeError):  # the pool is shut down: the executor is closing
             self._pool.submit(close_quietly, stream)
 
-    # -- adopting an earlier attempt --------------------------------------------------------------------------------
+    # -- what docker_adopt uses to follow an earlier attempt's steps ------------------------------------------
 
-    async def _adoptable(self, job: Job, attempt: int) -> _Adopted | None:
-        """The latest earlier attempt's started step containers and volume, when they can be followed.
+    @property
+    def client(self) -> Any:
+        return self._client
 
-        Only a prefix of the job's steps (step 1, 2 … k, each with its container) is adopted: anything else (a
-        step container that never started, a missing volume or step) means the job runs again from scratch.
-        """
-        selector = {"label": [f"{LABEL_JOB_ID}={job.id}", f"{LABEL_SCOPE}={self._scope}"]}
-        # sparse: no inspect per container (one removed meanwhile would 404); its labels and state are in the list
-        containers = await self._call(self._client.containers.list, all=True, sparse=True, filters=selector)
-        by_attempt: dict[int, dict[int, Any]] = {}
-        for container in containers:
-            labels = container.attrs.get("Labels") or {}
-            with contextlib.suppress(KeyError, ValueError):
-                by_attempt.setdefault(int(labels[LABEL_ATTEMPT]), {})[int(labels[LABEL_STEP_ID])] = container
-        earlier = max((a for a in by_attempt if a < attempt), default=None)
-        if earlier is None:
-            return None
-        steps = by_attempt[earlier]
-        volume = f"hades-{_safe(job.id)}-a{earlier}"
-        volumes = await self._call(self._client.volumes.list, filters={"label": f"{LABEL_JOB_ID}={job.id}"})
-        prefix = [step.id for step in job.steps[: len(steps)]]
-        started = all(steps[i].status in ("running", "exited") for i in steps if i in prefix)
-        if volume not in {v.name for v in volumes} or sorted(steps) != prefix or not started:
-            log.info("job %s: attempt %d left nothing to follow; running it again", job.id, earlier)
-            return None
-        log.info("job %s: attempt %d follows attempt %d's steps %s", job.id, attempt, earlier, prefix)
-        return _Adopted(attempt=earlier, volume=volume, steps=steps)
+    @property
+    def scope(self) -> str:
+        return self._scope
 
-    async def _follow_step(
-        self, job: Job, step: Step, container: Any, *, hooks: RunHooks, stop: StopSignal
-    ) -> tuple[StepResult, bool]:
-        """Follow a step container an earlier attempt started: its whole output (read again from the engine's
-        log, stdout and stderr each in order), its end, and the stop signal as ``_run_step`` does."""
-        loop = asyncio.get_running_loop()
-        state = await self._call(_state, container)
-        await hooks.step_started(step, started_at=_engine_time(state.get("StartedAt")) or utc_now())
-        streams = {
-            name: await self._call(
-                container.logs, stdout=name == "stdout", stderr=name == "stderr", stream=True, follow=True
-            )
-            for name in ("stdout", "stderr")
-        }
-        readers = {
-            name: loop.run_in_executor(
-                self._pool, _pump_one, stream, name, output.emitter(loop, hooks, step.id), job.id
-            )
-            for name, stream in streams.items()
-        }
-        try:
-            exit_task = asyncio.ensure_future(self._exit_code(container))
-            try:
-                interrupted = not await _unless_stopped(exit_task, stop)
-                if interrupted:
-                    await self._stop_container(container, grace_s=stop.grace_s)
-                    try:
-                        exit_code = await asyncio.wait_for(exit_task, API_TIMEOUT_S)
-                    except TimeoutError:
-                        raise Unavailable(f"docker engine: step {step.id} did not stop") from None
-                else:
-                    exit_code = exit_task.result()
-            finally:
-                exit_task.cancel()
-            for name, reader in readers.items():
-                await self._drain(reader, streams[name], job_id=job.id, step_id=step.id)
-            state = await self._call(_state, container)
-        finally:
-            for name, reader in readers.items():
-                if not reader.done():
-                    self._close_stream(streams[name])
-        started_at = _engine_time(state.get("StartedAt"))
-        finished_at = _engine_time(state.get("FinishedAt")) or utc_now()
-        status, reason = StepStatus.SUCCEEDED, None
-        if interrupted:
-            status, reason = StepStatus.FAILED, _stop_reason(stop)
-        elif exit_code != 0 and state.get("OOMKilled"):
-            status, reason = (
-                StepStatus.FAILED,
-                f"killed: out of memory (limit {units.format_memory(step.memory_bytes)})",
-            )
-        elif exit_code != 0:
-            status, reason = StepStatus.FAILED, f"exited with code {exit_code}"
-        duration_s = None
-        if started_at:
-            duration_s = round((jobs.parse_time(finished_at) - jobs.parse_time(started_at)).total_seconds(), 3)
-        result = StepResult(
-            step_id=step.id,
-            status=status,
-            exit_code=exit_code,
-            started_at=started_at,
-            finished_at=finished_at,
-            duration_s=duration_s,
-            reason=reason,
-        )
-        return result, interrupted
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        return self._pool
+
+    async def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._call(fn, *args, **kwargs)
+
+    async def exit_code(self, container: Any) -> int:
+        return await self._exit_code(container)
+
+    async def stop_container(self, container: Any, *, grace_s: float) -> None:
+        await self._stop_container(container, grace_s=grace_s)
+
+    async def drain(self, reader: asyncio.Future[None], stream: Any, *, job_id: str, step_id: int) -> None:
+        await self._drain(reader, stream, job_id=job_id, step_id=step_id)
+
+    def close_stream(self, stream: Any) -> None:
+        self._close_stream(stream)
 
     # -- images ---------------------------------------------------------------------------------------------------
 
@@ -553,15 +522,6 @@ class DockerExecutor:
 # -- helpers that run on the pool's threads ---------------------------------------------------------------------
 
 
-@dataclass
-class _Adopted:
-    """An earlier attempt's volume and the step containers it started (by step id), to be followed, not rerun."""
-
-    attempt: int
-    volume: str
-    steps: dict[int, Any]
-
-
 class _PullFailed(Exception):
     pass
 
@@ -606,6 +566,9 @@ def _state(container: Any) -> dict[str, Any]:
     return dict(container.attrs.get("State") or {})
 
 
+container_state = _state
+
+
 # -- small pure helpers -----------------------------------------------------------------------------------------
 
 
@@ -618,6 +581,46 @@ async def _unless_stopped(task: asyncio.Future[Any], stop: StopSignal) -> bool:
         finally:
             stopper.cancel()
     return task.done()
+
+
+unless_stopped = _unless_stopped
+
+
+def step_outcome(
+    step: Step, *, exit_code: int, state: dict[str, Any], interrupted: bool, stop: StopSignal
+) -> tuple[StepStatus, str | None]:
+    """A finished step's status and reason: stopped by dispatch, killed by its memory limit, or its exit code."""
+    if interrupted:
+        return StepStatus.FAILED, _stop_reason(stop)
+    if exit_code != 0 and state.get("OOMKilled"):
+        return StepStatus.FAILED, f"killed: out of memory (limit {units.format_memory(step.memory_bytes)})"
+    if exit_code != 0:
+        return StepStatus.FAILED, f"exited with code {exit_code}"
+    return StepStatus.SUCCEEDED, None
+
+
+def shared_volume_options(max_bytes: int, user: str) -> dict[str, str]:
+    """The local driver's options for a job's /shared: none (a disk volume) unless it has a size limit or the
+    steps run as a non-root user; then a tmpfs, of ``max_bytes`` if set, owned by that user if set.
+
+    Docker's local volumes on overlay2/ext4 have no quota of their own, and an empty named volume's root belongs
+    to root (no ``chown`` option): a tmpfs is the mechanism that has both. Its pages count against the memory
+    limit of the step that writes them (an over-full /shared fails with ENOSPC, or the step is OOM-killed first
+    when its memory limit is smaller) and stay in the host's memory until the job's volume is removed."""
+    if not max_bytes and not user:
+        return {}
+    mount = ["nosuid", "nodev"]
+    if max_bytes:
+        mount.append(f"size={max_bytes}")
+    if user:
+        uid, _, gid = user.partition(":")
+        mount += [f"uid={uid}", f"gid={gid or uid}", "mode=0755"]
+    return {"type": "tmpfs", "device": "tmpfs", "o": ",".join(mount)}
+
+
+def volume_name(job_id: str, attempt: int) -> str:
+    """The job volume of one attempt (an adopting attempt finds its predecessor's by this name)."""
+    return f"hades-{_safe(job_id)}-a{attempt}"
 
 
 def _stopped(rest: Iterable[Step], results: list[StepResult], stop: StopSignal) -> RunResult:
@@ -678,20 +681,6 @@ def _safe(text: str) -> str:
 
 def _pump_output(stream: Any, emit: output.Emit, job_id: str) -> None:
     output.pump(stream, emit, job_id, release=lambda: close_quietly(stream))
-
-
-def _pump_one(stream: Any, name: str, emit: output.Emit, job_id: str) -> None:
-    """One of a container's output streams (a followed log carries one only) as ``output.pump`` reads them."""
-    pairs = ((chunk, None) if name == "stdout" else (None, chunk) for chunk in stream)
-    output.pump(pairs, emit, job_id, release=lambda: close_quietly(stream))
-
-
-def _engine_time(text: str | None) -> str | None:
-    """An engine time (RFC 3339, nanoseconds) as the API writes times; None for the engine's zero time."""
-    if not text or text.startswith("0001-"):
-        return None
-    whole, _, fraction = text.rstrip("Z").partition(".")
-    return f"{whole}.{(fraction.split('+')[0] + '000')[:3]}Z"
 
 
 def close_quietly(stream: Any) -> None:

@@ -118,6 +118,15 @@ def container(job: Job, step: Step, settings: Settings) -> dict[str, Any]:
         "stdin": False,
         "tty": False,  # keeps the log a plain stream
     }
+    dispatch = settings.dispatch
+    if dispatch.step_user:  # HADES_STEP_USER, as the Docker executor's ``user``
+        uid, _, gid = dispatch.step_user.partition(":")
+        spec["securityContext"].update(runAsUser=int(uid), runAsGroup=int(gid or uid))
+        if int(uid) != 0:
+            spec["securityContext"]["runAsNonRoot"] = True
+    if dispatch.step_read_only_root:  # HADES_STEP_READ_ONLY_ROOT, with a writable /tmp
+        spec["securityContext"]["readOnlyRootFilesystem"] = True
+        spec["volumeMounts"].append({"name": TMP_VOLUME, "mountPath": "/tmp"})
     cmd = command(step)
     if cmd is not None:
         # ``command`` replaces the image's ENTRYPOINT, as the Docker executor's ``entrypoint`` does.
@@ -138,9 +147,14 @@ def build_job(job: Job, *, attempt: int, settings: Settings) -> dict[str, Any]:
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-        "volumes": [{"name": SHARED_VOLUME, "emptyDir": {}}],
+        "volumes": [{"name": SHARED_VOLUME, "emptyDir": shared_empty_dir(settings)}],
         "containers": [container(job, last_step, settings)],
     }
+    if settings.dispatch.step_user:  # the emptyDir's group: a non-root step can write /shared
+        uid, _, gid = settings.dispatch.step_user.partition(":")
+        pod_spec["securityContext"]["fsGroup"] = int(gid or uid)
+    if settings.dispatch.step_read_only_root:
+        pod_spec["volumes"].append({"name": TMP_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}})
     if init_steps:
         pod_spec["initContainers"] = [container(job, step, settings) for step in init_steps]
     if k8s.service_account:
@@ -163,6 +177,17 @@ def build_job(job: Job, *, attempt: int, settings: Settings) -> dict[str, Any]:
         },
     }
 
+
+def shared_empty_dir(settings: Settings) -> dict[str, Any]:
+    """/shared: an ``emptyDir`` on the node's disk, with ``HADES_SHARED_MAX_BYTES`` as its ``sizeLimit`` (the
+    kubelet evicts the pod when it is exceeded, checked periodically rather than at the write)."""
+    if settings.dispatch.shared_max_bytes:
+        return {"sizeLimit": str(settings.dispatch.shared_max_bytes)}
+    return {}
+
+
+TMP_VOLUME = "tmp"
+"""The writable /tmp of a step with a read-only root file system (a memory ``emptyDir`` of 64 MiB)."""
 
 JOB_DEADLINE_MARGIN_S = 30
 """The Job's deadline is the pod's plus this, so the pod's own (the one with a clear reason) fires first."""

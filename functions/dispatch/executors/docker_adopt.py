@@ -1,0 +1,142 @@
+"""Following an earlier attempt's step containers instead of running them again (the Docker executor's adoption).
+
+A dispatcher that died mid-job (SIGKILL, a lost node, an engine that went away) leaves its attempt's step
+containers and volume on the engine, labelled with the job, attempt and step. The redelivery's executor asks
+``adoptable`` for them: when they are the job's first steps, each one started, and the volume is there, it
+``follow_step``s each of them — the engine's copy of its output, its start and end, a cancel or timeout obeyed
+as on any step — and runs the remaining steps in the same volume. Anything else is removed and the job runs again.
+
+The engine calls go through the executor (its thread pool, its error translation); this module holds only the
+decision and the following.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from functions.dispatch.executors import docker as engine
+from functions.dispatch.executors import output
+from functions.dispatch.executors.base import RunHooks, StepResult, StopSignal
+from runtime import jobs
+from runtime.errors import Unavailable
+from runtime.jobs import Job, Step, utc_now
+
+if TYPE_CHECKING:
+    from functions.dispatch.executors.docker import DockerExecutor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Adopted:
+    """An earlier attempt's volume and the step containers it started (by step id), to be followed, not rerun."""
+
+    attempt: int
+    volume: str
+    steps: dict[int, Any]
+
+
+async def adoptable(executor: DockerExecutor, job: Job, attempt: int) -> Adopted | None:
+    """The latest earlier attempt's started step containers and volume, when they can be followed.
+
+    Only a prefix of the job's steps (step 1, 2 … k, each with its container) is adopted: anything else (a
+    step container that never started, a missing volume or step) means the job runs again from scratch.
+    """
+    selector = {"label": [f"{engine.LABEL_JOB_ID}={job.id}", f"{engine.LABEL_SCOPE}={executor.scope}"]}
+    client = executor.client
+    # sparse: no inspect per container (one removed meanwhile would 404); its labels and state are in the list
+    containers = await executor.call(client.containers.list, all=True, sparse=True, filters=selector)
+    by_attempt: dict[int, dict[int, Any]] = {}
+    for container in containers:
+        labels = container.attrs.get("Labels") or {}
+        with contextlib.suppress(KeyError, ValueError):
+            by_attempt.setdefault(int(labels[engine.LABEL_ATTEMPT]), {})[int(labels[engine.LABEL_STEP_ID])] = container
+    earlier = max((a for a in by_attempt if a < attempt), default=None)
+    if earlier is None:
+        return None
+    steps = by_attempt[earlier]
+    volume = engine.volume_name(job.id, earlier)
+    volumes = await executor.call(client.volumes.list, filters={"label": f"{engine.LABEL_JOB_ID}={job.id}"})
+    prefix = [step.id for step in job.steps[: len(steps)]]
+    started = all(steps[i].status in ("running", "exited") for i in steps if i in prefix)
+    if volume not in {v.name for v in volumes} or sorted(steps) != prefix or not started:
+        log.info("job %s: attempt %d left nothing to follow; running it again", job.id, earlier)
+        return None
+    log.info("job %s: attempt %d follows attempt %d's steps %s", job.id, attempt, earlier, prefix)
+    return Adopted(attempt=earlier, volume=volume, steps=steps)
+
+
+async def follow_step(
+    executor: DockerExecutor, job: Job, step: Step, container: Any, *, hooks: RunHooks, stop: StopSignal
+) -> tuple[StepResult, bool]:
+    """Follow a step container an earlier attempt started: its whole output (read again from the engine's log,
+    stdout and stderr each in order), its end, and the stop signal as a step the executor runs itself; the flag
+    says whether the stop signal ended it."""
+    loop = asyncio.get_running_loop()
+    state = await executor.call(engine.container_state, container)
+    await hooks.step_started(step, started_at=_engine_time(state.get("StartedAt")) or utc_now())
+    streams = {
+        name: await executor.call(
+            container.logs, stdout=name == "stdout", stderr=name == "stderr", stream=True, follow=True
+        )
+        for name in ("stdout", "stderr")
+    }
+    readers = {
+        name: loop.run_in_executor(executor.pool, _pump_one, stream, name, output.emitter(loop, hooks, step.id), job.id)
+        for name, stream in streams.items()
+    }
+    try:
+        exit_task = asyncio.ensure_future(executor.exit_code(container))
+        try:
+            interrupted = not await engine.unless_stopped(exit_task, stop)
+            if interrupted:
+                await executor.stop_container(container, grace_s=stop.grace_s)
+                try:
+                    exit_code = await asyncio.wait_for(exit_task, engine.API_TIMEOUT_S)
+                except TimeoutError:
+                    raise Unavailable(f"docker engine: step {step.id} did not stop") from None
+            else:
+                exit_code = exit_task.result()
+        finally:
+            exit_task.cancel()
+        for name, reader in readers.items():
+            await executor.drain(reader, streams[name], job_id=job.id, step_id=step.id)
+        state = await executor.call(engine.container_state, container)
+    finally:
+        for name, reader in readers.items():
+            if not reader.done():
+                executor.close_stream(streams[name])
+    started_at = _engine_time(state.get("StartedAt"))
+    finished_at = _engine_time(state.get("FinishedAt")) or utc_now()
+    duration_s = None
+    if started_at:
+        duration_s = round((jobs.parse_time(finished_at) - jobs.parse_time(started_at)).total_seconds(), 3)
+    status, reason = engine.step_outcome(step, exit_code=exit_code, state=state, interrupted=interrupted, stop=stop)
+    result = StepResult(
+        step_id=step.id,
+        status=status,
+        exit_code=exit_code,
+        started_at=started_at,
+        finished_at=finished_at,
+        duration_s=duration_s,
+        reason=reason,
+    )
+    return result, interrupted
+
+
+def _pump_one(stream: Any, name: str, emit: output.Emit, job_id: str) -> None:
+    """One of a container's output streams (a followed log carries one only) as ``output.pump`` reads them."""
+    pairs = ((chunk, None) if name == "stdout" else (None, chunk) for chunk in stream)
+    output.pump(pairs, emit, job_id, release=lambda: engine.close_quietly(stream))
+
+
+def _engine_time(text: str | None) -> str | None:
+    """An engine time (RFC 3339, nanoseconds) as the API writes times; None for the engine's zero time."""
+    if not text or text.startswith("0001-"):
+        return None
+    whole, _, fraction = text.rstrip("Z").partition(".")
+    return f"{whole}.{(fraction.split('+')[0] + '000')[:3]}Z"
