@@ -79,12 +79,16 @@ async def follow_step(
     loop = asyncio.get_running_loop()
     state = await executor.call(engine.container_state, container)
     await hooks.step_started(step, started_at=_engine_time(state.get("StartedAt")) or utc_now())
-    streams = {
-        name: await executor.call(
-            container.logs, stdout=name == "stdout", stderr=name == "stderr", stream=True, follow=True
-        )
-        for name in ("stdout", "stderr")
-    }
+    streams: dict[str, Any] = {}
+    try:
+        for name in ("stdout", "stderr"):
+            streams[name] = await executor.call(
+                container.logs, stdout=name == "stdout", stderr=name == "stderr", stream=True, follow=True
+            )
+    except BaseException:  # the engine failed between the two: close what was opened
+        for stream in streams.values():
+            executor.close_stream(stream)
+        raise
     readers = {
         name: loop.run_in_executor(executor.pool, _pump_one, stream, name, output.emitter(loop, hooks, step.id), job.id)
         for name, stream in streams.items()
