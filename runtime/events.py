@@ -29,6 +29,10 @@ class JobEvent(TypedDict):
     stream_seq: NotRequired[int]  # on queued: the job message's sequence in HADES_JOBS (for its lane position)
     queue_wait_s: NotRequired[float]  # on running: submitted → dequeued
     dispatcher: NotRequired[str]  # on running: which process took it
+    dispatcher_host: NotRequired[str]  # on running: that process's host name and pid, so that a dispatcher
+    dispatcher_pid: NotRequired[int]  # restarted on the same host can tell it is gone
+    ack_reply: NotRequired[str]  # on running: the delivery's ack subject, to nak it once that process is gone
+    # (an internal handle, never copied into the job record)
     log_lost_lines: NotRequired[int]  # on the terminal one, when > 0: log lines of this attempt never stored
 
 

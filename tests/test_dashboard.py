@@ -23,10 +23,13 @@ WAIT_S = 60
 
 
 def wait_for(driver: Any, condition: Any, *, timeout_s: float = WAIT_S) -> Any:
-    """Poll ``condition(driver)`` until it is truthy (Selenium's own deadline-bound poll)."""
+    """Poll ``condition(driver)`` until it is truthy (Selenium's own deadline-bound poll). A live page re-renders
+    parts of itself (the chart, the rows): an element replaced between finding and reading it is looked up again."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout_s, poll_frequency=0.1).until(condition)
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(driver, timeout_s, poll_frequency=0.1, ignored_exceptions=ignored).until(condition)
 
 
 def open_dashboard(driver: Any, url: str) -> None:

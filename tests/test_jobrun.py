@@ -29,6 +29,7 @@ class FakeMsg:
     done: list[str] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
     subject: str = "hades.jobs.high"
+    reply: str = ""  # the ack subject (a real one starts with $JS.ACK.)
 
     async def ack(self) -> None:
         self.done.append("ack")

@@ -225,6 +225,7 @@ class _Msg:
     attempt: int
     headers: dict[str, str] = field(default_factory=dict)
     subject: str = "hades.jobs.high"
+    reply: str = ""  # the ack subject (a real one starts with $JS.ACK.)
 
     async def ack(self) -> None:
         pass

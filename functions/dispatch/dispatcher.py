@@ -15,6 +15,7 @@ import os
 import socket
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 from functions.dispatch import jobrun
 from functions.dispatch.executors.base import Executor, StopSignal
@@ -96,7 +97,8 @@ class Dispatcher:
 
     async def sweep_leftovers(self) -> None:
         """Remove what ended jobs left behind (a dispatcher that crashed mid-job). A job that is still queued or
-        running keeps its resources: whoever runs it next cleans them up before starting."""
+        running keeps its resources: whoever runs it next cleans them up (or follows its running step). A job
+        still running for a dispatcher of this host that is gone is handed back at once (``_hand_back``)."""
         try:
             leftovers = await self.executor.leftovers()
         except Exception as exc:
@@ -108,8 +110,25 @@ class Dispatcher:
                 if last is None or events.is_terminal(last):
                     log.info("removing leftovers of ended job %s", job_id)
                     await self.executor.cleanup(job_id)
+                elif self.executor.name == "docker":
+                    await self._hand_back(job_id)
             except HadesError as exc:  # one stuck leftover must not keep the dispatcher from starting
                 log.warning("leftovers of job %s not removed: %s", job_id, exc.detail)
+
+    async def _hand_back(self, job_id: str) -> None:
+        """Nak the delivery of a job whose latest attempt runs for a dispatcher of this host that no longer
+        exists: it is redelivered now (and its running step followed), not after AckWait. Docker only (one host,
+        one engine): a Kubernetes dispatcher's pod is another host, and its jobs come back after AckWait."""
+        running = await _latest_running(self.conn, job_id)
+        if running is None or "ack_reply" not in running:
+            return
+        if running.get("dispatcher_host") != socket.gethostname():
+            return
+        pid = running.get("dispatcher_pid")
+        if pid is None or _dispatcher_alive(pid):
+            return
+        log.info("job %s: its dispatcher %s is gone; handing its delivery back", job_id, running.get("dispatcher"))
+        await self.conn.nak_delivery(running["ack_reply"])
 
     async def _ready_lanes(self) -> list[Lane]:
         ready = []
@@ -221,6 +240,41 @@ class Dispatcher:
                 with contextlib.suppress(Unavailable):
                     await msg.nak()
         await _close([self.cancel_subscription] if self.cancel_subscription else [])
+
+
+async def _latest_running(conn: messaging.Messaging, job_id: str) -> events.JobEvent | None:
+    """The job's latest job event, when it says ``running`` (a step event may have come after it)."""
+    latest: events.JobEvent | None = None
+    async for stored in conn.read(stream=subjects.EVENTS_STREAM, subject=subjects.status_subject(job_id)):
+        try:
+            event = events.decode_status(stored.data)
+        except ValueError:
+            continue
+        if event["kind"] != "job":
+            continue
+        if latest is None or (event["attempt"], event["seq"]) > (latest["attempt"], latest["seq"]):
+            latest = event
+    return latest if latest is not None and latest["status"] == JobStatus.RUNNING else None
+
+
+def _dispatcher_alive(pid: int) -> bool:
+    """Whether ``pid`` (on this host) may still be a dispatcher. Only a pid that is gone, or reused by a process
+    that is not ``functions.dispatch``, counts as dead; this process, or anything unreadable, counts as alive."""
+    if pid == os.getpid() or not Path("/proc/self").exists():  # another dispatcher in this process (tests)
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, as another user
+        pass
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return False  # gone since
+    except OSError:
+        return True
+    return b"functions.dispatch" in cmdline  # empty for a zombie
 
 
 async def _close(subscriptions: Sequence[Subscription | PullConsumer]) -> None:

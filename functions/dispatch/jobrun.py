@@ -13,6 +13,8 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -163,6 +165,8 @@ class Deps:
     executor: Executor
     settings: Settings
     dispatcher_id: str
+    host: str = field(default_factory=socket.gethostname)  # with the pid: a restarted dispatcher on this host
+    pid: int = field(default_factory=os.getpid)  # can tell the process that took a job is gone
 
 
 async def handle(deps: Deps, msg: Delivery, *, stop: StopSignal) -> None:
@@ -215,6 +219,9 @@ async def _handle(deps: Deps, msg: Delivery, job: Job, attempt: int, stop: StopS
             job=job.summary(),
             queue_wait_s=round(queue_wait, 3),
             dispatcher=deps.dispatcher_id,
+            dispatcher_host=deps.host,
+            dispatcher_pid=deps.pid,
+            **({"ack_reply": msg.reply} if msg.reply else {}),
             started_at=utc_now(),
         )
         timer = asyncio.get_running_loop().call_later(

@@ -255,6 +255,15 @@ class Messaging:
             sub = await self._nc.subscribe(subject, cb=deliver, pending_msgs_limit=pending_limit)
         return Subscription(sub)
 
+    async def nak_delivery(self, reply: str) -> None:
+        """Hand back a delivery another process took (by its ack subject, ``Delivery.reply``): redelivered at once
+        instead of after AckWait. For the delivery of a dispatcher known to be dead; ``Unavailable`` if not sent."""
+        if not reply.startswith("$JS.ACK."):
+            raise ValueError(f"not a JetStream ack subject: {reply!r}")
+        with translated("handing a message back"):
+            await self._nc.publish(reply, b"-NAK")
+            await self._nc.flush(timeout=max(1, round(self.publish_timeout_s)))
+
     async def pull_consumer(self, stream: str, config: Any) -> PullConsumer:
         """Create (or update) the durable consumer ``config`` describes and bind to it."""
         with translated(f"binding consumer {config.durable_name}"):

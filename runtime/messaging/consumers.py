@@ -38,6 +38,11 @@ class Delivery:
         return dict(self._msg.headers or {})
 
     @property
+    def reply(self) -> str:
+        """The ack subject of this delivery: ``Messaging.nak_delivery`` hands it back from another process."""
+        return self._msg.reply
+
+    @property
     def attempt(self) -> int:
         """How often this message has been delivered, this time included (1 on the first delivery)."""
         return int(self._msg.metadata.num_delivered)

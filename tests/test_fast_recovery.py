@@ -1,0 +1,91 @@
+"""A dispatcher restarted on the host of one that was SIGKILLed hands the dead one's delivery back at once (a nak
+on the ack subject its ``running`` event recorded): the job comes back well before AckWait, and its running step
+is followed, not rerun."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import docker
+import pytest
+
+from functions.dispatch.dispatcher import _dispatcher_alive
+from functions.submit.handlers import create_app as create_submit
+from runtime.jobs import parse_time
+from tests.faults.harness import RUN_TOKEN
+from tests.helpers import make_settings, poll
+from tests.observe import StoredEvents
+
+ACK_WAIT_S = 60
+ENV = {"HADES_ACK_WAIT_SECONDS": str(ACK_WAIT_S)}
+
+
+def test_only_a_pid_that_is_gone_or_no_dispatcher_counts_as_dead() -> None:
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert not _dispatcher_alive(other.pid)  # alive, but not functions.dispatch: a reused pid
+    finally:
+        other.kill()
+        other.wait()
+    assert not _dispatcher_alive(other.pid)  # gone
+    assert _dispatcher_alive(os.getpid())  # this process: never handed back from under itself
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+async def test_a_restarted_dispatcher_recovers_a_killed_ones_job_before_ack_wait(
+    dispatcher_processes: Callable[..., subprocess.Popen[bytes]],
+    aiohttp_client: Any,
+    clean_nats: str,
+    stored: StoredEvents,
+    busybox_image: str,
+) -> None:
+    first = dispatcher_processes(**ENV)
+    client = await aiohttp_client(create_submit(make_settings(clean_nats)))
+    script = f"echo {RUN_TOKEN}; echo working; sleep 15; echo done"
+    body = {"name": "fast recovery", "steps": [{"id": 1, "name": "step 1", "image": busybox_image, "script": script}]}
+    response = await client.post("/jobs", json=body)
+    assert response.status == 202, await response.text()
+    job_id = str((await response.json())["id"])
+
+    async def working() -> bool:
+        return "working" in await stored.lines(job_id)
+
+    await poll(working, timeout_s=60, interval_s=0.2)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    killed_at = time.time()  # a point on the events' clock (same host), not a measured duration
+    dispatcher_processes(**ENV)
+
+    final = await stored.terminal(job_id, timeout_s=90)
+    assert final["status"] == "succeeded" and final["attempt"] == 2, final
+    running = {e["attempt"]: e for e in await stored.jobs(job_id) if e["status"] == "running" and "reason" not in e}
+    assert set(running) == {1, 2}, running
+    assert running[1]["ack_reply"].startswith("$JS.ACK.")
+    assert running[1]["dispatcher_pid"] == first.pid
+    recovered_s = parse_time(running[2]["at"]).timestamp() - killed_at
+    print(f"[fast recovery] attempt 2 running {recovered_s:.1f} s after the kill (AckWait {ACK_WAIT_S} s)")
+    assert recovered_s < ACK_WAIT_S / 2, f"redelivered {recovered_s:.1f} s after the kill (AckWait {ACK_WAIT_S} s)"
+    lines = await stored.lines(job_id)
+    tokens = {line for line in lines if line.startswith("run ")}  # each run of the step prints its own token
+    assert len(tokens) == 1, lines  # ran once, followed by attempt 2 (which may read its output again)
+    assert "done" in lines
+    engine = docker.from_env()
+    try:
+
+        async def no_leftovers() -> bool:
+            label = f"hades.job-id={job_id}"
+            return not engine.containers.list(all=True, sparse=True, filters={"label": label}) and not (
+                engine.volumes.list(filters={"label": label})
+            )
+
+        await poll(no_leftovers, timeout_s=30, interval_s=0.5)
+    finally:
+        engine.close()
