@@ -44,7 +44,7 @@ async def test_a_sigkilled_dispatcher_is_followed_not_rerun(
         return all([await stored.terminals(i) for i in ids])
 
     await poll(all_ended, timeout_s=90, interval_s=0.5)
-    figures.recovery_s = time.monotonic() - killed_at  # the new dispatcher hands the job back at once, then follows its steps
+    figures.recovery_s = time.monotonic() - killed_at  # handed back at once, then followed
     await count(figures, stored, ids)
     figures.seconds = time.monotonic() - began
     figures.check()
