@@ -155,9 +155,10 @@ async def submit(
         return None
 
 
-def leftovers(job_ids: list[str]) -> list[str]:
-    """Containers and volumes still labelled with one of these jobs."""
-    client = docker.from_env()
+def leftovers(job_ids: list[str], *, engine: Any = None) -> list[str]:
+    """Containers and volumes still labelled with one of these jobs (on ``engine``, a docker client; by default
+    the local engine's)."""
+    client = engine or docker.from_env()
     try:
         wanted = set(job_ids)
         found = [
@@ -172,7 +173,8 @@ def leftovers(job_ids: list[str]) -> list[str]:
         ]
         return found
     finally:
-        client.close()
+        if engine is None:
+            client.close()
 
 
 @dataclass

@@ -31,8 +31,8 @@ import aiohttp
 import docker
 import pytest
 
-from tests.faults.harness import RUN_TOKEN, Figures, count, job, submit
-from tests.helpers import SCOPE, poll
+from tests.faults.harness import RUN_TOKEN, Figures, count, job, leftovers, submit
+from tests.helpers import poll
 from tests.observe import StoredEvents
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(180)]
@@ -223,18 +223,7 @@ def _unmount_under(root: Path) -> None:
 
 def _leftovers(engine: PrivateEngine, job_ids: list[str]) -> list[str]:
     with contextlib.closing(engine.client()) as client:
-        wanted = set(job_ids)
-        found = [
-            c.name
-            for c in client.containers.list(all=True, filters={"label": f"hades.scope={SCOPE}"})
-            if c.labels.get("hades.job-id") in wanted
-        ]
-        found += [
-            v.name
-            for v in client.volumes.list(filters={"label": "hades.job-id"})
-            if (v.attrs.get("Labels") or {}).get("hades.job-id") in wanted
-        ]
-        return found
+        return leftovers(job_ids, engine=client)
 
 
 async def test_the_docker_engine_restarted_during_a_job(

@@ -14,11 +14,15 @@ exit is a result, never an exception.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from runtime.errors import HadesError
 from runtime.jobs import Job, JobStatus, Step, StepStatus
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -102,3 +106,17 @@ def job_status(results: Sequence[StepResult], steps: Sequence[Step]) -> tuple[Jo
 
 def skipped(steps: Sequence[Step], *, reason: str) -> list[StepResult]:
     return [StepResult(step_id=s.id, status=StepStatus.SKIPPED, reason=reason) for s in steps]
+
+
+async def cleanup_shielded(
+    cleanup: Callable[[str], Awaitable[None]], job_id: str, running: set[asyncio.Task[None]], *, what: str
+) -> None:
+    """Remove a job's resources even when the run awaiting this is cancelled: the removal goes on as its own task
+    (kept in ``running`` so the executor's close can wait for it); a failure is logged, the leftover sweep retries."""
+    task = asyncio.ensure_future(cleanup(job_id))
+    running.add(task)
+    task.add_done_callback(running.discard)
+    try:
+        await asyncio.shield(task)
+    except HadesError as exc:
+        log.warning("job %s: %s: %s", job_id, what, exc.detail)

@@ -32,7 +32,15 @@ import requests.exceptions
 import urllib3.exceptions
 
 from functions.dispatch.executors import docker_adopt, output
-from functions.dispatch.executors.base import RunHooks, RunResult, StepResult, StopSignal, job_status, skipped
+from functions.dispatch.executors.base import (
+    RunHooks,
+    RunResult,
+    StepResult,
+    StopSignal,
+    cleanup_shielded,
+    job_status,
+    skipped,
+)
 from runtime import jobs, units
 from runtime.errors import HadesError, JobError, Unavailable, truncate
 from runtime.jobs import Job, JobStatus, Step, StepStatus, utc_now
@@ -227,20 +235,7 @@ class DockerExecutor:
             log.debug("job %s: step %d started in %s", job.id, step.id, container.name)
             await hooks.step_started(step, started_at=started_at)
 
-            exit_task = asyncio.ensure_future(self._exit_code(container))
-            try:
-                interrupted = not await _unless_stopped(exit_task, stop)
-                if interrupted:
-                    log.info("job %s: stopping step %d (%s)", job.id, step.id, stop.reason or stop.status)
-                    await self._stop_container(container, grace_s=stop.grace_s)
-                    try:
-                        exit_code = await asyncio.wait_for(exit_task, API_TIMEOUT_S)
-                    except TimeoutError:
-                        raise Unavailable(f"docker engine: step {step.id} did not stop") from None
-                else:
-                    exit_code = exit_task.result()
-            finally:
-                exit_task.cancel()
+            exit_code, interrupted = await self.await_exit(job, step, container, stop)
             finished_at, duration_s = utc_now(), round(time.monotonic() - began, 3)
 
             await self._drain(reader, stream, job_id=job.id, step_id=step.id)
@@ -250,17 +245,33 @@ class DockerExecutor:
             if not reader.done():
                 self._close_stream(stream)
 
-        status, reason = step_outcome(step, exit_code=exit_code, state=state, interrupted=interrupted, stop=stop)
-        result = StepResult(
-            step_id=step.id,
-            status=status,
+        result = step_result(
+            step,
             exit_code=exit_code,
+            state=state,
+            interrupted=interrupted,
+            stop=stop,
             started_at=started_at,
             finished_at=finished_at,
             duration_s=duration_s,
-            reason=reason,
         )
         return result, interrupted
+
+    async def await_exit(self, job: Job, step: Step, container: Any, stop: StopSignal) -> tuple[int, bool]:
+        """The step container's exit code, and whether the stop signal ended it (then it was stopped here)."""
+        exit_task = asyncio.ensure_future(self._exit_code(container))
+        try:
+            interrupted = not await _unless_stopped(exit_task, stop)
+            if not interrupted:
+                return exit_task.result(), False
+            log.info("job %s: stopping step %d (%s)", job.id, step.id, stop.reason or stop.status)
+            await self._stop_container(container, grace_s=stop.grace_s)
+            try:
+                return await asyncio.wait_for(exit_task, API_TIMEOUT_S), True
+            except TimeoutError:
+                raise Unavailable(f"docker engine: step {step.id} did not stop") from None
+        finally:
+            exit_task.cancel()
 
     def _container_spec(self, job: Job, step: Step, *, attempt: int, volume: str) -> dict[str, Any]:
         spec: dict[str, Any] = {
@@ -418,12 +429,6 @@ class DockerExecutor:
     async def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         return await self._call(fn, *args, **kwargs)
 
-    async def exit_code(self, container: Any) -> int:
-        return await self._exit_code(container)
-
-    async def stop_container(self, container: Any, *, grace_s: float) -> None:
-        await self._stop_container(container, grace_s=grace_s)
-
     async def drain(self, reader: asyncio.Future[None], stream: Any, *, job_id: str, step_id: int) -> None:
         await self._drain(reader, stream, job_id=job_id, step_id=step_id)
 
@@ -496,14 +501,7 @@ class DockerExecutor:
             raise _unavailable(exc) from exc
 
     async def _cleanup_shielded(self, job_id: str) -> None:
-        """Remove the job's resources even when the run was cancelled: the removal runs on as its own task."""
-        task = asyncio.ensure_future(self.cleanup(job_id))
-        self._cleanups.add(task)
-        task.add_done_callback(self._cleanups.discard)
-        try:
-            await asyncio.shield(task)
-        except HadesError as exc:
-            log.warning("job %s: cleanup failed (the leftover sweep retries it): %s", job_id, exc.detail)
+        await cleanup_shielded(self.cleanup, job_id, self._cleanups, what="cleanup failed (the sweep retries it)")
 
     # -- calling the SDK off the loop -----------------------------------------------------------------------------
 
@@ -583,7 +581,28 @@ async def _unless_stopped(task: asyncio.Future[Any], stop: StopSignal) -> bool:
     return task.done()
 
 
-unless_stopped = _unless_stopped
+def step_result(
+    step: Step,
+    *,
+    exit_code: int,
+    state: dict[str, Any],
+    interrupted: bool,
+    stop: StopSignal,
+    started_at: str | None,
+    finished_at: str,
+    duration_s: float | None,
+) -> StepResult:
+    """A finished step container's result, whether this executor ran it or followed it after a restart."""
+    status, reason = step_outcome(step, exit_code=exit_code, state=state, interrupted=interrupted, stop=stop)
+    return StepResult(
+        step_id=step.id,
+        status=status,
+        exit_code=exit_code,
+        started_at=started_at,
+        finished_at=finished_at,
+        duration_s=duration_s,
+        reason=reason,
+    )
 
 
 def step_outcome(

@@ -22,7 +22,6 @@ from functions.dispatch.executors import docker as engine
 from functions.dispatch.executors import output
 from functions.dispatch.executors.base import RunHooks, StepResult, StopSignal
 from runtime import jobs
-from runtime.errors import Unavailable
 from runtime.jobs import Job, Step, utc_now
 
 if TYPE_CHECKING:
@@ -94,19 +93,7 @@ async def follow_step(
         for name, stream in streams.items()
     }
     try:
-        exit_task = asyncio.ensure_future(executor.exit_code(container))
-        try:
-            interrupted = not await engine.unless_stopped(exit_task, stop)
-            if interrupted:
-                await executor.stop_container(container, grace_s=stop.grace_s)
-                try:
-                    exit_code = await asyncio.wait_for(exit_task, engine.API_TIMEOUT_S)
-                except TimeoutError:
-                    raise Unavailable(f"docker engine: step {step.id} did not stop") from None
-            else:
-                exit_code = exit_task.result()
-        finally:
-            exit_task.cancel()
+        exit_code, interrupted = await executor.await_exit(job, step, container, stop)
         for name, reader in readers.items():
             await executor.drain(reader, streams[name], job_id=job.id, step_id=step.id)
         state = await executor.call(engine.container_state, container)
@@ -119,15 +106,15 @@ async def follow_step(
     duration_s = None
     if started_at:
         duration_s = round((jobs.parse_time(finished_at) - jobs.parse_time(started_at)).total_seconds(), 3)
-    status, reason = engine.step_outcome(step, exit_code=exit_code, state=state, interrupted=interrupted, stop=stop)
-    result = StepResult(
-        step_id=step.id,
-        status=status,
+    result = engine.step_result(
+        step,
         exit_code=exit_code,
+        state=state,
+        interrupted=interrupted,
+        stop=stop,
         started_at=started_at,
         finished_at=finished_at,
         duration_s=duration_s,
-        reason=reason,
     )
     return result, interrupted
 

@@ -21,7 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from functions.dispatch.executors import output
-from functions.dispatch.executors.base import RunHooks, RunResult, StepResult, StopSignal, job_status, skipped
+from functions.dispatch.executors.base import (
+    RunHooks,
+    RunResult,
+    StepResult,
+    StopSignal,
+    cleanup_shielded,
+    job_status,
+    skipped,
+)
 from functions.dispatch.executors.k8s import api as k8s_api
 from functions.dispatch.executors.k8s import manifest, podlogs, podstate
 from functions.dispatch.executors.k8s.watch import PodWatch
@@ -262,13 +270,8 @@ class KubernetesExecutor:
         return {job_id for job_id in found if job_id}
 
     async def _cleanup_shielded(self, job_id: str) -> None:
-        task = asyncio.ensure_future(self.cleanup(job_id))
-        self._cleanups.add(task)
-        task.add_done_callback(self._cleanups.discard)
-        try:
-            await asyncio.shield(task)
-        except HadesError as exc:
-            log.warning("job %s: Job not deleted (the leftover sweep or its TTL removes it): %s", job_id, exc.detail)
+        what = "Job not deleted (the leftover sweep or its TTL removes it)"
+        await cleanup_shielded(self.cleanup, job_id, self._cleanups, what=what)
 
 
 class _Run:
