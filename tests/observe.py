@@ -52,6 +52,14 @@ class StoredEvents:
     async def lines(self, job_id: str, *, stream: str | None = None) -> list[str]:
         return [line["message"] for line in await self.log_lines(job_id) if stream is None or line["stream"] == stream]
 
+    async def queued(self, job_id: str, timeout_s: float = 10) -> dict[str, Any]:
+        """The job's ``queued`` event, once stored: submit sends it without waiting for its ack."""
+
+        async def found() -> dict[str, Any] | None:
+            return next((e for e in await self.jobs(job_id) if e["status"] == "queued"), None)
+
+        return await poll(found, timeout_s=timeout_s, interval_s=0.05)
+
     async def terminals(self, job_id: str) -> list[dict[str, Any]]:
         return [e for e in await self.jobs(job_id) if e["status"] in TERMINAL]
 

@@ -33,5 +33,5 @@ async def test_submit_answers_and_stores_the_integer(
     assert response.status == 202, await response.text()
     answer = await response.json()
     assert answer["priority"] == 2 and type(answer["priority"]) is int and answer["lane"] == "normal"
-    queued = (await stored.jobs(answer["id"]))[0]
+    queued = await stored.queued(answer["id"])
     assert type(queued["job"]["priority"]) is int
