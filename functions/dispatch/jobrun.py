@@ -4,6 +4,12 @@ The message is acked only when the job has ended (its terminal event stored), an
 in-progress acks, so a live dispatcher's job is never handed to another and a dead one's comes back after
 ``AckWait``. Infrastructure trouble (``Unavailable``) naks it for a later attempt; the delivery past
 ``max_deliver`` fails it for good and copies it to the dead-letter subject.
+
+A status event that cannot be stored (NATS unreachable) is kept and sent again, the same event with the same
+``Nats-Msg-Id``, before any later one: each publish first retries the kept ones in order, one try while NATS is
+away (a step never waits longer than one publish did), and the terminal event is published only once every
+earlier one is stored, so it stays the attempt's last. At most ``MAX_UNSENT_STATUS_EVENTS`` are kept; past that
+the oldest step event is dropped, counted (``JobRun.lost_status_events``) and logged.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +43,8 @@ RETRY_DELAY_S = 5.0
 """How long a job waits before its next attempt after infrastructure trouble."""
 TERMINAL_PUBLISH_ATTEMPTS = 4
 """Tries (0.5, 1, 2 s apart) to store a terminal event before the job is handed back instead of acked."""
+MAX_UNSENT_STATUS_EVENTS = 1000
+"""Status events of one attempt kept while NATS is unreachable; past it the oldest step event is dropped."""
 
 
 @dataclass
@@ -52,12 +61,78 @@ class JobRun:
     first_step_started: bool = False
     step_spans: dict[int, Any] = field(default_factory=dict)
     job_span: Any = None
+    unsent: deque[events.StatusEvent] = field(default_factory=deque)
+    """Status events not stored yet, in seq order: the first is the one being (or next to be) sent."""
+    lost_status_events: int = 0
+    """Status events never stored: dropped past ``MAX_UNSENT_STATUS_EVENTS``, or refused for good by the broker."""
+    _sending: asyncio.Lock = field(default_factory=asyncio.Lock)  # one sender at a time: events leave in order
+    _outage_since: float | None = None
 
     async def publish(self, event: events.StatusEvent) -> None:
-        try:
-            await eventlog.publish_status(self.conn, event)
-        except HadesError as exc:
-            log.warning("job %s: status event %s lost: %s", self.job.id, event["status"], exc.detail)
+        """Store a non-terminal status event after every earlier one; while NATS is away it is kept for the next
+        publish (or ``flush``) to send, at the cost of one failed try, as before."""
+        self.unsent.append(event)
+        async with self._sending:
+            await self._send_unsent(retries=False)
+            self._bound()
+
+    async def flush(self) -> None:
+        """Store every kept status event, each with the terminal event's retries; ``Unavailable`` if NATS stays
+        away (the events stay kept)."""
+        async with self._sending:
+            await self._send_unsent(retries=True)
+
+    def _bound(self) -> None:
+        """Past ``MAX_UNSENT_STATUS_EVENTS`` kept (NATS away that long), drop the oldest step event (a job event, say
+        the ``running`` one with the dispatcher's identity, only if nothing else is left)."""
+        while len(self.unsent) > MAX_UNSENT_STATUS_EVENTS:
+            index = next((i for i, e in enumerate(self.unsent) if e["kind"] == "step"), 0)
+            dropped = self.unsent[index]
+            del self.unsent[index]
+            self.lost_status_events += 1
+            if self.lost_status_events == 1 or self.lost_status_events % 100 == 0:
+                log.warning(
+                    "job %s: %d status events lost so far (the latest %s of seq %d): NATS unreachable, %d kept",
+                    self.job.id,
+                    self.lost_status_events,
+                    dropped["status"],
+                    dropped["seq"],
+                    len(self.unsent),
+                )
+
+    async def _send_unsent(self, *, retries: bool) -> None:
+        while self.unsent:
+            event = self.unsent[0]
+            try:
+                if retries:
+                    await _publish_with_retries(self.conn, event)
+                else:
+                    await eventlog.publish_status(self.conn, event)
+            except Unavailable as exc:
+                if self._outage_since is None:
+                    self._outage_since = time.monotonic()
+                    log.warning(
+                        "job %s: status event %s (seq %d) not stored yet, kept to send again: %s",
+                        self.job.id,
+                        event["status"],
+                        event["seq"],
+                        exc.detail,
+                    )
+                if retries:
+                    raise
+                return
+            except HadesError as exc:  # permanent (too large for the broker): sending it again cannot help
+                self.lost_status_events += 1
+                log.warning("job %s: status event %s lost: %s", self.job.id, event["status"], exc.detail)
+            else:
+                if self._outage_since is not None:
+                    log.info(
+                        "job %s: status events stored again after %.1f s",
+                        self.job.id,
+                        time.monotonic() - self._outage_since,
+                    )
+                    self._outage_since = None
+            self.unsent.popleft()
 
     async def job_status(self, status: JobStatus, reason: str | None = None, **extra: Any) -> None:
         reason = self.sink.mask(reason) if reason else reason
@@ -308,9 +383,15 @@ async def _finish(deps: Deps, msg: Delivery, run: JobRun, result: RunResult) -> 
         **lost,
     )
     try:
+        await run.flush()  # every earlier status event first: the terminal one is the attempt's last
         await _publish_with_retries(run.conn, terminal)
     except Unavailable as exc:
-        log.error("job %s: its %s could not be stored (%s); handing it back", run.job.id, result.status, exc.detail)
+        log.error(
+            "job %s: its %s (or a status event before it) could not be stored (%s); handing it back",
+            run.job.id,
+            result.status,
+            exc.detail,
+        )
         with contextlib.suppress(Unavailable):
             await msg.nak(delay_s=RETRY_DELAY_S)
         return
@@ -351,6 +432,8 @@ async def _retry_later(deps: Deps, msg: Delivery, run: JobRun, exc: Unavailable)
     log.warning("job %s attempt %d: %s; retrying in %.0f s", run.job.id, run.attempt, exc.detail, RETRY_DELAY_S)
     run.sink.system(0, f"[hades] attempt {run.attempt} hit infrastructure trouble ({exc.detail}); retrying")
     await run.job_status(JobStatus.RUNNING, f"retrying: {exc.detail}")
+    if run.unsent:  # the next attempt's events supersede them in the record
+        log.warning("job %s attempt %d: %d status events never stored", run.job.id, run.attempt, len(run.unsent))
     with contextlib.suppress(Unavailable):  # if even the nak is lost, AckWait brings the job back
         await msg.nak(delay_s=RETRY_DELAY_S)
 
