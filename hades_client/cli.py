@@ -20,7 +20,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from hades_client import errors, protocol, validation
+from hades_client import errors, protocol, terminal, validation
 from hades_client.asyncclient import AsyncHadesClient
 from hades_client.client import HadesClient
 from hades_client.follow import EXIT_CODES, STATUS_STYLES, ExitCode, Follower, make_console
@@ -107,6 +107,18 @@ def _follow(ctx: click.Context, job_id: str, *, show_lines: bool, step: int | No
         return EXIT_CODES[end.status]
 
     return asyncio.run(run())
+
+
+def _log_warnings(job: Job) -> list[str]:
+    """What the record says is missing from the log (of the current attempt)."""
+    warnings = []
+    if job.log_incomplete:
+        lost = f"{job.log_lost_lines} lines" if job.log_lost_lines != 1 else "1 line"
+        what = lost if job.log_lost_lines else "some lines"
+        warnings.append(f"the log is incomplete: {what} could not be stored (NATS was unreachable too long)")
+    if job.log_truncated:
+        warnings.append("the log is truncated: the job wrote more than the server keeps")
+    return warnings
 
 
 def _print_json(data: Any) -> None:
@@ -197,7 +209,7 @@ def status(ctx: click.Context, job_id: str, as_json: bool) -> int:
         _print_json(job.raw)
         return ExitCode.SUCCEEDED
     console = make_console()
-    head = Text(f"{job.id}  {job.name or ''}  ")
+    head = Text(f"{job.id}  {terminal.label(job.name or '')}  ")
     head.append(str(job.status), style=STATUS_STYLES.get(str(job.status), ""))
     console.print(head)
     facts = [f"lane {job.lane}" if job.lane else None, f"priority {job.priority}" if job.priority is not None else None]
@@ -206,16 +218,18 @@ def status(ctx: click.Context, job_id: str, as_json: bool) -> int:
     if job.attempt > 1:
         facts.append(f"attempt {job.attempt}")
     if job.reason:
-        facts.append(f"reason: {job.reason}")
+        facts.append(f"reason: {terminal.label(job.reason)}")
     console.print("  " + ", ".join(f for f in facts if f))
+    for warning in _log_warnings(job):
+        console.print(Text(f"  warning: {warning}", style="bold yellow"))
     table = Table(box=None, pad_edge=False, show_edge=False)
     for column in ("step", "name", "image", "status", "exit", "time"):
         table.add_column(column)
     for step in job.steps:
         table.add_row(
             str(step.id),
-            step.name or "",
-            step.image or "",
+            terminal.label(step.name or ""),
+            terminal.label(step.image or ""),
             Text(str(step.status), style=STATUS_STYLES.get(str(step.status), "")),
             "" if step.exit_code is None else str(step.exit_code),
             "" if step.duration_s is None else f"{step.duration_s:.1f} s",
@@ -231,12 +245,16 @@ def status(ctx: click.Context, job_id: str, as_json: bool) -> int:
 @click.pass_context
 @_requests
 def logs(ctx: click.Context, job_id: str, follow: bool, step: int | None) -> int:
-    """Print a job's log (all of it so far, or live with --follow)."""
+    """Print a job's log (all of it so far, or live with --follow).
+
+    On a terminal the job's colours show and any other escape sequence or control character is shown as text
+    (ESC as ^[); in a pipe or a file the log is written exactly as served.
+    """
     if follow:
         return _follow(ctx, job_id, show_lines=True, step=step)
     with _client(ctx) as client:
         text = client.logs_text(job_id, step=step)
-    click.echo(text, nl=False)
+    terminal.write_job_output(make_console(), text)
     return ExitCode.SUCCEEDED
 
 
@@ -251,11 +269,11 @@ def list_command(ctx: click.Context, status_filter: str | None, name: str | None
     """List jobs, newest first."""
     found: list[Job] = []
     with _client(ctx) as client:
-        for job in client.iter_jobs(status=status_filter, page_size=100 if name else limit):
-            if name is None or name.lower() in (job.name or "").lower():
-                found.append(job)
-                if len(found) >= limit:
-                    break
+        # The server filters; a filtered page may be short, so page on until there are enough.
+        for job in client.iter_jobs(status=status_filter, name=name, page_size=min(limit, protocol.MAX_PAGE_SIZE)):
+            found.append(job)
+            if len(found) >= limit:
+                break
     if as_json:
         _print_json([job.raw for job in found])
         return ExitCode.SUCCEEDED
@@ -267,7 +285,7 @@ def list_command(ctx: click.Context, status_filter: str | None, name: str | None
         done = sum(1 for step in job.steps if step.status.terminal)
         table.add_row(
             job.id,
-            job.name or "",
+            terminal.label(job.name or ""),
             Text(str(job.status), style=STATUS_STYLES.get(str(job.status), "")),
             job.lane or "",
             job.submitted_at or "",

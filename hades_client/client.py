@@ -60,16 +60,27 @@ class HadesClient:
         """The job's place in its lane (1: next) while it is queued and the server can tell; else None."""
         return self.get(job_id).queue_position
 
-    def list_jobs(self, *, status: str | None = None, limit: int | None = None, cursor: str | None = None) -> JobPage:
-        return self._call(protocol.list_jobs(status=status, limit=limit, cursor=cursor))
+    def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """One page; ``name``: the job's name contains it (case-insensitive). A filtered page may be short, even
+        empty, and still have a ``next``: the server reads a bounded number of records per page."""
+        return self._call(protocol.list_jobs(status=status, name=name, limit=limit, cursor=cursor))
 
-    def iter_jobs(self, *, status: str | None = None, page_size: int | None = None) -> Iterator[Job]:
-        """Every job, newest first, following the pages' cursors."""
+    def iter_jobs(
+        self, *, status: str | None = None, name: str | None = None, page_size: int | None = None
+    ) -> Iterator[Job]:
+        """Every (matching) job, newest first, following the pages' cursors to the last page."""
         cursor: str | None = None
         while True:
-            page = self.list_jobs(status=status, limit=page_size, cursor=cursor)
+            page = self.list_jobs(status=status, name=name, limit=page_size, cursor=cursor)
             yield from page.jobs
-            if not page.next or not page.jobs:
+            if not page.next or page.next == cursor:  # an empty page with a next is not the end
                 return
             cursor = page.next
 

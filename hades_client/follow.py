@@ -2,7 +2,9 @@
 
 On a terminal the progress line (status, step k of n, elapsed time, the place in the queue while queued) stays
 at the bottom, below the lines as they come, and texts have colours; anywhere else (a pipe, a CI log) the same
-lines are written plain, without the progress line and without any escape code.
+lines are written plain, without the progress line and without any escape code of ours. The job's own lines are
+untrusted: on a terminal they keep their colours and nothing else, elsewhere they are written exactly as served
+(``hades_client.terminal``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from rich.live import Live
 from rich.spinner import Spinner
 from rich.text import Text
 
+from hades_client import terminal
 from hades_client.asyncclient import AsyncHadesClient
 from hades_client.errors import HadesClientError
 from hades_client.models import EndEvent, Job, JobStatus, LineEvent, StatusEvent, StepStatus
@@ -123,7 +126,7 @@ class Progress:
     def step_label(self, step_id: int) -> str:
         where = self.step_position(step_id)
         name = self.step_names.get(step_id)
-        return f"{where}: {name}" if name else where
+        return f"{where}: {terminal.label(name)}" if name else where
 
     def line(self) -> str:
         parts = [self.status]
@@ -212,9 +215,10 @@ class Follower:
         if not self.show_lines or not self._shows(event.step):
             return
         if event.step == SYSTEM_STEP:
-            self.console.print(Text("hades: " + event.message, style="dim"))
+            terminal.write_job_output(self.console, "hades: " + event.message + "\n", style="dim")
         else:
-            self.console.print(Text(event.message, style="yellow" if event.output_stream == "stderr" else ""))
+            style = "yellow" if event.output_stream == "stderr" else ""
+            terminal.write_job_output(self.console, event.message + "\n", style=style)
 
     async def _status(self, event: StatusEvent) -> None:
         if event.kind == "job":
@@ -251,13 +255,13 @@ class Follower:
         if isinstance(duration, int | float):
             details.append(f"{duration:.1f} s")
         if event.reason:
-            details.append(event.reason)
+            details.append(terminal.label(event.reason))
         suffix = f" ({', '.join(details)})" if details else ""
         assert event.step_id is not None
         text = f"<== {self.progress.step_position(event.step_id)} {event.status}{suffix}"
         self.console.print(Text(text, style=STATUS_STYLES.get(event.status, "")))
 
     def _end(self, event: EndEvent) -> None:
-        reason = f": {event.reason}" if event.reason else ""
+        reason = f": {terminal.label(event.reason)}" if event.reason else ""
         text = f"job {self.job_id} {event.status}{reason}"
         self.console.print(Text(text, style="bold " + STATUS_STYLES.get(str(event.status), "")))

@@ -111,7 +111,12 @@ class Step:
 
 @dataclass(frozen=True)
 class Job:
-    """A job record (``GET /jobs/{id}``); ``queue_position`` only while it is queued and the server knows it."""
+    """A job record (``GET /jobs/{id}``); ``queue_position`` only while it is queued and the server knows it.
+
+    The log counters are of the current attempt: ``log_truncated`` when the job wrote past the server's cap,
+    ``log_lost_lines`` lines dispatch could not store (NATS unreachable too long) and then ``log_incomplete``.
+    A server that does not report them gives 0 and False.
+    """
 
     id: str
     name: str | None
@@ -129,9 +134,13 @@ class Job:
     log_lines: int
     queue_position: int | None
     raw: dict[str, Any] = field(repr=False, compare=False)
+    log_truncated: bool = False
+    log_lost_lines: int = 0
+    log_incomplete: bool = False
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Job:
+        lost = max(_optional_int(data.get("log_lost_lines")) or 0, 0)
         return cls(
             id=str(_required(data, "id")),
             name=_optional_str(data.get("name")),
@@ -149,6 +158,9 @@ class Job:
             log_lines=_optional_int(data.get("log_lines")) or 0,
             queue_position=_optional_int(data.get("queue_position")),
             raw=data,
+            log_truncated=data.get("log_truncated") is True,
+            log_lost_lines=lost,
+            log_incomplete=data.get("log_incomplete") is True or lost > 0,
         )
 
 

@@ -30,6 +30,8 @@ DEFAULT_TIMEOUT_S = 10.0
 PROBLEM_JSON = "application/problem+json"
 IDEMPOTENCY_KEY = "Idempotency-Key"
 RETRYABLE_STATUSES = frozenset({429, 503})
+MAX_PAGE_SIZE = 500
+"""The most jobs ``GET /jobs`` answers in one page (its ``limit``)."""
 
 
 class Service(StrEnum):
@@ -215,8 +217,11 @@ def get(job_id: str) -> Call[Job]:
     return Call("GET", Service.LOGS, job_path(job_id), lambda r: Job.from_json(_json(r)))
 
 
-def list_jobs(*, status: str | None = None, limit: int | None = None, cursor: str | None = None) -> Call[JobPage]:
-    params = {"status": status, "limit": str(limit) if limit is not None else None, "cursor": cursor}
+def list_jobs(
+    *, status: str | None = None, name: str | None = None, limit: int | None = None, cursor: str | None = None
+) -> Call[JobPage]:
+    """``name``: the job's name contains it (case-insensitive), filtered by the server."""
+    params = {"status": status, "name": name, "limit": str(limit) if limit is not None else None, "cursor": cursor}
     present = {name: value for name, value in params.items() if value is not None}
     return Call("GET", Service.LOGS, "/jobs", lambda r: JobPage.from_json(_json(r)), params=present)
 

@@ -364,3 +364,19 @@ def test_on_a_terminal_a_progress_line_and_colours_show(system: System, busybox_
     assert ESCAPE in screen  # colours (and the progress line's cursor moves)
     for text in ("warming up", "warm", "done", "==> step 2 of 2: Step 2", "succeeded"):
         assert text in screen
+
+
+@pytest.mark.docker
+def test_job_output_colours_a_terminal_and_steers_nothing(system: System, busybox_image: str, tmp_path: Path) -> None:
+    script = r"printf '\033]0;pwned\007title \033[2J\033[Hcleared \302\2335A c1 \033[31mred\033[0m\n'"
+    job_id = submitted_id(system, job_file(tmp_path, script, name="cli-escapes"))
+    eventually(lambda: json.loads(hades(system, "status", job_id, "--json").stdout), "succeeded", timeout_s=60)
+    written = "\x1b]0;pwned\x07title \x1b[2J\x1b[Hcleared \x9b5A c1 \x1b[31mred\x1b[0m\n".encode()
+    piped = subprocess.run([HADES, "logs", job_id], env=system.env, capture_output=True, timeout=30)
+    assert piped.returncode == 0 and piped.stdout == written  # a script gets the job's bytes
+    for command in (["logs", job_id], ["logs", job_id, "--follow"]):
+        code, screen = run_in_terminal([HADES, *command], system.env)
+        assert code == 0, screen
+        assert "^[]0;pwned^Gtitle ^[[2J^[[Hcleared M-^[5A c1 " in screen  # shown, not done
+        assert "\x1b]" not in screen and "\x1b[2J" not in screen and "\x9b" not in screen
+        assert "\x1b[31mred" in screen

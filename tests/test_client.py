@@ -149,6 +149,42 @@ def test_list_filters_and_follows_the_cursor_through_every_page(hades: hades_cli
 
 
 @respx.mock
+def test_list_sends_the_name_filter_and_pages_on_past_an_empty_page(hades: hades_client.HadesClient) -> None:
+    route = respx.get(f"{LOGS}/jobs").mock(
+        side_effect=[
+            httpx.Response(200, json={"jobs": [], "next": "cursor-1"}),  # the server's scan budget ran out
+            httpx.Response(200, json={"jobs": [{**RECORD, "name": "Build 42"}], "next": None}),
+        ]
+    )
+    assert [job.name for job in hades.iter_jobs(name="build 4", page_size=5)] == ["Build 42"]
+    first_params, second_params = (dict(call.request.url.params) for call in route.calls)
+    assert first_params == {"name": "build 4", "limit": "5"}
+    assert second_params == {"name": "build 4", "limit": "5", "cursor": "cursor-1"}
+    route.side_effect = None
+    route.return_value = httpx.Response(200, json={"jobs": [], "next": None})
+    assert hades.list_jobs(name="x", status="failed").jobs == ()
+    assert dict(route.calls.last.request.url.params) == {"status": "failed", "name": "x"}
+
+
+@respx.mock
+def test_a_cursor_that_does_not_move_ends_the_listing(hades: hades_client.HadesClient) -> None:
+    route = respx.get(f"{LOGS}/jobs").respond(200, json={"jobs": [RECORD], "next": "same"})
+    assert len(list(hades.iter_jobs())) == 2  # the first page, and the one its cursor names; then it stops
+    assert route.call_count == 2
+
+
+@respx.mock
+def test_a_record_tells_when_its_log_lost_lines(hades: hades_client.HadesClient) -> None:
+    lossy = {**RECORD, "log_lines": 7, "log_lost_lines": 12, "log_incomplete": True, "log_truncated": False}
+    respx.get(f"{LOGS}/jobs/{JOB_ID}").respond(200, json=lossy)
+    job = hades.get(JOB_ID)
+    assert (job.log_lines, job.log_lost_lines, job.log_incomplete, job.log_truncated) == (7, 12, True, False)
+    respx.get(f"{LOGS}/jobs/{JOB_ID}").respond(200, json=RECORD)  # a server that does not report them
+    job = hades.get(JOB_ID)
+    assert (job.log_lost_lines, job.log_incomplete, job.log_truncated) == (0, False, False)
+
+
+@respx.mock
 def test_logs_as_entries_and_as_text_for_one_step(hades: hades_client.HadesClient) -> None:
     line = {"timestamp": "2026-12-01T10:00:01+00:00", "message": "hi", "output_stream": "stdout", "seq": 1}
     entries = {"logs": [{"job_id": JOB_ID, "container_id": "c1", "step": 1, "logs": [line]}]}
@@ -467,13 +503,22 @@ async def test_async_client_submits_retries_and_reads(slept: list[float]) -> Non
             side_effect=[httpx.Response(503, headers={"Retry-After": "0"}), httpx.Response(202, json=ACCEPTED)]
         )
         respx.get(f"{LOGS}/jobs/{JOB_ID}").respond(200, json=RECORD)
-        respx.get(f"{LOGS}/jobs").respond(200, json={"jobs": [RECORD], "next": None})
+        listed = respx.get(f"{LOGS}/jobs").mock(
+            side_effect=[
+                httpx.Response(200, json={"jobs": [], "next": "cursor-1"}),
+                httpx.Response(200, json={"jobs": [RECORD], "next": None}),
+            ]
+        )
         respx.delete(f"{SUBMIT}/jobs/{JOB_ID}").respond(409, json={"title": "Conflict", "detail": "already ended"})
         async with hades_client.AsyncHadesClient(SUBMIT, LOGS, api_key="k") as c:
             assert (await c.submit(JOB)).id == JOB_ID
             assert (await c.get(JOB_ID)).queue_position == 2
             assert await c.queue_position(JOB_ID) == 2
-            assert [job.id async for job in c.iter_jobs()] == [JOB_ID]
+            assert [job.id async for job in c.iter_jobs(name="Hi", page_size=3)] == [JOB_ID]
+            assert [dict(call.request.url.params) for call in listed.calls] == [
+                {"name": "Hi", "limit": "3"},
+                {"name": "Hi", "limit": "3", "cursor": "cursor-1"},
+            ]
             with pytest.raises(errors.Conflict, match="already ended"):
                 await c.cancel(JOB_ID)
     assert slept == [0.0]
