@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
 
+from rich.ansi import AnsiDecoder
 from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.spinner import Spinner
@@ -157,6 +158,7 @@ class Follower:
         self.show_lines = show_lines
         self.step = step
         self.progress = Progress(job_id)
+        self._decoders: dict[tuple[int | None, str | None], AnsiDecoder] = {}  # a colour lasts per step and stream
         self._headed: set[int] = set()
 
     async def run(self) -> EndEvent:
@@ -214,11 +216,12 @@ class Follower:
             self._step_started(event.step)
         if not self.show_lines or not self._shows(event.step):
             return
+        decoder = self._decoders.setdefault((event.step, event.output_stream), AnsiDecoder())
         if event.step == SYSTEM_STEP:
-            terminal.write_job_output(self.console, "hades: " + event.message + "\n", style="dim")
+            terminal.write_job_output(self.console, "hades: " + event.message + "\n", style="dim", decoder=decoder)
         else:
             style = "yellow" if event.output_stream == "stderr" else ""
-            terminal.write_job_output(self.console, event.message + "\n", style=style)
+            terminal.write_job_output(self.console, event.message + "\n", style=style, decoder=decoder)
 
     async def _status(self, event: StatusEvent) -> None:
         if event.kind == "job":

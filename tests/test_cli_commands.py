@@ -5,6 +5,8 @@ pipe (arrive byte for byte). A terminal is simulated with ``FORCE_COLOR``, which
 from __future__ import annotations
 
 import json
+import os
+import pty
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +15,7 @@ import httpx
 import pytest
 import respx
 from click.testing import CliRunner, Result
+from rich.console import Console
 
 from hades_client import terminal
 from hades_client.cli import main
@@ -38,10 +41,10 @@ HOSTILE = (
     "\x1b]8;;http://evil.test\x1b\\link\x1b]8;;\x1b\\ "  # OSC 8: a hyperlink
     "\x1b[2J\x1b[1;1Hcleared "  # CSI: clears the screen, moves the cursor
     "\x9b2J\x9b5Ac1 "  # the same as C1 controls (CSI = U+009B)
-    "secret\rover "  # CR: would overwrite the line so far
+    "secret\rover "  # CR: would overwrite the line so far (shown as a new line)
     "\x1b[31mred\x1b[0m\tdone"  # colour (kept on a terminal) and a tab
 )
-SHOWN = "^[]0;pwned^Gtitle ^[]8;;http://evil.test^[\\link^[]8;;^[\\ ^[[2J^[[1;1Hcleared M-^[2JM-^[5Ac1 secret^Mover "
+SHOWN = "^[]0;pwned^Gtitle ^[]8;;http://evil.test^[\\link^[]8;;^[\\ ^[[2J^[[1;1Hcleared M-^[2JM-^[5Ac1 secret\nover "
 JOBS_OWN = ("\x1b]", "\x1b[2J", "\x1b[1;1H", "\x9b", "\x07", "secret\r")
 """The job's sequences: none may reach a terminal as it wrote them (the progress line's own are other ones)."""
 
@@ -132,7 +135,7 @@ def test_logs_on_a_terminal_keep_colours_and_show_other_escapes_as_text(api: res
     harmless(result.stdout)
     # Every escape left is a colour (SGR); the tab is laid out as the terminal would, the lines stay lines.
     assert re.findall(r"\x1b(?!\[[0-9;]*m)", result.stdout) == []
-    assert result.stdout.endswith("done\nnext\n") and "\x1b[0m" + " " * 4 + "done" in result.stdout
+    assert result.stdout.endswith("done\nnext\n") and re.search(r"\x1b\[0m +done", result.stdout)
 
 
 def test_logs_in_a_pipe_are_the_bytes_as_served(api: respx.MockRouter) -> None:
@@ -226,3 +229,54 @@ def test_control_characters_are_shown_in_caret_notation(text: str, shown: str) -
 
 def test_a_label_shows_colours_as_text_too() -> None:
     assert terminal.label("a\x1b[31mb") == "a^[[31mb"
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("windows line\r\nnext\r\n", "windows line\nnext\n"),  # CRLF output reads as lines
+        ("10%\r50%\r\r100%\n", "10%\n50%\n100%\n"),  # a progress bar: every state stays visible
+        ("end\r", "end"),
+        ("a\ud800b", "a?b"),  # a lone surrogate no terminal encoding can write
+    ],
+)
+def test_carriage_returns_and_surrogates_on_a_terminal(text: str, shown: str) -> None:
+    assert terminal.for_terminal(text) == shown
+
+
+def test_a_colour_lasts_into_the_next_followed_line_as_in_the_whole_log(api: respx.MockRouter) -> None:
+    def line(seq: int, message: str) -> tuple[None, str, dict[str, Any]]:
+        return (None, f"1.{seq}", {"message": message, "output_stream": "stdout", "seq": seq, "step": 1, "attempt": 1})
+
+    api.get(f"{LOGS}/jobs/{JOB_ID}").respond(200, json={**RECORD, "status": "running"})
+    body = sse(line(1, "\x1b[31mred from here"), line(2, "still red"), ("end", None, {"status": "succeeded"}))
+    api.get(f"{LOGS}/jobs/{JOB_ID}/logs/stream").respond(
+        200, content=body, headers={"Content-Type": "text/event-stream"}
+    )
+    api.get(f"{LOGS}/jobs/{JOB_ID}/logs", params={"format": "text"}).respond(
+        200, text="\x1b[31mred from here\nstill red\n"
+    )
+    followed = hades("logs", JOB_ID, "--follow", tty=True).stdout
+    whole = hades("logs", JOB_ID, tty=True).stdout
+    for screen in (followed, whole):
+        assert "\x1b[31mstill red" in screen
+
+
+@pytest.mark.parametrize("env", [{"TTY_COMPATIBLE": "0"}, {"FORCE_COLOR": ""}, {"NO_COLOR": "1"}])
+def test_a_tty_with_colours_off_still_never_gets_the_jobs_escapes(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("TTY_COMPATIBLE", "FORCE_COLOR", "NO_COLOR"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    leader, follower = pty.openpty()
+    try:
+        with os.fdopen(follower, "w", encoding="utf-8", closefd=False) as file:
+            terminal.write_job_output(Console(file=file), f"{HOSTILE}\n")
+        screen = os.read(leader, 65536).decode()
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert "\x1b" not in screen and "\x9b" not in screen and "\x07" not in screen
+    assert "^[]0;pwned^Gtitle" in screen and "red" in screen and "^[[31m" not in screen

@@ -83,6 +83,7 @@ async def test_a_job_that_ends_within_the_grace_finishes_and_nothing_new_is_take
     assert [(e["status"], e["attempt"]) for e in terminal] == [("succeeded", 1)]
     assert "done" in await stored.lines(job_id)
     assert containers_of(docker_client, job_id) == []
+    await stored.queued(later)  # sent by submit without waiting for its ack
     assert [e["status"] for e in await stored.jobs(later)] == ["queued"], "a stopping dispatcher pulled"
 
     second = dispatchers()
