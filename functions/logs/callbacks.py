@@ -34,14 +34,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
 
 from functions.logs import legacy, logstore, records
-from functions.logs.records import Record
+from functions.logs.records import CallbackOutcome, CallbackState, JobRecord
 from functions.logs.recordstore import RECORDS, RecordStore
 from runtime import metrics, netguard
 from runtime.app import SETTINGS
@@ -128,21 +128,36 @@ def resume_every_s(settings: LogsSettings) -> float:
     return lease_s(settings) / 4
 
 
-def due(record: Record) -> bool:
+class _Progress(TypedDict, total=False):
+    """What a sender writes to its claim as it goes (``_note``, ``_finish``)."""
+
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    claimed_at: str | None
+
+
+class _Changes(_Progress, total=False):
+    state: CallbackState
+    outcome: CallbackOutcome
+    claimed_by: str | None
+
+
+def due(record: JobRecord) -> bool:
     """A terminal job whose callback nobody has sent yet."""
     callback = record.get("callback")
     return callback is not None and callback["state"] == "pending" and records.is_terminal(record)
 
 
-def claim(record: Record | None, *, replica: str, lease: float, now: float) -> Record | None:
+def claim(record: JobRecord | None, *, replica: str, lease: float, now: float) -> JobRecord | None:
     """The record with the callback claimed by ``replica``, or None when it is not ours to send.
 
     Ours to send: pending, or sending under a claim that went stale, or under ``replica``'s own claim (left over
     when handing it back failed; a replica runs one delivery per job at a time).
     """
-    if record is None or not records.is_terminal(record) or not record.get("callback"):
+    callback = record.get("callback") if record is not None else None
+    if record is None or not records.is_terminal(record) or not callback:
         return None
-    callback = record["callback"]
     if callback["state"] == "sending":
         mine = callback.get("claimed_by") == replica
         if not mine and now - _epoch(callback.get("claimed_at")) <= lease:
@@ -152,16 +167,12 @@ def claim(record: Record | None, *, replica: str, lease: float, now: float) -> R
     return {**record, "callback": {**callback, "state": "sending", "claimed_by": replica, "claimed_at": utc_now()}}
 
 
-def handed_back(record: Record | None, *, replica: str) -> Record | None:
+def handed_back(record: JobRecord | None, *, replica: str) -> JobRecord | None:
     """The record with ``replica``'s claim given up (``pending`` again), or None when it holds no claim there.
 
     Only a callback still ``sending`` goes back: a ``done`` one (finished just before a cancel landed) stays done.
     """
-    if _noted(record, replica) is None:
-        return None
-    assert record is not None
-    callback = {**record["callback"], "state": "pending", "claimed_by": None, "claimed_at": None}
-    return {**record, "callback": callback, "updated_at": utc_now()}
+    return _noted(record, replica, state="pending", claimed_by=None, claimed_at=None)
 
 
 def _epoch(text: str | None) -> float:
@@ -171,8 +182,8 @@ def _epoch(text: str | None) -> float:
         return 0.0
 
 
-def _noted(record: Record | None, replica: str, **changes: Any) -> Record | None:
-    callback = (record or {}).get("callback")
+def _noted(record: JobRecord | None, replica: str, **changes: Unpack[_Changes]) -> JobRecord | None:
+    callback = record.get("callback") if record is not None else None
     if record is None or not callback or callback["state"] != "sending" or callback.get("claimed_by") != replica:
         return None  # someone took it over, or it is done: their word counts
     return {**record, "callback": {**callback, **changes}, "updated_at": utc_now()}
@@ -196,7 +207,7 @@ class CallbackSender:
         self.max_log_bytes = settings.job_log_max_bytes
         self.allowed_networks = netguard.networks(settings.callback_allowed_networks)
 
-    def trigger(self, record: Record) -> None:
+    def trigger(self, record: JobRecord) -> None:
         """Deliver this job's callback if it is due; returns at once."""
         if due(record):
             self._spawn(record["id"])
@@ -264,7 +275,7 @@ class CallbackSender:
                     return
             await asyncio.sleep(backoff_s(self.settings, failures))
 
-    def _claim(self, record: Record | None) -> Record | None:
+    def _claim(self, record: JobRecord | None) -> JobRecord | None:
         return claim(record, replica=self.replica, lease=lease_s(self.settings), now=time.time())
 
     async def _hand_back(self, job_id: str) -> None:
@@ -273,7 +284,7 @@ class CallbackSender:
         except HadesError as exc:
             log.warning("job %s: could not hand the callback back (it goes stale instead): %s", job_id, exc.detail)
 
-    async def _note(self, job_id: str, **changes: Any) -> bool:
+    async def _note(self, job_id: str, **changes: Unpack[_Progress]) -> bool:
         """Write ``changes`` to our claim; False when the claim is no longer ours (taken over, or done)."""
         try:
             return await self.store.update(job_id, lambda r: _noted(r, self.replica, **changes)) is not None
@@ -281,7 +292,7 @@ class CallbackSender:
             log.warning("job %s: could not record the callback's progress: %s", job_id, exc.detail)
             return True  # the claim may still be ours: carry on, the lease allows for a missed write
 
-    async def _finish(self, job_id: str, outcome: str, **changes: Any) -> None:
+    async def _finish(self, job_id: str, outcome: CallbackOutcome, **changes: Unpack[_Progress]) -> None:
         """Write the outcome, trying a few times: a claim left ``sending`` would be taken up and sent again."""
         metrics.CALLBACKS.labels(outcome).inc()
         for tries in range(1, FINISH_TRIES + 1):
@@ -305,14 +316,14 @@ class CallbackSender:
         await asyncio.sleep(max(left, 0.0))
         return True
 
-    async def _job_logs(self, record: Record) -> list[dict[str, Any]]:
+    async def _job_logs(self, record: JobRecord) -> list[dict[str, Any]]:
         try:
             async with asyncio.timeout(CLAIM_STEP_S):
                 return await logstore.job_logs(self.conn, record, max_bytes=self.max_log_bytes)
         except TimeoutError as exc:
             raise Unavailable(f"reading the job's logs took longer than {CLAIM_STEP_S:g} s") from exc
 
-    async def _send(self, record: Record) -> None:
+    async def _send(self, record: JobRecord) -> None:
         job_id, url = record["id"], records.callback_url(record) or ""
         if not host_allowed(url, self.settings.callback_allowed_hosts):
             log.warning("job %s: callback to %s refused: host not allowed", job_id, truncate(url, 200))
@@ -337,7 +348,8 @@ class CallbackSender:
         }
         if self.settings.callback_secret:
             headers["X-Hades-Signature"] = signature(self.settings.callback_secret, body)
-        attempts = record["callback"].get("attempts", 0)
+        callback = record["callback"]
+        attempts = callback.get("attempts", 0) if callback is not None else 0
         while attempts < self.settings.callback_max_attempts:
             attempts += 1
             began = time.monotonic()
@@ -358,7 +370,7 @@ class CallbackSender:
             if not retryable or attempts >= self.settings.callback_max_attempts:
                 await self._finish(job_id, "failed", attempts=attempts, last_status=status, last_error=error)
                 return
-            progress = {"attempts": attempts, "last_status": status, "last_error": error, "claimed_at": utc_now()}
+            progress = _Progress(attempts=attempts, last_status=status, last_error=error, claimed_at=utc_now())
             delay = wait if wait is not None else backoff_s(self.settings, attempts)
             if not await self._note(job_id, **progress) or not await self._wait_holding(job_id, delay):
                 log.info("job %s: callback taken over by another replica", job_id)

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from functions.logs import logstore, records
 from functions.logs.callbacks import CALLBACKS, CallbackSender
-from functions.logs.records import Record
+from functions.logs.records import JobRecord
 from functions.logs.recordstore import RECORDS, RecordStore
 from runtime import events, logconfig, metrics, subjects, tasks, tracing
 from runtime.app import READINESS_CHECKS, SETTINGS
@@ -80,7 +80,7 @@ class Collector:
         self.callbacks = callbacks
         self.max_log_bytes = max_log_bytes
 
-    def fold(self, record: Record | None, batch: list[Event], outcomes: list[str]) -> Record | None:
+    def fold(self, record: JobRecord | None, batch: list[Event], outcomes: list[str]) -> JobRecord | None:
         """Apply one job's events in order; None when none of them changed the record."""
         now, changed = utc_now(), False
         for event in batch:
@@ -96,7 +96,7 @@ class Collector:
     async def apply(self, job_id: str, batch: list[Event]) -> None:
         outcomes: list[str] = []
 
-        def change(record: Record | None) -> Record | None:
+        def change(record: JobRecord | None) -> JobRecord | None:
             outcomes.clear()  # a compare-and-set retry folds again
             return self.fold(record, batch, outcomes)
 

@@ -13,7 +13,7 @@ import logging
 import re
 import weakref
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Any, NotRequired
 
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
@@ -29,7 +29,7 @@ from functions.logs import (
     records,
     recordstore,
 )
-from functions.logs.records import Record
+from functions.logs.records import JobRecord, PublicRecord
 from functions.logs.ui import setup_ui
 from runtime import app as hades_app
 from runtime import auth, jobs, subjects
@@ -49,6 +49,13 @@ _EVENT_ID = re.compile(r"^(\d{1,9})\.(\d{1,12})$")
 SSE_STREAMS = web.AppKey("sse_streams", weakref.WeakSet[EventSourceResponse])
 
 
+class ServedRecord(PublicRecord):
+    """``GET /jobs/{id}``: the public record, and where it stands while queued (``apidoc``'s ``JobRecord``)."""
+
+    queue_position: NotRequired[int]  # jobs ahead in its lane
+    queue: NotRequired[positions.QueueBody]
+
+
 class BadParameter(RequestError):
     kind = "bad-parameter"
     title = "Bad parameter"
@@ -62,7 +69,7 @@ def job_not_found(job_id: str) -> web.Response:
     return response
 
 
-async def _record(request: web.Request) -> Record | None:
+async def _record(request: web.Request) -> JobRecord | None:
     job_id = request.match_info["job_id"]
     if not jobs.is_job_id(job_id):
         return None  # also keeps anything but a UUID out of NATS subjects
@@ -139,8 +146,8 @@ async def get_job(request: web.Request) -> web.Response:
             log.warning("job %s: queue position unknown: %s", record["id"], exc.detail)
             place = None
         if place is not None:
-            body["queue_position"] = place.lane_position
-            body["queue"] = place.public()
+            served: ServedRecord = {**body, "queue_position": place.lane_position, "queue": place.public()}
+            return json_response(served)
     return json_response(body)
 
 

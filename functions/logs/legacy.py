@@ -13,21 +13,23 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from functions.logs.records import PublicRecord, StepRecord
+
 STREAMS = ("stdout", "stderr")
 ORIGIN_BUILD = "build"
 """``origin`` of a job submitted through the original's ``POST /build`` (set by submit, kept on the record)."""
 
 
-def ran(step: Mapping[str, Any]) -> bool:
+def ran(step: StepRecord) -> bool:
     """A step whose container started: it has a start time or an exit code."""
     return step.get("started_at") is not None or step.get("exit_code") is not None
 
 
-def is_build(record: Mapping[str, Any]) -> bool:
+def is_build(record: PublicRecord) -> bool:
     return record.get("origin") == ORIGIN_BUILD
 
 
-def log_manager_entries(record: Mapping[str, Any], entries: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def log_manager_entries(record: PublicRecord, entries: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Our per-step entries cut to the original's: containers that ran, stdout/stderr lines; extra fields kept.
 
     A step whose output is there ran, even when the event saying it started is not on the record yet.
@@ -42,7 +44,7 @@ def log_manager_entries(record: Mapping[str, Any], entries: Iterable[Mapping[str
     return kept
 
 
-def callback_body(record: Mapping[str, Any], entries: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def callback_body(record: PublicRecord, entries: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Exactly the original's callback body: the bare array, with only the fields its types have."""
     return [
         {

@@ -20,7 +20,8 @@ import json
 from collections.abc import AsyncGenerator, Callable, Collection
 from dataclasses import dataclass
 
-from functions.logs.records import Record
+from functions.logs import recordstore
+from functions.logs.records import JobRecord
 from runtime.messaging import Bucket, Messaging, StoredMessage
 
 FIRST_WINDOW = 64
@@ -33,7 +34,7 @@ _KV_OPERATION = "KV-Operation"
 
 @dataclass(frozen=True)
 class Page:
-    records: list[Record]
+    records: list[JobRecord]
     next: str | None
 
 
@@ -70,19 +71,15 @@ async def _window(conn: Messaging, bucket: Bucket, *, low: int, high: int) -> li
     return found
 
 
-def _record(message: StoredMessage) -> Record | None:
+def _record(message: StoredMessage) -> JobRecord | None:
     if message.headers.get(_KV_OPERATION) in ("DEL", "PURGE"):
         return None
-    try:
-        record = json.loads(message.data)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) and "id" in record else None
+    return recordstore.decode(message.data)
 
 
 async def newest_written(
     conn: Messaging, bucket: Bucket, *, below: int | None = None, may_match: Callable[[bytes], bool] | None = None
-) -> AsyncGenerator[tuple[int, Record | None], None]:
+) -> AsyncGenerator[tuple[int, JobRecord | None], None]:
     """Every stored record (with its stream sequence) below ``below``, the most recently written first.
 
     A record whose stored bytes ``may_match`` turns down is not decoded: it comes as None, with its sequence.
@@ -129,7 +126,7 @@ def prefilter(*, statuses: Collection[str] | None, name: str | None) -> Callable
     return may_match
 
 
-def matches(record: Record, *, statuses: Collection[str] | None, name: str | None) -> bool:
+def matches(record: JobRecord, *, statuses: Collection[str] | None, name: str | None) -> bool:
     """In one of ``statuses`` (any when None), and ``name`` (case-insensitive) within the job's name."""
     if statuses is not None and record.get("status") not in statuses:
         return False
@@ -147,7 +144,7 @@ async def list_records(
 ) -> Page:
     """The ``limit`` most recently written matching records below ``cursor``, and the cursor after them."""
     below = decode_cursor(cursor) if cursor else None
-    found: list[Record] = []
+    found: list[JobRecord] = []
     read = 0
     last_seq: int | None = None
     records = newest_written(conn, bucket, below=below, may_match=prefilter(statuses=statuses, name=name))

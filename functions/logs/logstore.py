@@ -22,6 +22,7 @@ from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from functions.logs.records import JobRecord
 from runtime import events, subjects
 from runtime.events import LogLine
 from runtime.jobs import JobStatus
@@ -188,7 +189,7 @@ def wire_line(line: LogLine) -> dict[str, Any]:
 
 
 async def job_logs(
-    conn: Messaging, record: dict[str, Any], *, max_bytes: int, step: int | None = None
+    conn: Messaging, record: JobRecord, *, max_bytes: int, step: int | None = None
 ) -> list[dict[str, Any]]:
     """``GET /jobs/{id}/logs``: one entry per step in step order with the lines of the record's attempt."""
     job_id = record["id"]

@@ -24,6 +24,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import TypedDict
 
 import orjson
 from aiohttp import web
@@ -40,6 +41,16 @@ _MAX_STARTS = 100_000
 """Start times kept at most (beyond ~330 starts a second the window is shorter than five minutes)."""
 
 
+class QueueBody(TypedDict):
+    """``queue`` in a served record (``QueuePlace.public``)."""
+
+    lane: str
+    lane_position: int
+    position: int
+    ahead: dict[str, int]
+    eta_seconds: float | None
+
+
 @dataclass(frozen=True)
 class QueuePlace:
     lane: str
@@ -52,7 +63,7 @@ class QueuePlace:
     eta_s: float | None
     """Seconds until it is expected to start, from the recent start rate; None before any start was seen."""
 
-    def public(self) -> dict[str, object]:
+    def public(self) -> QueueBody:
         return {
             "lane": self.lane,
             "lane_position": self.lane_position,

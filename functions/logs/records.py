@@ -1,8 +1,8 @@
 """Job records: the latest state of one job, folded from its status and log events. Pure: no I/O.
 
-A record is a JSON object kept per job by the log collector (``recordstore`` stores it, ``collector``
-feeds it). Events may arrive twice, late or out of order, and several collectors may apply them, so every change
-is idempotent and monotonic:
+A record (``JobRecord``) is a JSON object kept per job by the log collector (``recordstore`` stores it,
+``collector`` feeds it). Events may arrive twice, late or out of order, and several collectors may apply them, so
+every change is idempotent and monotonic:
 
 - an event is ordered by ``(attempt, seq)``; the job status only moves to a newer key, and a terminal status is
   final (nothing after it changes the job status);
@@ -20,23 +20,109 @@ from __future__ import annotations
 
 import bisect
 import copy
-from typing import Any
+from typing import Literal, NotRequired, TypedDict, get_args
 
-from runtime.events import LogBatch, StatusEvent
+from runtime.events import JobEvent, LogBatch, StatusEvent, StepEvent
 from runtime.jobs import JobStatus, StepStatus
 
-Record = dict[str, Any]
-"""A job record as stored (JSON-ready)."""
+CallbackState = Literal["pending", "sending", "done"]
+"""pending → sending (claimed by one collector) → done."""
+CallbackOutcome = Literal["delivered", "failed", "refused"]
+
+
+class CallbackRecord(TypedDict):
+    """The result callback to the job's callback URL: its state and the last attempt's outcome."""
+
+    url: str
+    state: CallbackState
+    outcome: CallbackOutcome | None  # once done
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    claimed_by: str | None  # the collector replica sending it
+    claimed_at: str | None
+
+
+class StepRecord(TypedDict):
+    id: int
+    name: str | None
+    image: str | None
+    status: str  # a StepStatus value
+    exit_code: int | None
+    started_at: str | None
+    finished_at: str | None
+    duration_s: float | None
+    reason: str | None
+
+
+class PublicRecord(TypedDict):
+    """A job record as clients see it (``public``); documented as ``JobRecord`` in ``apidoc``.
+
+    ``NotRequired``: ``origin`` comes with the job's summary (on its queued and running events), so a record first
+    folded from a step event or a log batch lacks it until then; the others are missing from records stored
+    before they existed (read them with ``get``).
+    """
+
+    id: str
+    name: str | None
+    status: str  # a JobStatus value
+    reason: str | None
+    priority: int | None
+    lane: str | None
+    submitted_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    queue_wait_s: float | None
+    timeout_seconds: int | None
+    origin: NotRequired[str | None]  # the route that took the job: jobs | build
+    attempt: int
+    steps: list[StepRecord]
+    log_lines: int
+    log_bytes: int
+    log_truncated: bool
+    log_lost_lines: NotRequired[int]  # lines of the current attempt dispatch could not store (NATS away too long)
+    log_incomplete: NotRequired[bool]  # some of the current attempt's lines are missing: log_lost_lines > 0
+    last_log_seq: int
+    callback: CallbackRecord | None
+    trace_id: NotRequired[str | None]
+    redrive_of: NotRequired[str | None]  # the dead job this one re-submits (POST /dead-letters/{id}/redrive)
+    redriven_as: NotRequired[str | None]  # the job that re-submits this dead one
+    updated_at: str | None
+
+
+class JobRecord(PublicRecord):
+    """A job record as stored: the public fields and the ordering bookkeeping (``_`` keys)."""
+
+    _job_key: list[int] | None  # [attempt, seq] of the job event the status came from
+    _step_keys: dict[str, list[int]]  # step id -> [attempt, seq] of its last applied event
+    _log_attempt: int  # the attempt the log counters count
+    _log_ranges: list[list[int]]  # [[first, last], ...] line seqs already counted, sorted
+    _stream_seq: int | None  # the job message's sequence in HADES_JOBS (for its place in the lane)
+
+
+Record = JobRecord
+"""The short name callers use."""
+
+_OptionalPublic = Literal["origin", "log_lost_lines", "log_incomplete", "trace_id", "redrive_of", "redriven_as"]
+_OPTIONAL_PUBLIC: tuple[_OptionalPublic, ...] = get_args(_OptionalPublic)
+"""The ``NotRequired`` keys of ``PublicRecord``: ``public`` copies them when the record has them."""
 
 MAX_SEQ_RANGES = 64
 """Seen log-line ranges kept per record; past it the closest ranges merge (a repeat may then be missed)."""
 
-_STEP_FIELDS = ("exit_code", "started_at", "finished_at", "duration_s", "reason")
-_LINK_FIELDS = ("redrive_of", "redriven_as")
-_SUMMARY_FIELDS = ("name", "priority", "lane", "submitted_at", "timeout_seconds", "origin")
+_StepField = Literal["exit_code", "started_at", "finished_at", "duration_s", "reason"]
+_STEP_FIELDS: tuple[_StepField, ...] = get_args(_StepField)
+_StepTime = Literal["started_at", "finished_at"]
+_STEP_TIMES: tuple[_StepTime, ...] = get_args(_StepTime)
+_StepLabel = Literal["name", "image"]
+_STEP_LABELS: tuple[_StepLabel, ...] = get_args(_StepLabel)
+_LinkField = Literal["redrive_of", "redriven_as"]
+_LINK_FIELDS: tuple[_LinkField, ...] = get_args(_LinkField)
+_SummaryField = Literal["name", "priority", "lane", "submitted_at", "timeout_seconds", "origin"]
+_SUMMARY_FIELDS: tuple[_SummaryField, ...] = get_args(_SummaryField)
 
 
-def new_record(job_id: str) -> Record:
+def new_record(job_id: str) -> JobRecord:
     return {
         "id": job_id,
         "name": None,
@@ -54,36 +140,60 @@ def new_record(job_id: str) -> Record:
         "log_lines": 0,
         "log_bytes": 0,
         "log_truncated": False,
-        "log_lost_lines": 0,  # lines of the current attempt dispatch could not store (NATS away too long)
-        "log_incomplete": False,  # some of the current attempt's lines are missing: log_lost_lines > 0
+        "log_lost_lines": 0,
+        "log_incomplete": False,
         "last_log_seq": 0,
         "callback": None,
         "trace_id": None,
-        "redrive_of": None,  # the dead job this one re-submits (POST /dead-letters/{id}/redrive)
-        "redriven_as": None,  # the job that re-submits this dead one
+        "redrive_of": None,
+        "redriven_as": None,
         "updated_at": None,
-        "_job_key": None,  # [attempt, seq] of the job event the status came from
-        "_step_keys": {},  # step id -> [attempt, seq] of its last applied event
-        "_log_attempt": 0,  # the attempt the log counters count
-        "_log_ranges": [],  # [[first, last], ...] line seqs already counted, sorted
-        "_stream_seq": None,  # the job message's sequence in HADES_JOBS (for its place in the lane)
+        "_job_key": None,
+        "_step_keys": {},
+        "_log_attempt": 0,
+        "_log_ranges": [],
+        "_stream_seq": None,
     }
 
 
-def public(record: Record) -> dict[str, Any]:
+def public(record: JobRecord) -> PublicRecord:
     """The record as clients see it: without the ordering bookkeeping."""
-    return {key: value for key, value in record.items() if not key.startswith("_")}
+    served: PublicRecord = {
+        "id": record["id"],
+        "name": record["name"],
+        "status": record["status"],
+        "reason": record["reason"],
+        "priority": record["priority"],
+        "lane": record["lane"],
+        "submitted_at": record["submitted_at"],
+        "started_at": record["started_at"],
+        "finished_at": record["finished_at"],
+        "queue_wait_s": record["queue_wait_s"],
+        "timeout_seconds": record["timeout_seconds"],
+        "attempt": record["attempt"],
+        "steps": record["steps"],
+        "log_lines": record["log_lines"],
+        "log_bytes": record["log_bytes"],
+        "log_truncated": record["log_truncated"],
+        "last_log_seq": record["last_log_seq"],
+        "callback": record["callback"],
+        "updated_at": record["updated_at"],
+    }
+    for name in _OPTIONAL_PUBLIC:
+        if name in record:
+            served[name] = record[name]
+    return served
 
 
-def is_terminal(record: Record) -> bool:
+def is_terminal(record: JobRecord) -> bool:
     return JobStatus(record["status"]).terminal
 
 
-def legacy_status(record: Record) -> str:
+def legacy_status(record: JobRecord) -> str:
     return JobStatus(record["status"]).legacy
 
 
-def callback_url(record: Record) -> str | None:
+def callback_url(record: JobRecord) -> str | None:
     callback = record.get("callback")
     return callback.get("url") if callback else None
 
@@ -106,7 +216,7 @@ def _step_rank(status: str) -> int:
     return 1 if step_status is StepStatus.RUNNING else 0
 
 
-def _blank_step(step_id: int, name: str | None = None, image: str | None = None) -> dict[str, Any]:
+def _blank_step(step_id: int, name: str | None = None, image: str | None = None) -> StepRecord:
     return {
         "id": step_id,
         "name": name,
@@ -120,17 +230,17 @@ def _blank_step(step_id: int, name: str | None = None, image: str | None = None)
     }
 
 
-def _step(record: Record, step_id: int) -> dict[str, Any]:
+def _step(record: JobRecord, step_id: int) -> StepRecord:
     for step in record["steps"]:
         if step["id"] == step_id:
-            return step  # type: ignore[no-any-return]
+            return step
     step = _blank_step(step_id)
     record["steps"].append(step)
     record["steps"].sort(key=lambda s: s["id"])
     return step
 
 
-def _merge_summary(record: Record, event: StatusEvent) -> bool:
+def _merge_summary(record: JobRecord, event: JobEvent) -> bool:
     """Fill in what the job event tells about the job itself; never overwrites what is known."""
     changed = False
     summary = event.get("job")
@@ -143,9 +253,9 @@ def _merge_summary(record: Record, event: StatusEvent) -> bool:
             if not isinstance(item, dict) or not isinstance(item.get("id"), int):
                 continue
             step = _step(record, item["id"])
-            for name in ("name", "image"):
-                if step[name] is None and item.get(name) is not None:
-                    step[name] = item[name]
+            for label in _STEP_LABELS:
+                if step[label] is None and item.get(label) is not None:
+                    step[label] = item[label]
                     changed = True
         url = summary.get("callback_url") or summary.get("status_callback_url")
         if url and record.get("callback") is None:
@@ -155,10 +265,10 @@ def _merge_summary(record: Record, event: StatusEvent) -> bool:
     if record.get("trace_id") is None and isinstance(trace_id, str):
         record["trace_id"] = trace_id
         changed = True
-    for name in _LINK_FIELDS:  # a redrive's links, on the new job's queued event and the old job's last event
-        link = dict(event).get(name)
-        if record.get(name) is None and isinstance(link, str):
-            record[name] = link
+    for link_field in _LINK_FIELDS:  # a redrive's links, on the new job's queued event and the old job's last event
+        link = dict(event).get(link_field)
+        if record.get(link_field) is None and isinstance(link, str):
+            record[link_field] = link
             changed = True
     stream_seq = event.get("stream_seq")
     if record.get("_stream_seq") is None and isinstance(stream_seq, int):
@@ -167,11 +277,11 @@ def _merge_summary(record: Record, event: StatusEvent) -> bool:
     return changed
 
 
-def new_callback(url: str) -> dict[str, Any]:
+def new_callback(url: str) -> CallbackRecord:
     return {
         "url": url,
-        "state": "pending",  # pending → sending (claimed by one collector) → done
-        "outcome": None,  # delivered | failed | refused, once done
+        "state": "pending",
+        "outcome": None,
         "attempts": 0,
         "last_status": None,
         "last_error": None,
@@ -180,7 +290,7 @@ def new_callback(url: str) -> dict[str, Any]:
     }
 
 
-def _start_attempt(record: Record, attempt: int) -> None:
+def _start_attempt(record: JobRecord, attempt: int) -> None:
     """A newer attempt runs the job again: its steps start from scratch and its log counters from zero."""
     record["attempt"] = attempt
     record["steps"] = [_blank_step(s["id"], s["name"], s["image"]) for s in record["steps"]]
@@ -190,12 +300,14 @@ def _start_attempt(record: Record, attempt: int) -> None:
         _reset_log_counters(record, attempt)
 
 
-def _reset_log_counters(record: Record, attempt: int) -> None:
-    record.update(log_lines=0, log_bytes=0, log_truncated=False, last_log_seq=0, _log_attempt=attempt, _log_ranges=[])
-    record.update(log_lost_lines=0, log_incomplete=False)
+def _reset_log_counters(record: JobRecord, attempt: int) -> None:
+    record["log_lines"] = record["log_bytes"] = record["last_log_seq"] = 0
+    record["log_truncated"] = False
+    record["_log_attempt"], record["_log_ranges"] = attempt, []
+    record["log_lost_lines"], record["log_incomplete"] = 0, False
 
 
-def apply_status(record: Record | None, event: StatusEvent, *, now: str) -> Record | None:
+def apply_status(record: JobRecord | None, event: StatusEvent, *, now: str) -> JobRecord | None:
     """Apply one status event; None when it changes nothing."""
     result = copy.deepcopy(record) if record is not None else new_record(event["job_id"])
     changed = record is None
@@ -210,26 +322,34 @@ def apply_status(record: Record | None, event: StatusEvent, *, now: str) -> Reco
     return result
 
 
-def _fill(target: dict[str, Any], values: dict[str, Any]) -> bool:
-    """Fill in what is still unknown (a late event's times); never overwrites."""
+def _fill_times(step: StepRecord, event: StepEvent) -> bool:
+    """Fill in the step times still unknown from a late event; never overwrites."""
     changed = False
-    for name, value in values.items():
-        if value is not None and target.get(name) is None:
-            target[name] = value
+    for name in _STEP_TIMES:
+        value = event.get(name)
+        if value is not None and step[name] is None:
+            step[name] = value
             changed = True
     return changed
 
 
-def _apply_job(record: Record, event: StatusEvent) -> bool:
+def _apply_job(record: JobRecord, event: JobEvent) -> bool:
     key = [event["attempt"], event["seq"]]
     if event["attempt"] < record["attempt"]:
         return False  # an older attempt's late event; the newer attempt already showed through a step
     if not _newer(key, record["_job_key"]) or (record["_job_key"] is not None and is_terminal(record)):
         if event["attempt"] != record["attempt"] or event["status"] != JobStatus.RUNNING:
             return False
-        # A late running event still tells when the job started.
-        started = event.get("started_at") or event["at"]
-        return _fill(record, {"started_at": started, "queue_wait_s": event.get("queue_wait_s")})
+        # A late running event still tells when the job started (fills in, never overwrites).
+        changed = False
+        if record["started_at"] is None:
+            record["started_at"] = _text(event, "started_at") or event["at"]
+            changed = True
+        queue_wait_s = event.get("queue_wait_s")
+        if queue_wait_s is not None and record["queue_wait_s"] is None:
+            record["queue_wait_s"] = queue_wait_s
+            changed = True
+        return changed
     if event["attempt"] > record["attempt"]:
         _start_attempt(record, event["attempt"])
     status = JobStatus(event["status"])
@@ -237,20 +357,24 @@ def _apply_job(record: Record, event: StatusEvent) -> bool:
     record["status"] = str(status)
     record["reason"] = event.get("reason")
     if status is JobStatus.RUNNING:
-        record["started_at"] = record["started_at"] or event.get("started_at") or event["at"]
+        record["started_at"] = record["started_at"] or _text(event, "started_at") or event["at"]
         if event.get("queue_wait_s") is not None:
             record["queue_wait_s"] = event.get("queue_wait_s")
     elif status.terminal:
-        record["finished_at"] = event.get("finished_at") or event["at"]
+        record["finished_at"] = _text(event, "finished_at") or event["at"]
     lost = event.get("log_lost_lines")
     if isinstance(lost, int) and lost > 0:
-        record.update(log_lost_lines=lost, log_incomplete=True)
+        record["log_lost_lines"], record["log_incomplete"] = lost, True
     return True
 
 
-def _apply_step(record: Record, event: StatusEvent) -> bool:
-    if event["kind"] != "step":
-        return False
+def _text(event: JobEvent, name: str) -> str | None:
+    """A time a job event may carry beyond ``JobEvent`` (``started_at``, ``finished_at``), or None."""
+    value = dict(event).get(name)
+    return value if isinstance(value, str) else None
+
+
+def _apply_step(record: JobRecord, event: StepEvent) -> bool:
     attempt = event["attempt"]
     if attempt < record["attempt"]:
         return False
@@ -263,21 +387,21 @@ def _apply_step(record: Record, event: StatusEvent) -> bool:
     step = _step(record, event["step_id"])
     step_key = record["_step_keys"].get(str(step["id"]))
     if not _newer(key, step_key):
-        return _fill(step, {name: event.get(name) for name in ("started_at", "finished_at")})
+        return _fill_times(step, event)
     old_rank, new_rank = _step_rank(step["status"]), _step_rank(event["status"])
     if new_rank < old_rank or (old_rank == 2 and step_key is not None):
         # Never backwards, and a step's result is final for its attempt; a late event still fills in its times.
-        return _fill(step, {name: event.get(name) for name in ("started_at", "finished_at")})
+        return _fill_times(step, event)
     record["_step_keys"][str(step["id"])] = key
     step["status"] = event["status"]
     step["name"] = event.get("step_name") or step["name"]
     for name in _STEP_FIELDS:
         if name in event:
-            step[name] = event[name]  # type: ignore[literal-required]
+            step[name] = event[name]
     return True
 
 
-def apply_logs(record: Record | None, batch: LogBatch, *, max_bytes: int, now: str) -> Record | None:
+def apply_logs(record: JobRecord | None, batch: LogBatch, *, max_bytes: int, now: str) -> JobRecord | None:
     """Count a batch's new lines against the record's attempt; None when it changes nothing."""
     result = copy.deepcopy(record) if record is not None else new_record(batch["job_id"])
     attempt = batch["attempt"]

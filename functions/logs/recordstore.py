@@ -13,11 +13,12 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import cast
 
 from aiohttp import web
 
 from functions.logs import records
-from functions.logs.records import Record
+from functions.logs.records import JobRecord
 from runtime import events, subjects
 from runtime.app import SETTINGS
 from runtime.errors import Unavailable
@@ -33,8 +34,22 @@ _KV_OPERATION = "KV-Operation"
 QUEUED_EVENT_SETTLE_S = 0.5
 """How long ``load`` keeps asking for a job with no status event yet (its queued event may be on its way)."""
 
-Change = Callable[[Record | None], Record | None]
+Change = Callable[[JobRecord | None], JobRecord | None]
 """Given the stored record (None if there is none), the new one, or None to leave it as it is."""
+
+
+def decode(data: bytes) -> JobRecord | None:
+    """A stored record, or None when the stored value is not JSON or not a JSON object with an ``id``.
+
+    The one place where stored JSON becomes a ``JobRecord`` (``listing`` reads through it too). Only that much is
+    checked; the rest is trusted, not validated: only the logs function writes this bucket, always a ``JobRecord``
+    it built (``update``), and the keys a record written by an earlier version may lack are ``NotRequired`` there.
+    """
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    return cast(JobRecord, value) if isinstance(value, dict) and "id" in value else None
 
 
 class RecordStore:
@@ -47,21 +62,21 @@ class RecordStore:
         """Create the bucket (or adopt it, bringing its TTL up to date); safe from many replicas at once."""
         return cls(conn, await conn.bucket(topology.records_bucket_config(settings)))
 
-    async def _entry(self, job_id: str) -> tuple[Record, int] | None:
+    async def _entry(self, job_id: str) -> tuple[JobRecord | None, int]:
+        """The stored record and its revision; (None, 0) when there is none. An unreadable one is (None, its
+        revision): the next update overwrites it instead of trying to create a key that exists."""
         entry = await self.bucket.get(job_id)
         if entry is None:
-            return None
-        try:
-            return json.loads(entry.value), entry.revision
-        except ValueError:
-            log.warning("job %s: stored record is not JSON; starting it afresh", job_id)
-            return None
+            return None, 0
+        record = decode(entry.value)
+        if record is None:
+            log.warning("job %s: stored record is not a JSON record; starting it afresh", job_id)
+        return record, entry.revision
 
-    async def get(self, job_id: str) -> Record | None:
-        entry = await self._entry(job_id)
-        return entry[0] if entry else None
+    async def get(self, job_id: str) -> JobRecord | None:
+        return (await self._entry(job_id))[0]
 
-    async def load(self, job_id: str) -> Record | None:
+    async def load(self, job_id: str) -> JobRecord | None:
         """The stored record, or one folded from the job's status events while the collector catches up."""
         record = await self.get(job_id)
         if record is not None:
@@ -85,11 +100,10 @@ class RecordStore:
                 record = records.apply_status(None, events.decode_status(last.data), now=now) if last else None
         return record
 
-    async def update(self, job_id: str, change: Change) -> Record | None:
+    async def update(self, job_id: str, change: Change) -> JobRecord | None:
         """Apply ``change`` by compare-and-set; the written record, or None when ``change`` left it as it was."""
         for _ in range(MAX_CAS_ATTEMPTS):
-            entry = await self._entry(job_id)
-            current, revision = entry if entry else (None, 0)
+            current, revision = await self._entry(job_id)
             new = change(current)
             if new is None:
                 return None
@@ -100,18 +114,15 @@ class RecordStore:
                 continue  # another replica wrote it first: read again and re-apply
         raise Unavailable(f"job {job_id}: record update kept conflicting after {MAX_CAS_ATTEMPTS} attempts")
 
-    async def scan(self) -> AsyncGenerator[Record, None]:
+    async def scan(self) -> AsyncGenerator[JobRecord, None]:
         """Every stored record, in the order they were last written; one read batch in memory at a time."""
         messages = self.conn.read(stream=self.bucket.stream, subject=self.bucket.subjects)
         async with contextlib.aclosing(messages):
             async for message in messages:
                 if message.headers.get(_KV_OPERATION) in ("DEL", "PURGE"):
                     continue
-                try:
-                    record = json.loads(message.data)
-                except ValueError:
-                    continue
-                if isinstance(record, dict) and "id" in record:
+                record = decode(message.data)
+                if record is not None:
                     yield record
 
 

@@ -24,6 +24,7 @@ import json
 import logging
 import time
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +35,7 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
 from functions.logs import recordstore
-from functions.logs.records import Record
+from functions.logs.records import JobRecord
 from runtime import auth, events, jobs, subjects
 from runtime.app import SETTINGS, Handler, json_response
 from runtime.errors import JobNotFound, RequestError, Unavailable
@@ -92,7 +93,7 @@ def _parse_time(text: Any) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def lane_stats(found: list[Record] | Any, *, now: datetime) -> dict[str, Any]:
+def lane_stats(found: Iterable[JobRecord], *, now: datetime) -> dict[str, Any]:
     """Per lane: queued, running, the oldest queued job's submit time; and jobs finished per interval."""
     lanes: dict[str, dict[str, Any]] = {
         str(lane): {"lane": str(lane), "queued": 0, "running": 0, "oldest_queued_at": None} for lane in subjects.LANES
