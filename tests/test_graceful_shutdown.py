@@ -100,7 +100,8 @@ async def test_a_job_longer_than_the_grace_is_handed_back_and_finished_by_anothe
 ) -> None:
     grace_s = 2.0
     first = dispatchers(HADES_SHUTDOWN_GRACE_SECONDS=str(grace_s))
-    job_id = await submit(submit_client, "echo working; sleep 6; echo done", busybox_image)
+    # Long enough past the grace that the job cannot end in it, even when "working" is seen late under load.
+    job_id = await submit(submit_client, "echo working; sleep 10; echo done", busybox_image)
     await poll(lambda: _has_line(stored, job_id, "working"), timeout_s=60, interval_s=0.2)
 
     first.send_signal(signal.SIGTERM)

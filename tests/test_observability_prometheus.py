@@ -185,7 +185,7 @@ async def test_prometheus_scrapes_the_functions_and_every_dashboard_query_and_al
         async def finished() -> dict[str, float] | None:
             series = await prometheus.query(session, "sum by (result) (hades_jobs_finished_total)")
             counts = {s["metric"]["result"]: float(s["value"][1]) for s in series}
-            return counts if counts.get("timed_out") == 1 else None
+            return counts if sum(counts.values()) >= 3 else None  # the three jobs end in any order
 
         counts = await poll(finished, timeout_s=30, interval_s=0.5)
         assert counts == {"succeeded": 1, "failed": 1, "timed_out": 1, "cancelled": 0}
