@@ -5,6 +5,8 @@ Also here, without a browser: the dashboard's own routes (auth, security headers
 
 from __future__ import annotations
 
+import os
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,9 @@ from runtime.settings import Settings
 from tests.browser import Stack, chrome, stack  # noqa: F401 (fixtures)
 from tests.conftest import make_settings
 
-IMAGES = Path(__file__).resolve().parent.parent / "docs" / "img"
+IMAGES = Path(os.environ.get("SCREENSHOT_DIR") or Path(tempfile.gettempdir()) / "hades-dashboard")
+"""Where the pages' screenshots go; ``SCREENSHOT_DIR=docs/img`` refreshes the README's (the tests never write
+into the checkout unless asked)."""
 WAIT_S = 60
 
 
