@@ -12,9 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from itertools import repeat
 from typing import Any, NewType
 
-from runtime import netguard, schemas, units
+from runtime import netguard, schemas
 from runtime.errors import Violation
 from runtime.settings import LimitSettings
 from runtime.subjects import Lane
@@ -231,8 +232,13 @@ class Job:
         }
 
 
-def limit_violations(document: Mapping[str, Any], limits: LimitSettings) -> list[Violation]:
-    """The operator's maxima and network allow-list, checked against a schema-valid document."""
+def limit_violations(
+    document: Mapping[str, Any], limits: LimitSettings, memory: Sequence[schemas.StepMemory] | None = None
+) -> list[Violation]:
+    """The operator's maxima and network allow-list, checked against a schema-valid document.
+
+    ``memory``: the steps' sizes ``schemas.check`` parsed (document order); parsed here when not given.
+    """
     violations: list[Violation] = []
     timeout = document.get("timeout_seconds")
     if timeout is not None and timeout > limits.max_timeout_s:
@@ -247,25 +253,8 @@ def limit_violations(document: Mapping[str, Any], limits: LimitSettings) -> list
         cpu = step.get("cpu_limit")
         if cpu is not None and cpu > limits.max_cpu:
             violations.append({"path": f"{at}/cpu_limit", "message": f"must be at most {limits.max_cpu:g} cores"})
-        for name in ("memory_limit", "memory_swap"):
-            text = step.get(name)
-            size = units.parse_memory(text) if isinstance(text, str) else None
-            if size is not None and size > limits.max_memory_bytes:
-                violations.append(
-                    {
-                        "path": f"{at}/{name}",
-                        "message": f"must be at most {units.format_memory(limits.max_memory_bytes)}",
-                    }
-                )
-        swap = _memory(step.get("memory_swap"))
-        if swap is not None and "memory_limit" not in step and swap < limits.default_memory_bytes:
-            default = units.format_memory(limits.default_memory_bytes)
-            violations.append(
-                {
-                    "path": f"{at}/memory_swap",
-                    "message": f"must be at least the default memory_limit, {default}",
-                }
-            )
+        sizes = memory[index] if memory is not None else schemas.StepMemory.of(step)
+        violations.extend(schemas.memory_violations(sizes, at, limits))
         pids = step.get("pids_limit")
         if pids is not None and pids > limits.max_pids:
             violations.append({"path": f"{at}/pids_limit", "message": f"must be at most {limits.max_pids}"})
@@ -290,10 +279,22 @@ def image_refusals(job: Job, limits: LimitSettings) -> str | None:
 
 
 def job_from_document(
-    document: Mapping[str, Any], *, job_id: JobId, limits: LimitSettings, submitted_at: str, origin: str = "jobs"
+    document: Mapping[str, Any],
+    *,
+    job_id: JobId,
+    limits: LimitSettings,
+    submitted_at: str,
+    origin: str = "jobs",
+    memory: Sequence[schemas.StepMemory] | None = None,
 ) -> Job:
-    """Resolve a valid request document into a job, filling in the operator's defaults."""
-    steps = sorted((_step(s, limits) for s in document["steps"]), key=lambda s: s.id)
+    """Resolve a valid request document into a job, filling in the operator's defaults.
+
+    ``memory``: the steps' sizes its validation parsed (document order); parsed here when not given.
+    """
+    sizes = memory if memory is not None else [schemas.StepMemory.of(s) for s in document["steps"]]
+    if len(sizes) != len(document["steps"]):
+        raise ValueError(f"{len(sizes)} memory sizes for {len(document['steps'])} steps")
+    steps = sorted(map(_step, document["steps"], sizes, repeat(limits)), key=lambda s: s.id)
     return Job(
         id=job_id,
         name=document["name"],
@@ -309,9 +310,9 @@ def job_from_document(
     )
 
 
-def _step(document: Mapping[str, Any], limits: LimitSettings) -> Step:
-    memory = _memory(document.get("memory_limit")) or limits.default_memory_bytes
-    swap = _memory(document.get("memory_swap")) or memory
+def _step(document: Mapping[str, Any], sizes: schemas.StepMemory, limits: LimitSettings) -> Step:
+    memory = sizes.limit_bytes or limits.default_memory_bytes
+    swap = sizes.swap_bytes or memory  # no memory_swap: no swap (the rules made sure it is at least memory)
     step_id = int(document["id"])
     return Step(
         id=step_id,
@@ -322,14 +323,10 @@ def _step(document: Mapping[str, Any], limits: LimitSettings) -> Step:
         continue_on_error=bool(document.get("continue_on_error", False)),
         cpu_limit=float(document.get("cpu_limit", limits.default_cpu)),
         memory_bytes=memory,
-        memory_swap_bytes=max(swap, memory),
+        memory_swap_bytes=swap,
         pids_limit=int(document.get("pids_limit", limits.default_pids)),
         network=document.get("network", "none"),
     )
-
-
-def _memory(text: str | None) -> int | None:
-    return units.parse_memory(text) if text else None
 
 
 def step_ids(steps: Sequence[Step]) -> list[int]:

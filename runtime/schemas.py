@@ -2,17 +2,21 @@
 
 Paths are JSON Pointers (``/steps/0/memory_limit``). Messages are written for people: they name the rule, never
 echo a large value back, and an unknown field is reported at its own path so a typo is easy to spot. Rules that
-JSON Schema cannot say (unique step ids, ``memory_swap`` ≥ ``memory_limit``) are checked here too.
+JSON Schema cannot say (unique step ids, the memory rules) are checked here too.
+
+The memory rules live in one place, ``memory_violations``, over a step's sizes parsed once (``StepMemory.of``):
+submit carries those sizes from validation (``check``) to ``jobs.limit_violations`` and ``jobs.job_from_document``.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import fastjsonschema
 import orjson
@@ -21,6 +25,9 @@ from jsonschema.exceptions import ValidationError
 
 from runtime import units
 from runtime.errors import Violation
+
+if TYPE_CHECKING:
+    from runtime.settings import LimitSettings
 
 MIN_MEMORY_BYTES = 6 * 1024 * 1024
 """Docker refuses less; the same floor applies on every executor."""
@@ -71,11 +78,79 @@ def _too_deep(document: Any) -> str | None:
     return None
 
 
+class StepMemory(NamedTuple):
+    """A step's ``memory_limit`` and ``memory_swap`` in bytes, as asked (None: not asked, or not a size).
+
+    Each string is parsed once per submission, here; the rules (``memory_violations``) and the job
+    (``jobs.job_from_document``) read these numbers, never the strings again.
+    """
+
+    limit_bytes: int | None
+    swap_bytes: int | None
+
+    @classmethod
+    def of(cls, step: Mapping[str, Any]) -> StepMemory:
+        memory, swap = step.get("memory_limit"), step.get("memory_swap")
+        if memory is None and swap is None:
+            return _UNASKED  # most steps: no parse, no new object
+        return cls(
+            units.parse_memory(memory) if isinstance(memory, str) and memory else None,
+            units.parse_memory(swap) if isinstance(swap, str) and swap else None,
+        )
+
+    def swap_too_small(self, default_memory_bytes: int | None = None) -> bool:
+        """The swap rule: ``memory_swap`` is memory plus swap, so it is at least the step's memory — its
+        ``memory_limit``, or the operator's default when it asks none (unknown without it: not checked then)."""
+        memory = self.limit_bytes if self.limit_bytes is not None else default_memory_bytes
+        return self.swap_bytes is not None and memory is not None and self.swap_bytes < memory
+
+
+_UNASKED = StepMemory(None, None)
+
+
+def memory_violations(memory: StepMemory, at: str, limits: LimitSettings | None = None) -> list[Violation]:
+    """Every rule about a step's memory sizes, in one place: each at least 6M, at most the operator's maximum, and
+    ``memory_swap`` at least the step's memory. Without ``limits`` only what the document alone decides."""
+    found: list[Violation] = []
+    if memory is _UNASKED:
+        return found
+    for name, size in (("memory_limit", memory.limit_bytes), ("memory_swap", memory.swap_bytes)):
+        if size is None:
+            continue
+        if size < MIN_MEMORY_BYTES:
+            found.append({"path": f"{at}/{name}", "message": "must be at least 6M"})
+        elif limits is not None and size > limits.max_memory_bytes:
+            found.append(
+                {"path": f"{at}/{name}", "message": f"must be at most {units.format_memory(limits.max_memory_bytes)}"}
+            )
+    default = limits.default_memory_bytes if limits is not None else None
+    if memory.swap_too_small(default):
+        least = "memory_limit"
+        if memory.limit_bytes is None and default is not None:
+            least = f"the default memory_limit, {units.format_memory(default)}"
+        found.append({"path": f"{at}/memory_swap", "message": f"must be at least {least}"})
+    return found
+
+
+@dataclass(slots=True)
+class Checked:
+    """What checking a job document found, and its steps' memory sizes (document order; empty when the schema
+    refused it), for ``jobs.limit_violations`` and ``jobs.job_from_document`` to use without parsing again."""
+
+    violations: list[Violation]
+    memory: Sequence[StepMemory] = ()
+
+
 def job_violations(document: Any) -> list[Violation]:
     """Every problem with a job document, in document order; empty when it is valid."""
+    return check(document).violations
+
+
+def check(document: Any, memory: Sequence[StepMemory] | None = None) -> Checked:
+    """``job_violations`` with the steps' memory sizes; ``memory``: sizes a caller already parsed (POST /build)."""
     deep = _too_deep(document)
     if deep is not None:
-        return [{"path": deep, "message": f"is nested too deeply (at most {MAX_DEPTH} levels)"}]
+        return Checked([{"path": deep, "message": f"is nested too deeply (at most {MAX_DEPTH} levels)"}])
     try:
         _accepts()(document)
     except fastjsonschema.JsonSchemaException:
@@ -83,8 +158,8 @@ def job_violations(document: Any) -> list[Violation]:
         for error in sorted(_validator().iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path]):
             violations.extend(_render(error))
         if violations:
-            return violations
-    return _semantic_violations(document)
+            return Checked(violations)
+    return _semantic(document, memory)
 
 
 def _pointer(parts: Iterable[Any]) -> str:
@@ -181,8 +256,10 @@ def _split(pointer: str) -> list[str]:
     return [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]] if pointer else []
 
 
-def _semantic_violations(document: Mapping[str, Any]) -> list[Violation]:
+def _semantic(document: Mapping[str, Any], memory: Sequence[StepMemory] | None) -> Checked:
+    """The rules JSON Schema cannot say, and the steps' sizes (``memory`` when given, else parsed here)."""
     violations: list[Violation] = _multi_line(document, "")
+    sizes: list[StepMemory] = []
     if _may_hold_nul(document):  # the walk (with paths) only when one is there: most documents have none
         violations.extend(_nul_bytes(document, ""))
     seen: dict[int, int] = {}
@@ -192,11 +269,8 @@ def _semantic_violations(document: Mapping[str, Any]) -> list[Violation]:
             violations.append({"path": f"/steps/{index}/id", "message": f"duplicates the id of /steps/{seen[step_id]}"})
         seen.setdefault(step_id, index)
         violations.extend(_multi_line(step, f"/steps/{index}"))
-        memory = units.parse_memory(step["memory_limit"]) if "memory_limit" in step else None
-        swap = units.parse_memory(step["memory_swap"]) if "memory_swap" in step else None
-        for name, size in (("memory_limit", memory), ("memory_swap", swap)):
-            if size is not None and size < MIN_MEMORY_BYTES:
-                violations.append({"path": f"/steps/{index}/{name}", "message": "must be at least 6M"})
-        if swap is not None and memory is not None and swap < memory:
-            violations.append({"path": f"/steps/{index}/memory_swap", "message": "must be at least memory_limit"})
-    return violations
+        size = memory[index] if memory is not None else StepMemory.of(step)
+        sizes.append(size)
+        if size is not _UNASKED:
+            violations.extend(memory_violations(size, f"/steps/{index}"))
+    return Checked(violations, sizes)

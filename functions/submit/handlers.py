@@ -77,14 +77,14 @@ async def _accept(request: web.Request, *, build: legacy.Build | None = None) ->
     key = _idempotency_key(request)
     if build is None:
         document = await _read_document(request)
-        violations = schemas.job_violations(document)
-        if not violations:
-            violations = jobs.limit_violations(document, settings.limits)
+        checked = schemas.check(document)  # each memory size parsed once, then carried to the job
+        memory = checked.memory
+        violations = checked.violations or jobs.limit_violations(document, settings.limits, memory)
         if violations:
             metrics.JOBS_REJECTED.labels("invalid").inc()
             raise InvalidJob(violations)
     else:
-        document = build.document
+        document, memory = build.document, build.memory
     if key is None:
         job_id = jobs.new_job_id()
     else:
@@ -95,6 +95,7 @@ async def _accept(request: web.Request, *, build: legacy.Build | None = None) ->
         limits=settings.limits,
         submitted_at=jobs.utc_now(),
         origin="jobs" if build is None else "build",
+        memory=memory,
     )
     carrier = request.headers if "traceparent" in request.headers else {"traceparent": document.get("traceparent", "")}
     parent = tracing.extract(carrier)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from runtime import jobs, schemas, units
+from runtime import jobs, schemas
 from runtime.errors import InvalidJob, Violation
 from runtime.settings import LimitSettings
 
@@ -70,6 +70,8 @@ class Build:
     """A job document our schema accepts (metadata keys aside, which /build allows more of)."""
     ignored: tuple[str, ...]
     """JSON Pointers of the unknown fields that were dropped."""
+    memory: tuple[schemas.StepMemory, ...]
+    """The steps' memory sizes (document order), parsed once here, for ``jobs.job_from_document``."""
 
     def ignored_header(self) -> str:
         text = ", ".join(self.ignored)
@@ -93,14 +95,15 @@ def read(body: Any, limits: LimitSettings) -> Build:
             problems.append({"path": f"/steps/{i}", "message": "must be an object"})
     if problems:
         raise InvalidBuild(problems)
-    problems.extend(_original_checks(document))
+    memory = tuple(schemas.StepMemory.of(step) for step in document["steps"])  # each size parsed once
+    problems.extend(_original_checks(document, memory))
     if problems:
         raise InvalidBuild(problems)
     document.pop("id", None)  # the server assigns the id, as the original does
-    problems.extend(_ours(document, limits))
+    problems.extend(_ours(document, limits, memory))
     if problems:
         raise InvalidBuild(problems)
-    return Build(document=document, ignored=tuple(ignored))
+    return Build(document=document, ignored=tuple(ignored), memory=memory)
 
 
 def _fields(
@@ -173,8 +176,12 @@ def _escape(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1")
 
 
-def _original_checks(document: Mapping[str, Any]) -> list[Violation]:
-    """The original's own refusals (``addBuildToQueue`` in HadesAPI/router.go), with its wording."""
+def _original_checks(document: Mapping[str, Any], memory: tuple[schemas.StepMemory, ...]) -> list[Violation]:
+    """The original's own refusals (``addBuildToQueue`` in HadesAPI/router.go), with its wording.
+
+    The swap rule is ours (``StepMemory.swap_too_small``) in the original's words; that ``memory_swap`` needs a
+    ``memory_limit`` is the original's alone (``POST /jobs`` compares it with the operator's default instead).
+    """
     problems: list[Violation] = []
     if not document.get("name"):
         problems.append({"path": "/name", "message": 'Invalid request payload: "name" is required'})
@@ -187,18 +194,16 @@ def _original_checks(document: Mapping[str, Any]) -> list[Violation]:
     callback = document.get("callback_url")
     if callback and schemas.job_violations({"name": "x", "steps": [{"id": 1, "image": "x"}], "callback_url": callback}):
         problems.append({"path": "/callback_url", "message": "Invalid callback_url: must be an absolute http(s) URL"})
-    for i, step in enumerate(document["steps"]):
+    for i, (step, sizes) in enumerate(zip(document["steps"], memory, strict=True)):
         at = f"/steps/{i}"
-        memory = step.get("memory_limit")
-        if memory is not None and units.parse_memory(memory) is None:
+        if "memory_limit" in step and sizes.limit_bytes is None:
             problems.append({"path": f"{at}/memory_limit", "message": "Failed to parse RAM limit"})
-        swap = step.get("memory_swap")
-        if swap is not None:
-            if units.parse_memory(swap) is None:
+        if "memory_swap" in step:
+            if sizes.swap_bytes is None:
                 problems.append({"path": f"{at}/memory_swap", "message": "Failed to parse memory_swap limit"})
-            elif memory is None:
+            elif "memory_limit" not in step:
                 problems.append({"path": f"{at}/memory_swap", "message": "memory_swap requires memory_limit to be set"})
-            elif (units.parse_memory(memory) or 0) > (units.parse_memory(swap) or 0):
+            elif sizes.swap_too_small():
                 message = "memory_swap must be greater than or equal to memory_limit"
                 problems.append({"path": f"{at}/memory_swap", "message": message})
         if step.get("pids_limit", 0) < 0:
@@ -221,15 +226,14 @@ def _key_problem(key: str, path: str) -> list[Violation]:
     return []
 
 
-def _ours(document: dict[str, Any], limits: LimitSettings) -> list[Violation]:
+def _ours(document: dict[str, Any], limits: LimitSettings, memory: tuple[schemas.StepMemory, ...]) -> list[Violation]:
     """Our schema and the operator's limits, with the metadata keys (already checked above) left out."""
     shape = {
         **document,
         "metadata": _values_only(document.get("metadata")),
         "steps": [{**step, "metadata": _values_only(step.get("metadata"))} for step in document["steps"]],
     }
-    violations = schemas.job_violations(shape) or jobs.limit_violations(shape, limits)
-    return violations
+    return schemas.check(shape, memory).violations or jobs.limit_violations(shape, limits, memory)
 
 
 def _values_only(metadata: Mapping[str, str] | None) -> dict[str, str]:
