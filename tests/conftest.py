@@ -59,6 +59,15 @@ def own_nats(tmp_path: Path) -> Iterator[NatsServer]:
 
 
 @pytest.fixture
+async def own_conn(own_nats: NatsServer) -> AsyncIterator[messaging.Messaging]:
+    """A connection to this test's own server that notices a stopped server within a second."""
+    settings = make_settings(own_nats.url, HADES_NATS_PUBLISH_TIMEOUT_SECONDS="1")
+    connection = await messaging.connect(settings, name="test-own")
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
 async def clean_nats(nats_server: NatsServer) -> AsyncIterator[str]:
     """The session server with the Hades streams removed, so each test starts from an empty topology."""
     nc = await nats.connect(nats_server.url)

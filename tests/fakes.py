@@ -30,6 +30,30 @@ def new_job(*, steps: int = 2, priority: int = 3, **document: Any) -> jobs.Job:
 
 
 @dataclass
+class FakeDelivery:
+    """A ``Delivery`` as dispatch uses it, recording what was done with it."""
+
+    data: bytes
+    attempt: int = 1
+    done: list[str] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+    subject: str = "hades.jobs.high"
+    reply: str = ""  # the ack subject (a real one starts with $JS.ACK.)
+
+    async def ack(self) -> None:
+        self.done.append("ack")
+
+    async def nak(self, *, delay_s: float | None = None) -> None:
+        self.done.append("nak")
+
+    async def in_progress(self) -> None:
+        pass
+
+    async def term(self) -> None:
+        self.done.append("term")
+
+
+@dataclass
 class FakeDispatch:
     """Publishes one job's events exactly as submit and dispatch do (same subjects, ids and shapes)."""
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
+import nats
 import nats.js.errors
 from nats.js import JetStreamContext
 
@@ -12,6 +15,16 @@ from runtime import subjects
 from tests.helpers import poll
 
 TERMINAL = {"succeeded", "failed", "timed_out", "cancelled"}
+
+
+@contextlib.asynccontextmanager
+async def stored_on(url: str) -> AsyncIterator[StoredEvents]:
+    """``StoredEvents`` over a connection of its own, for a server a test stops and starts again."""
+    nc = await nats.connect(url)
+    try:
+        yield StoredEvents(nc.jetstream())
+    finally:
+        await nc.close()
 
 
 class StoredEvents:

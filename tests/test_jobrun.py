@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -16,32 +15,9 @@ from runtime import eventlog, messaging, subjects
 from runtime.errors import Unavailable
 from runtime.jobs import Job, JobStatus, StepStatus, job_from_document, new_job_id, utc_now
 from runtime.settings import LimitSettings, Settings
+from tests.fakes import FakeDelivery
 from tests.helpers import make_settings, poll
 from tests.observe import StoredEvents
-
-
-@dataclass
-class FakeMsg:
-    """A ``Delivery`` as dispatch uses it, recording what was done with it."""
-
-    data: bytes
-    attempt: int
-    done: list[str] = field(default_factory=list)
-    headers: dict[str, str] = field(default_factory=dict)
-    subject: str = "hades.jobs.high"
-    reply: str = ""  # the ack subject (a real one starts with $JS.ACK.)
-
-    async def ack(self) -> None:
-        self.done.append("ack")
-
-    async def nak(self, *, delay_s: float | None = None) -> None:
-        self.done.append("nak")
-
-    async def in_progress(self) -> None:
-        pass
-
-    async def term(self) -> None:
-        self.done.append("term")
 
 
 class FakeExecutor:
@@ -70,7 +46,7 @@ def a_job() -> Job:
     return job_from_document(document, job_id=new_job_id(), limits=LimitSettings(), submitted_at=utc_now())
 
 
-async def handle(conn: messaging.Messaging, executor: FakeExecutor, msg: FakeMsg, **env: str) -> None:
+async def handle(conn: messaging.Messaging, executor: FakeExecutor, msg: FakeDelivery, **env: str) -> None:
     settings = make_settings("nats://unused", **env)
     deps = jobrun.Deps(conn=conn, executor=executor, settings=settings, dispatcher_id="test")  # type: ignore[arg-type]
     await jobrun.handle(deps, msg, stop=StopSignal())  # type: ignore[arg-type]
@@ -93,7 +69,7 @@ async def test_a_terminal_event_that_cannot_be_stored_hands_the_job_back(
 
     monkeypatch.setattr(conn, "publish", publish)
     monkeypatch.setattr(jobrun, "TERMINAL_PUBLISH_ATTEMPTS", 2)
-    msg = FakeMsg(data=json.dumps(job.to_message()).encode(), attempt=1)
+    msg = FakeDelivery(data=json.dumps(job.to_message()).encode(), attempt=1)
 
     await handle(conn, FakeExecutor(), msg)
 
@@ -106,7 +82,7 @@ async def test_engine_down_on_the_last_attempt_still_ends_the_job_and_dead_lette
 ) -> None:
     job = a_job()
     down = Unavailable("docker engine: connection refused")
-    msg = FakeMsg(data=json.dumps(job.to_message()).encode(), attempt=2)
+    msg = FakeDelivery(data=json.dumps(job.to_message()).encode(), attempt=2)
 
     await handle(conn, FakeExecutor(run_error=down, cleanup_error=down), msg, HADES_MAX_DELIVER="2")
 
@@ -123,10 +99,10 @@ async def test_a_redelivered_job_that_already_ended_is_acked_without_running_aga
 ) -> None:
     job = a_job()
     executor = FakeExecutor()
-    await handle(conn, executor, FakeMsg(data=json.dumps(job.to_message()).encode(), attempt=1))
+    await handle(conn, executor, FakeDelivery(data=json.dumps(job.to_message()).encode(), attempt=1))
     assert executor.runs == 1
 
-    redelivered = FakeMsg(data=json.dumps(job.to_message()).encode(), attempt=2)  # its ack was lost
+    redelivered = FakeDelivery(data=json.dumps(job.to_message()).encode(), attempt=2)  # its ack was lost
     await handle(conn, executor, redelivered)
 
     assert redelivered.done == ["ack"] and executor.runs == 1
@@ -147,8 +123,8 @@ async def test_a_job_redelivered_while_it_still_runs_here_is_not_run_twice(
     executor = Held()
     dispatcher = Dispatcher(conn, executor, settings)  # type: ignore[arg-type]
     job = a_job()
-    first = FakeMsg(data=json.dumps(job.to_message()).encode(), attempt=1, headers={"Nats-Msg-Id": job.id})
-    again = FakeMsg(data=json.dumps(job.to_message()).encode(), attempt=2, headers={"Nats-Msg-Id": job.id})
+    first = FakeDelivery(data=json.dumps(job.to_message()).encode(), attempt=1, headers={"Nats-Msg-Id": job.id})
+    again = FakeDelivery(data=json.dumps(job.to_message()).encode(), attempt=2, headers={"Nats-Msg-Id": job.id})
     for msg in (first, again):
         await dispatcher.slots.acquire()
         await dispatcher._start(msg)  # type: ignore[arg-type]
@@ -168,6 +144,6 @@ async def test_a_redelivery_is_handed_back_when_its_end_cannot_be_read(
 
     monkeypatch.setattr(eventlog, "latest_status", broker_down)
     executor, job = FakeExecutor(), a_job()
-    redelivered = FakeMsg(data=json.dumps(job.to_message()).encode(), attempt=2)
+    redelivered = FakeDelivery(data=json.dumps(job.to_message()).encode(), attempt=2)
     await handle(conn, executor, redelivered)
     assert executor.runs == 0 and redelivered.done == ["nak"]

@@ -7,10 +7,8 @@ Each test has a nats-server of its own (``own_nats``), stopped and started again
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-import nats
 import pytest
 
 from functions.dispatch import logsink
@@ -24,7 +22,7 @@ from runtime import events, messaging
 from runtime.jobs import JobStatus
 from tests.helpers import make_settings, poll
 from tests.natsserver import NatsServer
-from tests.observe import StoredEvents
+from tests.observe import stored_on
 
 pytestmark = pytest.mark.slow
 
@@ -32,20 +30,9 @@ PRINT_EVERY_S = 0.05
 """How often the simulated job prints a line (its pace, not a wait for anything)."""
 
 
-@pytest.fixture
-async def own_conn(own_nats: NatsServer) -> AsyncIterator[messaging.Messaging]:
-    settings = make_settings(own_nats.url, HADES_NATS_PUBLISH_TIMEOUT_SECONDS="1")
-    connection = await messaging.connect(settings, name="test-outage")
-    yield connection
-    await connection.close()
-
-
 async def stored_lines(server: NatsServer, job_id: str) -> list[dict[str, Any]]:
-    nc = await nats.connect(server.url)
-    try:
-        return await StoredEvents(nc.jetstream()).log_lines(job_id)
-    finally:
-        await nc.close()
+    async with stored_on(server.url) as stored:
+        return await stored.log_lines(job_id)
 
 
 async def print_lines(sink: LogSink, numbers: range) -> None:

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
-import nats
 import pytest
 
 from functions.dispatch import jobrun
@@ -28,37 +25,14 @@ from runtime import events, messaging, subjects
 from runtime.errors import Unavailable
 from runtime.jobs import Job, JobStatus, StepStatus, job_from_document, new_job_id, utc_now
 from runtime.settings import LimitSettings
+from tests.fakes import FakeDelivery
 from tests.helpers import make_settings, poll
 from tests.natsserver import NatsServer
-from tests.observe import StoredEvents
+from tests.observe import StoredEvents, stored_on
 
 STEPS = 3
 """Events of a job of three steps: 1 job running, 2-7 each step's running and succeeded, 8 the terminal."""
 ALL_SEQS = list(range(1, 2 * STEPS + 3))
-
-
-@dataclass
-class FakeMsg:
-    """A ``Delivery`` as dispatch uses it, recording what was done with it."""
-
-    data: bytes
-    attempt: int = 1
-    done: list[str] = field(default_factory=list)
-    headers: dict[str, str] = field(default_factory=dict)
-    subject: str = "hades.jobs.high"
-    reply: str = ""
-
-    async def ack(self) -> None:
-        self.done.append("ack")
-
-    async def nak(self, *, delay_s: float | None = None) -> None:
-        self.done.append("nak")
-
-    async def in_progress(self) -> None:
-        pass
-
-    async def term(self) -> None:
-        self.done.append("term")
 
 
 class StepsExecutor:
@@ -89,11 +63,11 @@ def a_job(steps: int = STEPS) -> Job:
     return job_from_document(document, job_id=new_job_id(), limits=LimitSettings(), submitted_at=utc_now())
 
 
-def message_of(job: Job) -> FakeMsg:
-    return FakeMsg(data=json.dumps(job.to_message()).encode())
+def message_of(job: Job) -> FakeDelivery:
+    return FakeDelivery(data=json.dumps(job.to_message()).encode())
 
 
-async def handle(conn: messaging.Messaging, executor: Any, msg: FakeMsg, nats_url: str = "nats://unused") -> None:
+async def handle(conn: messaging.Messaging, executor: Any, msg: FakeDelivery, nats_url: str = "nats://unused") -> None:
     settings = make_settings(nats_url)
     deps = jobrun.Deps(conn=conn, executor=executor, settings=settings, dispatcher_id="test")
     await jobrun.handle(deps, msg, stop=StopSignal())  # type: ignore[arg-type]
@@ -231,20 +205,9 @@ class OutageExecutor(StepsExecutor):
             await self.go.get()
 
 
-@pytest.fixture
-async def own_conn(own_nats: NatsServer) -> AsyncIterator[messaging.Messaging]:
-    settings = make_settings(own_nats.url, HADES_NATS_PUBLISH_TIMEOUT_SECONDS="1")
-    connection = await messaging.connect(settings, name="test-status-outage")
-    yield connection
-    await connection.close()
-
-
 async def stored_status(server: NatsServer, job_id: str) -> list[dict[str, Any]]:
-    nc = await nats.connect(server.url)
-    try:
-        return await StoredEvents(nc.jetstream()).status(job_id)
-    finally:
-        await nc.close()
+    async with stored_on(server.url) as stored:
+        return await stored.status(job_id)
 
 
 async def connected_is(conn: messaging.Messaging, up: bool) -> None:
