@@ -45,9 +45,12 @@ async def _read_document(request: web.Request) -> Any:
         metrics.JOBS_REJECTED.labels("too-large").inc()
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     try:
-        # client_max_size enforces the limit for chunked bodies too; the timeout, a body that never ends.
-        async with asyncio.timeout(request.app[SETTINGS].http.body_read_timeout_s):
+        if request.content.is_eof():  # all of it arrived with the headers (the usual small job): nothing to wait for
             body = await request.read()
+        else:
+            # client_max_size enforces the limit for chunked bodies too; the timeout, a body that never ends.
+            async with asyncio.timeout(request.app[SETTINGS].http.body_read_timeout_s):
+                body = await request.read()
     except TimeoutError:
         metrics.JOBS_REJECTED.labels("body-timeout").inc()
         raise BodyTimeout("the request body did not arrive in time") from None
@@ -98,11 +101,10 @@ async def _accept(request: web.Request, *, build: legacy.Build | None = None) ->
         memory=memory,
     )
     carrier = request.headers if "traceparent" in request.headers else {"traceparent": document.get("traceparent", "")}
-    parent = tracing.extract(carrier)
     with (
         logconfig.job_scope(job.id),
-        tracer.start_as_current_span(
-            "submit job", context=parent, attributes={"hades.job_id": job.id, "hades.lane": str(job.lane)}
+        tracing.request_span(
+            tracer, "submit job", carrier, attributes={"hades.job_id": job.id, "hades.lane": str(job.lane)}
         ),
     ):
         trace_id = tracing.trace_id()
