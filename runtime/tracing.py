@@ -40,7 +40,8 @@ def setup_tracing(service: str) -> None:
         # Nothing would be exported: do not record spans (they cost ~10 % of a submit), but still create trace ids
         # and pass them on, so logs and events of one job share a trace id and an upstream sampled trace is kept.
         provider = TracerProvider(resource=resource, sampler=ParentBased(ALWAYS_OFF))
-        _unrecording = provider
+        if not getattr(provider, "_disabled", False):  # OTEL_SDK_DISABLED, as the SDK read it: no ids at all
+            _unrecording = provider
     trace.set_tracer_provider(provider)
 
 
@@ -75,7 +76,8 @@ def request_span(
     fresh ids (``ParentBased(ALWAYS_OFF)``): that span is made here directly, with the provider's id generator and
     the flags the SDK gives it, without the sampler, the SDK's bookkeeping and parsing an empty carrier (+6 % submit
     throughput, docs/benchmarks.md). Otherwise (an exporter, or an incoming ``traceparent`` whose sampled flag
-    decides) the SDK decides.
+    decides) the SDK decides. ``tracer`` must come from the global provider (``tracing.tracer``), as the check
+    that nothing records looks at that one.
     """
     provider = _unrecording
     if provider is None or trace.get_tracer_provider() is not provider or any(carrier.get(f) for f in _FIELDS):

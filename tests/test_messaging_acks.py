@@ -9,7 +9,7 @@ import nats
 import pytest
 
 from runtime import messaging
-from runtime.errors import Unavailable
+from runtime.errors import PayloadTooLarge, Unavailable
 
 
 async def test_acks_name_the_stream_sequence_and_duplicates(conn: messaging.Messaging) -> None:
@@ -44,3 +44,17 @@ async def test_no_ack_in_time_is_unavailable_and_a_late_ack_is_ignored(clean_nat
             await conn.publish("silent.subject", b"{}")
     finally:
         await nc.close()
+
+
+async def test_a_message_too_large_only_with_its_headers_is_refused_and_the_connection_stays(
+    conn: messaging.Messaging,
+) -> None:
+    """The server counts headers in its limit and answers a message over it by resetting the connection, which
+    would fail every publish in flight on it; such a message is refused before it is sent."""
+    max_payload = conn._nc.max_payload
+    payload = b"x" * (max_payload - 20)  # fits without headers, not with its Nats-Msg-Id and trace context
+    in_flight = [asyncio.ensure_future(conn.publish("hades.jobs.high", b"{}", msg_id=f"small-{n}")) for n in range(20)]
+    with pytest.raises(PayloadTooLarge):
+        await conn.publish("hades.jobs.high", payload, msg_id="too-large-with-headers")
+    assert all(p.seq > 0 for p in await asyncio.gather(*in_flight))
+    assert conn.connected

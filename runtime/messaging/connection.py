@@ -103,11 +103,7 @@ class Messaging:
         """Store ``payload`` in JetStream and wait for the ack; ``Unavailable`` if it is not stored."""
         if not self.connected:
             raise Unavailable("the message broker is not reachable")
-        if len(payload) > self._nc.max_payload:
-            # Permanent, unlike the errors below: retrying the same message can never succeed.
-            raise PayloadTooLarge(
-                f"the message is {len(payload)} bytes; the message broker takes at most {self._nc.max_payload}"
-            )
+        _refuse_too_large(payload, headers, self._nc.max_payload)  # early: no span, no inject for a lost cause
         hdrs: dict[str, str] = dict(headers or {})
         if msg_id is not None:
             hdrs[subjects.HEADER_MSG_ID] = msg_id
@@ -286,6 +282,19 @@ class Messaging:
             await self._nc.close()
 
 
+def _refuse_too_large(payload: bytes, headers: Mapping[str, str] | None, max_payload: int) -> None:
+    """``PayloadTooLarge`` for a message the server would refuse: it counts the headers too, and answers one over
+    its limit by resetting the connection, failing every publish in flight on it (nats-py checks the payload only).
+
+    Permanent, unlike the errors of a send: retrying the same message can never succeed.
+    """
+    size = len(payload)
+    if headers:  # NATS/1.0\r\n, a "key: value\r\n" line each, \r\n
+        size += 12 + sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
+    if size > max_payload:
+        raise PayloadTooLarge(f"the message is {size} bytes; the message broker takes at most {max_payload}")
+
+
 class _Acks:
     """JetStream publishes of one connection and their acks, which all arrive on one wildcard inbox subscription.
 
@@ -310,6 +319,7 @@ class _Acks:
         ack: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
         self._waiting[token] = ack
         try:
+            _refuse_too_large(payload, headers, self._nc.max_payload)  # the headers as sent, trace context included
             await self._nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
             async with asyncio.timeout(timeout_s):
                 msg = await ack
