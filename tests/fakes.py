@@ -147,3 +147,16 @@ async def record_when(client: TestClient, job_id: str, **expected: Any) -> dict[
         return body if all(body.get(k) == v for k, v in expected.items()) else None
 
     return await poll(check)
+
+
+async def ended_record(client: TestClient, job_id: str, *, timeout_s: float = 90) -> dict[str, Any]:
+    """The job's record once it shows an end (neither queued nor running), as the logs function serves it."""
+
+    async def check() -> dict[str, Any] | None:
+        response = await client.get(f"/jobs/{job_id}")
+        if response.status != 200:
+            return None
+        body: dict[str, Any] = await response.json()
+        return body if body["status"] not in ("queued", "running") else None
+
+    return await poll(check, timeout_s=timeout_s, interval_s=0.3)

@@ -20,6 +20,7 @@ from functions.logs.handlers import create_app as create_logs
 from functions.submit.handlers import create_app as create_submit
 from runtime import events, messaging
 from runtime.jobs import JobStatus
+from tests.fakes import ended_record
 from tests.helpers import make_settings, poll
 from tests.natsserver import NatsServer
 from tests.observe import stored_on
@@ -148,12 +149,7 @@ async def test_a_job_printing_through_a_nats_outage_keeps_every_line(
 
     logs = await aiohttp_client(create_logs(settings))
 
-    async def ended() -> dict[str, Any] | None:
-        answer = await logs.get(f"/jobs/{job_id}")
-        record = await answer.json() if answer.status == 200 else None
-        return record if record and record["status"] not in ("queued", "running") else None
-
-    record = await poll(ended, timeout_s=90, interval_s=0.3)
+    record = await ended_record(logs, job_id)
     assert record["status"] == "succeeded", record
     assert (record["log_lost_lines"], record["log_incomplete"], record["log_truncated"]) == (0, False, False)
     text = await (await logs.get(f"/jobs/{job_id}/logs?format=text")).text()

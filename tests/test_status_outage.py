@@ -25,7 +25,7 @@ from runtime import events, messaging, subjects
 from runtime.errors import Unavailable
 from runtime.jobs import Job, JobStatus, StepStatus, job_from_document, new_job_id, utc_now
 from runtime.settings import LimitSettings
-from tests.fakes import FakeDelivery
+from tests.fakes import FakeDelivery, ended_record
 from tests.helpers import make_settings, poll
 from tests.natsserver import NatsServer
 from tests.observe import StoredEvents, stored_on
@@ -271,12 +271,7 @@ async def test_a_job_whose_steps_end_while_nats_is_down_ends_with_every_step_fin
 
     logs = await aiohttp_client(create_logs(settings))
 
-    async def ended() -> dict[str, Any] | None:
-        answer = await logs.get(f"/jobs/{job_id}")
-        record = await answer.json() if answer.status == 200 else None
-        return record if record and record["status"] not in ("queued", "running") else None
-
-    record = await poll(ended, timeout_s=90, interval_s=0.3)
+    record = await ended_record(logs, job_id)
     assert record is not None and record["status"] == "succeeded", record
     assert [(s["id"], s["status"]) for s in record["steps"]] == [(i, "succeeded") for i in range(1, STEPS + 1)]
 
