@@ -7,6 +7,7 @@ grace the manifests give it.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import time
@@ -19,6 +20,7 @@ from aiohttp.test_utils import TestClient
 
 from functions.submit.handlers import create_app as create_submit
 from tests.helpers import make_settings, poll
+from tests.natsserver import free_port
 from tests.observe import StoredEvents
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(180)]
@@ -69,11 +71,14 @@ async def test_a_job_that_ends_within_the_grace_finishes_and_nothing_new_is_take
     dispatchers: Dispatchers, submit_client: TestClient, stored: StoredEvents, busybox_image: str, docker_client: Any
 ) -> None:
     grace_s = 20.0
-    first = dispatchers(HADES_SHUTDOWN_GRACE_SECONDS=str(grace_s))
+    port = free_port()
+    first = dispatchers(HADES_SHUTDOWN_GRACE_SECONDS=str(grace_s), HADES_DISPATCH_PORT=str(port))
     job_id = await submit(submit_client, "echo working; sleep 3; echo done", busybox_image)
     await poll(lambda: _has_line(stored, job_id, "working"), timeout_s=60, interval_s=0.2)
 
     first.send_signal(signal.SIGTERM)
+    # Its HTTP site closes first thing on SIGTERM, and from then on it takes no job (it still runs its own).
+    await poll(lambda: _refuses_connections(port), timeout_s=10, interval_s=0.05)
     later = await submit(submit_client, "echo later", busybox_image)  # queued during the shutdown
     code, took_s = await wait_exit(first, timeout_s=grace_s + HTTP_SHUTDOWN_S + 10)
 
@@ -123,6 +128,15 @@ async def test_a_job_longer_than_the_grace_is_handed_back_and_finished_by_anothe
     finally:
         second.send_signal(signal.SIGTERM)
         assert (await wait_exit(second, timeout_s=30))[0] == 0
+
+
+async def _refuses_connections(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except ConnectionRefusedError:
+        return True
+    writer.close()
+    return False
 
 
 async def _has_line(stored: StoredEvents, job_id: str, line: str) -> bool:

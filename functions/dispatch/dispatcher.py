@@ -215,11 +215,15 @@ class Dispatcher:
         if not task.cancelled() and task.exception() is not None:
             log.error("job %s: dispatch failed; it will be redelivered", job_id, exc_info=task.exception())
 
+    def stop_taking(self) -> None:
+        """Take no new job from here on (a message fetched meanwhile is handed straight back); running ones go on."""
+        self.stopping = True
+        self.work_hint.set()
+
     async def stop(self) -> None:
         """Phase 1: stop taking jobs, let running ones finish within the grace. Phase 2: stop the rest and leave
         their messages for another dispatcher (nak: redelivered at once, not after AckWait)."""
-        self.stopping = True
-        self.work_hint.set()
+        self.stop_taking()
         if self.loop_task is not None:
             await tasks.cancel_and_wait(self.loop_task)
         # Pull subscriptions too: a fetch answered after its timeout leaves a message in a queue nobody reads,

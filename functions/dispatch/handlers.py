@@ -35,6 +35,7 @@ class Dispatch:
         self.executor: Executor | None = None
         self.dispatcher: Dispatcher | None = None
         self.waiting_reason = "starting"
+        self.taking = True
 
     async def start(self) -> None:
         settings = self.app[hades_app.SETTINGS]
@@ -56,7 +57,14 @@ class Dispatch:
                 await asyncio.sleep(ENGINE_RETRY_S)
                 continue
             self.dispatcher = dispatcher
+            if not self.taking:  # started as the shutdown began
+                dispatcher.stop_taking()
             return
+
+    def stop_taking(self) -> None:
+        self.taking = False
+        if self.dispatcher is not None:
+            self.dispatcher.stop_taking()
 
     async def ready(self, app: web.Application) -> str | None:
         if self.dispatcher is None or self.executor is None:
@@ -85,8 +93,18 @@ async def dispatch_context(app: web.Application) -> AsyncIterator[None]:
     await dispatch.stop()
 
 
+async def stop_taking_jobs(app: web.Application) -> None:
+    """On SIGTERM, first thing: no new job is taken. The loop itself stops later, in the cleanup, after the HTTP
+    server's shutdown, which waits up to ``HADES_SHUTDOWN_TIMEOUT_SECONDS`` for open connections (a scraper's
+    keep-alive one): without this, a dispatcher being scaled down would go on pulling jobs all that while."""
+    dispatch = app.get(DISPATCH)
+    if dispatch is not None:
+        dispatch.stop_taking()
+
+
 def create_app(settings: Settings) -> web.Application:
     app = hades_app.create_app(settings, service="dispatch")
+    app.on_shutdown.append(stop_taking_jobs)
     # Clients first, the loop last: cleanup runs in reverse, so the loop stops before its clients close.
     app.cleanup_ctx.append(messaging_context(settings, name="hades-dispatch"))
     app.cleanup_ctx.append(dispatch_context)
