@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from functions.logs import recordstore
 from functions.submit import enqueue
 from runtime import events, jobs, messaging
 from runtime.jobs import JobStatus, StepStatus
@@ -137,26 +138,40 @@ async def submitted(conn: messaging.Messaging, **kwargs: Any) -> FakeDispatch:
 
 
 async def record_when(client: TestClient, job_id: str, **expected: Any) -> dict[str, Any]:
-    """The job's record, once the collector has brought it to ``expected``."""
+    """The job's record, once the collector has brought it to ``expected``: as served, and as stored.
+
+    Until the collector has written a record, the logs function serves one folded from the job's status events,
+    which can be ahead of the record the collector then writes from its first event: a test that reads another
+    route next must find the stored record there, not an older one.
+    """
+    store = client.app[recordstore.RECORDS]
+
+    def matches(record: Any) -> bool:
+        return record is not None and all(record.get(k) == v for k, v in expected.items())
 
     async def check() -> dict[str, Any] | None:
         response = await client.get(f"/jobs/{job_id}")
         if response.status != 200:
             return None
         body: dict[str, Any] = await response.json()
-        return body if all(body.get(k) == v for k, v in expected.items()) else None
+        return body if matches(body) and matches(await store.get(job_id)) else None
 
     return await poll(check)
 
 
 async def ended_record(client: TestClient, job_id: str, *, timeout_s: float = 90) -> dict[str, Any]:
-    """The job's record once it shows an end (neither queued nor running), as the logs function serves it."""
+    """The job's record once it shows an end (neither queued nor running), as served and as stored (see
+    ``record_when``)."""
+    store = client.app[recordstore.RECORDS]
+
+    def ended(record: Any) -> bool:
+        return record is not None and record["status"] not in ("queued", "running")
 
     async def check() -> dict[str, Any] | None:
         response = await client.get(f"/jobs/{job_id}")
         if response.status != 200:
             return None
         body: dict[str, Any] = await response.json()
-        return body if body["status"] not in ("queued", "running") else None
+        return body if ended(body) and ended(await store.get(job_id)) else None
 
     return await poll(check, timeout_s=timeout_s, interval_s=0.3)

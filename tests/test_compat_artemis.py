@@ -27,6 +27,7 @@ from functions.submit import legacy
 from functions.submit.handlers import create_app as create_submit
 from runtime import jobs
 from runtime.settings import DispatchSettings, LimitSettings, Settings
+from tests.fakes import ended_record
 from tests.helpers import make_settings, poll
 
 COMPAT = Path(__file__).resolve().parent / "compat"
@@ -289,12 +290,7 @@ async def system(
 
 
 async def finished(logs: TestClient, job_id: str) -> dict[str, Any]:
-    async def record() -> dict[str, Any] | None:
-        response = await logs.get(f"/jobs/{job_id}")
-        body: dict[str, Any] = await response.json()
-        return body if response.status == 200 and body["status"] not in ("queued", "running") else None
-
-    return await poll(record, timeout_s=90, interval_s=0.2)
+    return await ended_record(logs, job_id)
 
 
 @pytest.mark.docker
