@@ -408,9 +408,11 @@ class DockerExecutor:
             self._close_stream(stream)
 
     def _close_stream(self, stream: Any) -> None:
-        # Shuts the socket down so the reader thread sees the end; never awaited, so it also works mid-cancel.
-        with contextlib.suppress(RuntimeError):  # the pool is shut down: the executor is closing
-            self._pool.submit(close_quietly, stream)
+        # Shuts the socket down so the reader thread sees the end; never awaited, so it also works mid-cancel. On
+        # the loop's default executor, not this one's pool: there the close could wait behind the very readers it
+        # is to end (a full pool), or be cancelled unrun by ``close`` (the pool's shutdown cancels what is queued),
+        # and a reader left blocked holds the process at exit, which joins the pool's threads.
+        asyncio.get_running_loop().run_in_executor(None, close_quietly, stream)
 
     # -- what docker_adopt uses to follow an earlier attempt's steps ------------------------------------------
 
