@@ -20,9 +20,12 @@ async def publish_status(conn: Messaging, event: events.StatusEvent) -> Publishe
     )
 
 
-async def latest_status(conn: Messaging, job_id: str) -> events.StatusEvent | None:
-    """The last status event stored for a job, or None when the job is unknown; ``Unavailable`` in an outage."""
-    msg = await conn.last_message(subjects.EVENTS_STREAM, subjects.status_subject(job_id))
+async def latest_status(conn: Messaging, job_id: str, *, settle_s: float = 0) -> events.StatusEvent | None:
+    """The last status event stored for a job, or None when the job is unknown; ``Unavailable`` in an outage.
+
+    ``settle_s``: how long to keep asking while there is none (a ``queued`` event sent unacknowledged just before
+    may still be on its way)."""
+    msg = await conn.settled_last_message(subjects.EVENTS_STREAM, subjects.status_subject(job_id), within_s=settle_s)
     if msg is None:
         return None
     try:

@@ -3,6 +3,7 @@ wait for the logs function's record of a job."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,34 +145,25 @@ async def record_when(client: TestClient, job_id: str, **expected: Any) -> dict[
     which can be ahead of the record the collector then writes from its first event: a test that reads another
     route next must find the stored record there, not an older one.
     """
-    store = client.app[recordstore.RECORDS]
-
-    def matches(record: Any) -> bool:
-        return record is not None and all(record.get(k) == v for k, v in expected.items())
-
-    async def check() -> dict[str, Any] | None:
-        response = await client.get(f"/jobs/{job_id}")
-        if response.status != 200:
-            return None
-        body: dict[str, Any] = await response.json()
-        return body if matches(body) and matches(await store.get(job_id)) else None
-
-    return await poll(check)
+    return await _record_where(client, job_id, lambda r: all(r.get(k) == v for k, v in expected.items()), 10)
 
 
 async def ended_record(client: TestClient, job_id: str, *, timeout_s: float = 90) -> dict[str, Any]:
-    """The job's record once it shows an end (neither queued nor running), as served and as stored (see
-    ``record_when``)."""
-    store = client.app[recordstore.RECORDS]
+    """The job's record once it shows an end (neither queued nor running), as served and as stored."""
+    return await _record_where(client, job_id, lambda r: r["status"] not in ("queued", "running"), timeout_s)
 
-    def ended(record: Any) -> bool:
-        return record is not None and record["status"] not in ("queued", "running")
+
+async def _record_where(
+    client: TestClient, job_id: str, holds: Callable[[Any], bool], timeout_s: float
+) -> dict[str, Any]:
+    store = client.app[recordstore.RECORDS]
 
     async def check() -> dict[str, Any] | None:
         response = await client.get(f"/jobs/{job_id}")
         if response.status != 200:
             return None
         body: dict[str, Any] = await response.json()
-        return body if ended(body) and ended(await store.get(job_id)) else None
+        stored = await store.get(job_id)
+        return body if holds(body) and stored is not None and holds(stored) else None
 
-    return await poll(check, timeout_s=timeout_s, interval_s=0.3)
+    return await poll(check, timeout_s=timeout_s, interval_s=0.1)

@@ -47,14 +47,9 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s
     raise AssertionError(f"{url} not ready within {timeout_s} s:\n{log.read_text()[-3000:]}")
 
 
-@contextlib.contextmanager
-def running_functions(
-    nats_url: str, tmp_path: Path, *, names: tuple[str, ...] = FUNCTIONS, **env: str
-) -> Iterator[Functions]:
-    """Start submit, dispatch and logs, or only ``names`` (in this order; dispatch last: it needs the others'
-    streams no more than they do)."""
-    ports = {name: free_port() for name in FUNCTIONS}
-    base = {
+def functions_env(nats_url: str, ports: dict[str, int], **env: str) -> dict[str, str]:
+    """The environment of the functions run as processes: this one's, without its HADES_*/OTEL_* settings."""
+    return {
         **{k: v for k, v in os.environ.items() if not k.startswith(("HADES_", "OTEL_"))},
         "HADES_NATS_URL": nats_url,
         "HADES_SCOPE": SCOPE,
@@ -64,6 +59,16 @@ def running_functions(
         "HADES_PULL_TIMEOUT_SECONDS": "0.5",
         **env,
     }
+
+
+@contextlib.contextmanager
+def running_functions(
+    nats_url: str, tmp_path: Path, *, names: tuple[str, ...] = FUNCTIONS, **env: str
+) -> Iterator[Functions]:
+    """Start submit, dispatch and logs, or only ``names`` (in this order; dispatch last: it needs the others'
+    streams no more than they do)."""
+    ports = {name: free_port() for name in FUNCTIONS}
+    base = functions_env(nats_url, ports, **env)
     processes: list[subprocess.Popen[bytes]] = []
     try:
         for name in (name for name in FUNCTIONS if name in names):

@@ -134,13 +134,14 @@ class JobRun:
                     self._outage_since = None
             self.unsent.popleft()
 
-    async def job_status(self, status: JobStatus, reason: str | None = None, **extra: Any) -> None:
-        reason = self.sink.mask(reason) if reason else reason
-        await self.publish(
-            events.job_event(
-                self.job.id, attempt=self.attempt, seq=self.sequence.next(), status=status, reason=reason, **extra
-            )
+    def job_event(self, status: JobStatus, reason: str | None = None, **extra: Any) -> events.StatusEvent:
+        """The attempt's next job event (its seq taken now)."""
+        return events.job_event(
+            self.job.id, attempt=self.attempt, seq=self.sequence.next(), status=status, reason=reason, **extra
         )
+
+    async def job_status(self, status: JobStatus, reason: str | None = None, **extra: Any) -> None:
+        await self.publish(self.job_event(status, self.sink.mask(reason) if reason else reason, **extra))
 
     async def step_status(self, step: Step, status: StepStatus, **extra: Any) -> None:
         event = events.step_event(
@@ -373,15 +374,7 @@ async def _finish(deps: Deps, msg: Delivery, run: JobRun, result: RunResult) -> 
     await run.report_unreported(result)
     await run.sink.close()  # every line stored before the terminal event, so readers of the end see them all
     lost = {"log_lost_lines": run.sink.lost_lines} if run.sink.lost_lines else {}  # the record says so
-    terminal = events.job_event(
-        run.job.id,
-        attempt=run.attempt,
-        seq=run.sequence.next(),
-        status=result.status,
-        reason=result.reason,
-        finished_at=utc_now(),
-        **lost,
-    )
+    terminal = run.job_event(result.status, result.reason, finished_at=utc_now(), **lost)
     try:
         await run.flush()  # every earlier status event first: the terminal one is the attempt's last
         await _publish_with_retries(run.conn, terminal)

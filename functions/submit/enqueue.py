@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from runtime import events, subjects, tracing
+from runtime import eventlog, events, subjects, tracing
 from runtime.errors import Conflict, HadesError, JobNotFound
 from runtime.jobs import Job, JobStatus, utc_now
 from runtime.messaging import Messaging, encode
@@ -65,13 +65,4 @@ async def request_cancel(conn: Messaging, job_id: str, *, reason: str) -> None:
 
 async def _latest_status(conn: Messaging, job_id: str) -> events.StatusEvent | None:
     """The job's last status event, waiting briefly for a ``queued`` event that may still be on its way."""
-    msg = await conn.settled_last_message(
-        subjects.EVENTS_STREAM, subjects.status_subject(job_id), within_s=QUEUED_EVENT_SETTLE_S
-    )
-    if msg is None:
-        return None
-    try:
-        return events.decode_status(msg.data)
-    except ValueError:
-        log.warning("job %s: its last status event is malformed", job_id)
-        return None
+    return await eventlog.latest_status(conn, job_id, settle_s=QUEUED_EVENT_SETTLE_S)

@@ -8,7 +8,6 @@ and start it again on the same port while the others keep running, which is what
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -22,9 +21,10 @@ import aiohttp
 import docker
 
 from runtime import subjects
-from tests.helpers import SCOPE
+from tests.helpers import SCOPE, poll
 from tests.natsserver import free_port
 from tests.observe import TERMINAL, StoredEvents
+from tests.processes import functions_env
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 FUNCTIONS = ("submit", "logs", "dispatch")
@@ -111,16 +111,7 @@ class Cluster:
     @classmethod
     def create(cls, nats_url: str, tmp_path: Path, **env: str) -> Cluster:
         ports = {name: free_port() for name in FUNCTIONS}
-        base = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("HADES_", "OTEL_"))},
-            "HADES_NATS_URL": nats_url,
-            "HADES_SCOPE": SCOPE,
-            "HADES_SUBMIT_PORT": str(ports["submit"]),
-            "HADES_LOGS_PORT": str(ports["logs"]),
-            "HADES_DISPATCH_PORT": str(ports["dispatch"]),
-            "HADES_PULL_TIMEOUT_SECONDS": "0.5",
-            **env,
-        }
+        base = functions_env(nats_url, ports, **env)
         return cls({name: Service(name, ports[name], base, tmp_path / f"{name}.log") for name in FUNCTIONS})
 
     def __getitem__(self, name: str) -> Service:
@@ -137,6 +128,21 @@ class Cluster:
 
 def job(script: str, *, name: str = "fault job", **extra: Any) -> dict[str, Any]:
     return {"name": name, "steps": [{"id": 1, "name": "step 1", "image": IMAGE, "script": script}], **extra}
+
+
+async def submit_and_wait_running(
+    url: str, bodies: list[dict[str, Any]], stored: StoredEvents, figures: Figures
+) -> list[str]:
+    """POST every job, count them, and wait until each accepted one has printed its first line."""
+    async with aiohttp.ClientSession() as http:
+        ids = [i for body in bodies if (i := await submit(http, url, body))]
+    figures.submitted = len(bodies)
+
+    async def all_running() -> bool:
+        return all(["line 1" in await stored.lines(i) for i in ids])
+
+    await poll(all_running, timeout_s=60, interval_s=0.2)
+    return ids
 
 
 async def submit(

@@ -7,10 +7,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import pytest
 
-from tests.faults.harness import RUN_TOKEN, Figures, count, job, submit
+from tests.faults.harness import RUN_TOKEN, Figures, count, job, submit_and_wait_running
 from tests.helpers import poll
 from tests.observe import StoredEvents
 
@@ -28,14 +27,7 @@ async def test_a_sigkilled_dispatcher_is_followed_not_rerun(
     two_steps["steps"].append({"id": 2, "name": "step 2", "image": "hades-test-busybox:1", "script": "cat /shared/x"})
     two_steps["steps"][0]["script"] = f"echo kept > /shared/x; {script}"
     bodies = [job(script) for _ in range(3)] + [two_steps]
-    async with aiohttp.ClientSession() as http:
-        ids = [i for body in bodies if (i := await submit(http, cluster["submit"].url, body))]
-    figures.submitted = len(bodies)
-
-    async def all_running() -> bool:
-        return all(["line 1" in await stored.lines(i) for i in ids])
-
-    await poll(all_running, timeout_s=60, interval_s=0.2)
+    ids = await submit_and_wait_running(cluster["submit"].url, bodies, stored, figures)
     await cluster["dispatch"].kill()
     killed_at = time.monotonic()
     await cluster["dispatch"].start()

@@ -27,11 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import docker
 import pytest
 
-from tests.faults.harness import RUN_TOKEN, Figures, count, job, leftovers, submit
+from tests.faults.harness import RUN_TOKEN, Figures, count, job, leftovers, submit_and_wait_running
 from tests.helpers import poll
 from tests.observe import StoredEvents
 
@@ -236,14 +235,7 @@ async def test_the_docker_engine_restarted_during_a_job(
     )
     script = f"echo {RUN_TOKEN}; for i in 1 2 3 4 5 6 7 8; do echo line $i; sleep 1; done"
     bodies = [job(script) for _ in range(3)]
-    async with aiohttp.ClientSession() as http:
-        ids = [i for body in bodies if (i := await submit(http, cluster["submit"].url, body))]
-    figures.submitted = len(bodies)
-
-    async def all_running() -> bool:
-        return all(["line 1" in await stored.lines(i) for i in ids])
-
-    await poll(all_running, timeout_s=60, interval_s=0.2)
+    ids = await submit_and_wait_running(cluster["submit"].url, bodies, stored, figures)
     await private_engine.kill()
     killed_at = time.monotonic()
 
