@@ -35,14 +35,15 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 
-def _rewrite_refs(node: Any) -> Any:
+def rewrite_refs(node: Any) -> Any:
+    """A JSON Schema's refs into its ``$defs`` as refs into the document's ``components/schemas``."""
     if isinstance(node, dict):
         return {
-            key: (value.replace("#/$defs/", "#/components/schemas/") if key == "$ref" else _rewrite_refs(value))
+            key: (value.replace("#/$defs/", "#/components/schemas/") if key == "$ref" else rewrite_refs(value))
             for key, value in node.items()
         }
     if isinstance(node, list):
-        return [_rewrite_refs(item) for item in node]
+        return [rewrite_refs(item) for item in node]
     return node
 
 
@@ -51,8 +52,8 @@ def job_components() -> dict[str, Any]:
     defs = schema.pop("$defs", {})
     for key in ("$schema", "$id"):
         schema.pop(key, None)
-    components = {name: _rewrite_refs(value) for name, value in defs.items()}
-    components["Job"] = _rewrite_refs(schema)
+    components = {name: rewrite_refs(value) for name, value in defs.items()}
+    components["Job"] = rewrite_refs(schema)
     components["Problem"] = PROBLEM_SCHEMA
     return components
 

@@ -1,18 +1,27 @@
-"""The record's three descriptions agree: its types (``records``), what builds it, and the API document.
+"""The record's one description, ``schemas/record.schema.json``, and everything that must agree with it.
 
-``JobRecord`` and friends are what mypy checks the reducer and its callers against; ``new_record``,
-``new_callback`` and ``public`` build what is stored and served; ``apidoc`` tells clients. A key added to one and
-not the others fails here.
+``recordshape`` reads the schema: ``new_record`` and ``public`` build what is stored and served from it, and the
+logs API documents it as ``JobRecord``. What cannot be derived is held to it here: the TypedDicts mypy checks the
+reducer and its callers against (``records``, ``handlers.ServedRecord``, ``positions.QueueBody``) and the Python
+client's ``Job`` and ``Step``. A field added to the schema and forgotten in one of them fails here.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import enum
+import types
 import typing
-from typing import Any, NotRequired
+from typing import Any, Literal, NotRequired
 
-from functions.logs import apidoc, handlers, positions, records, recordstore
+import jsonschema
+import pytest
+
+from functions.logs import apidoc, handlers, positions, records, recordshape, recordstore
+from hades_client import models
 from runtime import events, messaging
-from runtime.jobs import JobStatus, StepStatus
+from runtime.jobs import JobStatus, Lane, StepStatus
 from runtime.messaging import encode
 from runtime.settings import Settings
 
@@ -29,8 +38,19 @@ SUMMARY = {
     "origin": "jobs",
     "steps": [{"id": 1, "name": "compile", "image": "alpine"}],
 }
-NOT_BUILT_BY_NEW_RECORD = {"origin"}
-"""Keys ``new_record`` leaves out: ``origin`` comes with the job's summary."""
+SCHEMA = recordshape.SCHEMA
+CLIENT_LEAVES_IN_RAW = {
+    "log_bytes",
+    "last_log_seq",
+    "callback",
+    "origin",
+    "queue",
+    "trace_id",
+    "redrive_of",
+    "redriven_as",
+    "updated_at",
+}
+"""Record fields ``hades_client.models.Job`` does not model (``Job.raw`` has them): a deliberate, short list."""
 
 
 def keys(typed_dict: type) -> set[str]:
@@ -45,6 +65,80 @@ def optional_keys(typed_dict: type) -> set[str]:
 
 def documented(schema: str) -> dict[str, Any]:
     return apidoc.openapi_document()["components"]["schemas"][schema]  # type: ignore[no-any-return]
+
+
+def resolve(node: dict[str, Any]) -> dict[str, Any]:
+    return SCHEMA["$defs"][node["$ref"].removeprefix("#/$defs/")] if "$ref" in node else node  # type: ignore[no-any-return]
+
+
+def schema_kinds(node: dict[str, Any]) -> set[str]:
+    """What a schema node allows, as tokens: ``string``, ``null``, ``enum(a,b)``, ``array<...>``, ``map<...>``."""
+    node = resolve(node)
+    if "enum" in node:
+        values = [value for value in node["enum"] if value is not None]
+        return {f"enum({','.join(values)})"} | ({"null"} if None in node["enum"] else set())
+    found = set()
+    for kind in [node["type"]] if isinstance(node["type"], str) else node["type"]:
+        if kind == "array":
+            found.add(f"array<{'|'.join(sorted(schema_kinds(node['items'])))}>")
+        elif kind == "object" and "additionalProperties" in node:
+            found.add(f"map<{'|'.join(sorted(schema_kinds(node['additionalProperties'])))}>")
+        else:
+            found.add(kind)
+    return found
+
+
+PYTHON_KINDS = {str: "string", int: "integer", float: "number", bool: "boolean", types.NoneType: "null"}
+
+
+def hint_kinds(hint: Any) -> set[str]:
+    """The same tokens for a Python type hint; a TypedDict or a dataclass is an ``object``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is NotRequired:
+        return hint_kinds(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return set().union(*(hint_kinds(arg) for arg in args))
+    if origin is Literal:
+        return {f"enum({','.join(args)})"}
+    if origin in (list, tuple):
+        return {f"array<{'|'.join(sorted(hint_kinds(args[0])))}>"}
+    if origin is dict:
+        return {f"map<{'|'.join(sorted(hint_kinds(args[1])))}>"}
+    if isinstance(hint, type) and issubclass(hint, enum.StrEnum):
+        return {f"enum({','.join(member.value for member in hint)})"}
+    if typing.is_typeddict(hint) or dataclasses.is_dataclass(hint):
+        return {"object"}
+    return {PYTHON_KINDS[hint]}
+
+
+def disagreements(model: type, node: dict[str, Any], *, client: bool = False) -> list[str]:
+    """Where ``model``'s fields (a TypedDict's or a dataclass's) disagree with the object schema ``node``, nested
+    objects included. A TypedDict may say ``str`` for an enum; the client may add ``None`` (absent: None)."""
+    node, found = resolve(node), []
+    hints = typing.get_type_hints(model, include_extras=True)
+    for name, hint in hints.items():
+        if name == "raw" and client:
+            continue
+        field = node["properties"].get(name)
+        if field is None:
+            found.append(f"{model.__name__}.{name}: not in the schema")
+            continue
+        expected, declared = schema_kinds(field), hint_kinds(hint)
+        loose = {"string" if kind.startswith("enum(") and "string" in declared else kind for kind in expected}
+        if declared not in (expected, loose) and not (client and declared - {"null"} in (expected, loose)):
+            found.append(f"{model.__name__}.{name}: {sorted(declared)} but the schema says {sorted(expected)}")
+        for inner in models_in(hint):
+            target = resolve(field)
+            target = resolve(target["items"]) if "items" in target else target
+            found.extend(disagreements(inner, target, client=client))
+    return found
+
+
+def models_in(hint: Any) -> list[type]:
+    """The TypedDicts and dataclasses inside a hint (``list[StepRecord]``, ``CallbackRecord | None``)."""
+    if typing.is_typeddict(hint) or dataclasses.is_dataclass(hint):
+        return [hint]
+    return [model for arg in typing.get_args(hint) for model in models_in(arg)]
 
 
 def whole_record() -> records.JobRecord:
@@ -87,10 +181,89 @@ def whole_record() -> records.JobRecord:
     return record
 
 
-def test_new_record_builds_every_key_of_the_type_but_origin() -> None:
-    built = records.new_record(JOB_ID)
-    assert set(built) == keys(records.JobRecord) - NOT_BUILT_BY_NEW_RECORD
-    assert optional_keys(records.JobRecord) >= NOT_BUILT_BY_NEW_RECORD
+def test_the_schema_is_valid_and_its_statuses_are_the_core_ones() -> None:
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+    properties, defs = SCHEMA["properties"], SCHEMA["$defs"]
+    assert properties["status"]["enum"] == [str(status) for status in JobStatus]
+    assert defs["StepRecord"]["properties"]["status"]["enum"] == [str(status) for status in StepStatus]
+    assert properties["lane"]["enum"] == [*(str(lane) for lane in Lane), None]
+    assert {recordshape.keeping(name) for name in properties} == {None, *typing.get_args(recordshape.Keeping)}
+
+
+def test_the_typed_dicts_declare_the_schema() -> None:
+    assert keys(records.PublicRecord) == set(recordshape.STORED)
+    assert optional_keys(records.PublicRecord) == set(recordshape.WHEN_KNOWN)
+    assert keys(handlers.ServedRecord) - keys(records.PublicRecord) == set(recordshape.SERVED_ONLY)
+    assert optional_keys(handlers.ServedRecord) >= set(recordshape.SERVED_ONLY)
+    assert keys(handlers.ServedRecord) == set(SCHEMA["properties"])
+    assert keys(records.StepRecord) == set(SCHEMA["$defs"]["StepRecord"]["properties"])
+    assert keys(records.CallbackRecord) == set(SCHEMA["$defs"]["Callback"]["properties"])
+    assert keys(positions.QueueBody) == set(SCHEMA["properties"]["queue"]["required"])
+    assert disagreements(handlers.ServedRecord, SCHEMA) == []
+
+
+def test_the_client_models_what_the_schema_says() -> None:
+    modelled = {field.name for field in dataclasses.fields(models.Job)} - {"raw"}
+    assert modelled | CLIENT_LEAVES_IN_RAW == set(SCHEMA["properties"])
+    assert not modelled & CLIENT_LEAVES_IN_RAW
+    assert {field.name for field in dataclasses.fields(models.Step)} == set(SCHEMA["$defs"]["StepRecord"]["properties"])
+    assert disagreements(models.Job, SCHEMA, client=True) == []
+
+
+class Drifted(records.StepRecord):
+    exit_code: str  # type: ignore[misc]
+    extra: int
+
+
+@dataclasses.dataclass
+class DriftedJob:
+    id: str
+    status: models.StepStatus
+    log_lines: float
+
+
+def test_a_drifted_model_is_caught() -> None:
+    """The check itself can fail: a changed type, an unknown field, a changed enum, a changed number."""
+    step = SCHEMA["$defs"]["StepRecord"]
+    assert disagreements(Drifted, step) == [
+        "Drifted.exit_code: ['string'] but the schema says ['integer', 'null']",
+        "Drifted.extra: not in the schema",
+    ]
+    assert len(disagreements(DriftedJob, SCHEMA, client=True)) == 2
+
+
+def test_the_documented_record_is_the_schema_without_its_marks() -> None:
+    document = apidoc.openapi_document()["components"]["schemas"]
+    assert list(document["JobRecord"]["properties"]) == list(SCHEMA["properties"])
+    assert not any(recordshape.MARK in field for field in document["JobRecord"]["properties"].values())
+    assert document["StepRecord"]["properties"] == SCHEMA["$defs"]["StepRecord"]["properties"]
+    assert document["JobRecord"]["properties"]["callback"] == {"$ref": "#/components/schemas/Callback"}
+    assert "$comment" not in document["JobRecord"] and "$schema" not in document["JobRecord"]
+
+
+def served_schema() -> dict[str, Any]:
+    """The documented record closed (no key beyond its properties), with its references."""
+    closed = {name: {**schema, "additionalProperties": False} for name, schema in documented_schemas().items()}
+    return {"components": {"schemas": closed}, **closed["JobRecord"]}
+
+
+def documented_schemas() -> dict[str, Any]:
+    return copy.deepcopy(apidoc.openapi_document()["components"]["schemas"])  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("built", ["new", "whole"])
+def test_new_and_whole_records_are_served_as_the_schema_says(built: str) -> None:
+    record = records.new_record(JOB_ID) if built == "new" else whole_record()
+    jsonschema.validate(records.public(record), served_schema())
+    if built == "new":
+        assert set(record) == keys(records.JobRecord) - {"origin"}
+        assert record["status"] == "queued" and record["id"] == JOB_ID and record["steps"] == []
+        assert records.new_record(JOB_ID)["steps"] is not record["steps"]  # a fresh list each time
+
+
+def test_public_serves_every_record_field_in_the_schema_order() -> None:
+    served = records.public(whole_record())
+    assert list(served) == [*recordshape.IN_EVERY_RECORD, *recordshape.WHEN_KNOWN]
     assert set(records.new_callback("https://lms.example/results")) == keys(records.CallbackRecord)
 
 
@@ -99,17 +272,6 @@ def test_the_bookkeeping_keys_are_the_private_ones() -> None:
     assert public < stored
     assert all(key.startswith("_") for key in stored - public)
     assert not any(key.startswith("_") for key in public)
-
-
-def test_the_served_record_is_the_documented_job_record() -> None:
-    assert keys(handlers.ServedRecord) == set(documented("JobRecord")["properties"])
-    assert keys(handlers.ServedRecord) - keys(records.PublicRecord) == {"queue_position", "queue"}
-    queue = documented("JobRecord")["properties"]["queue"]
-    assert keys(positions.QueueBody) == set(queue["properties"]) == set(queue["required"])
-    assert keys(records.StepRecord) == set(documented("StepRecord")["properties"])
-    assert keys(records.CallbackRecord) == set(documented("Callback")["properties"])
-    required = set(documented("JobRecord")["required"])
-    assert required <= keys(records.PublicRecord) - optional_keys(records.PublicRecord)
 
 
 def test_a_whole_record_has_every_key_and_public_drops_exactly_the_bookkeeping() -> None:

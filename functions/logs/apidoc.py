@@ -5,10 +5,9 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from functions.logs import recordshape
 from runtime import openapi
-from runtime.jobs import JobStatus, StepStatus
 
-_STATUSES = [str(status) for status in JobStatus]
 _LEGACY = ["Queued", "Running", "Succeeded", "Failed", "Stopped"]
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
 _NOT_FOUND = {
@@ -26,101 +25,6 @@ _NOT_FOUND = {
 }
 _UNAVAILABLE = openapi.problem("NATS is not reachable; retry after Retry-After seconds")
 _BAD = openapi.problem("A query parameter or header is malformed; `detail` says which")
-_NULLABLE_STRING = {"type": ["string", "null"]}
-_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
-
-_STEP = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "integer"},
-        "name": _NULLABLE_STRING,
-        "image": _NULLABLE_STRING,
-        "status": {"enum": [str(status) for status in StepStatus]},
-        "exit_code": {"type": ["integer", "null"]},
-        "started_at": _NULLABLE_TIME,
-        "finished_at": _NULLABLE_TIME,
-        "duration_s": {"type": ["number", "null"]},
-        "reason": _NULLABLE_STRING,
-    },
-}
-_CALLBACK = {
-    "type": ["object", "null"],
-    "description": "The result callback to the job's callback_url: its state and every attempt's outcome.",
-    "properties": {
-        "url": {"type": "string"},
-        "state": {"enum": ["pending", "sending", "done"]},
-        "outcome": {"enum": ["delivered", "failed", "refused", None]},
-        "attempts": {"type": "integer"},
-        "last_status": {"type": ["integer", "null"]},
-        "last_error": _NULLABLE_STRING,
-        "claimed_by": _NULLABLE_STRING,
-        "claimed_at": _NULLABLE_TIME,
-    },
-}
-_RECORD = {
-    "type": "object",
-    "required": ["id", "status", "attempt", "steps"],
-    "properties": {
-        "id": {"type": "string", "format": "uuid"},
-        "name": _NULLABLE_STRING,
-        "status": {"enum": _STATUSES},
-        "reason": _NULLABLE_STRING,
-        "priority": {"type": ["integer", "null"]},
-        "lane": {"enum": ["high", "normal", "low", None]},
-        "submitted_at": _NULLABLE_TIME,
-        "started_at": _NULLABLE_TIME,
-        "finished_at": _NULLABLE_TIME,
-        "queue_wait_s": {"type": ["number", "null"]},
-        "timeout_seconds": {"type": ["integer", "null"]},
-        "origin": {
-            "enum": ["jobs", "build", None],
-            "description": "The route that took the job: POST /jobs, or the original's /build (its callback body)",
-        },
-        "attempt": {"type": "integer", "description": "The delivery that runs (ran) the job; 0 while queued"},
-        "queue_position": {"type": "integer", "description": "Only while queued: jobs ahead in its lane"},
-        "queue": {
-            "type": "object",
-            "description": (
-                "Only while queued and not yet taken by a dispatcher: where it stands. `position` counts the jobs "
-                "expected to start before it in all lanes, the lane weights (`HADES_LANE_WEIGHTS`) considered; "
-                "`ahead` splits it by lane; `eta_seconds` is `position + 1` over the jobs started per second in "
-                "the last five minutes (null before any start was seen)"
-            ),
-            "properties": {
-                "lane": {"enum": ["high", "normal", "low"]},
-                "lane_position": {"type": "integer", "description": "Jobs ahead of it in its lane (0: next)"},
-                "position": {"type": "integer"},
-                "ahead": {"type": "object", "additionalProperties": {"type": "integer"}},
-                "eta_seconds": {"type": ["number", "null"]},
-            },
-            "required": ["lane", "lane_position", "position", "ahead", "eta_seconds"],
-        },
-        "steps": {"type": "array", "items": {"$ref": "#/components/schemas/StepRecord"}},
-        "log_lines": {"type": "integer", "description": "Lines of the current attempt"},
-        "log_bytes": {"type": "integer"},
-        "log_truncated": {"type": "boolean", "description": "The job wrote more than HADES_LOGS_JOB_LOG_MAX_BYTES"},
-        "log_lost_lines": {
-            "type": "integer",
-            "description": "Lines of the current attempt that could not be stored (NATS unreachable too long); "
-            "a `[hades]` line in the log marks where, when it could be stored",
-        },
-        "log_incomplete": {"type": "boolean", "description": "Some lines of the current attempt are missing"},
-        "last_log_seq": {"type": "integer"},
-        "callback": {"$ref": "#/components/schemas/Callback"},
-        "trace_id": {"type": ["string", "null"], "description": "The job's OpenTelemetry trace id, when traced"},
-        "redrive_of": {
-            "type": ["string", "null"],
-            "format": "uuid",
-            "description": "The dead job this job re-submits (POST /dead-letters/{id}/redrive on submit)",
-        },
-        "redriven_as": {
-            "type": ["string", "null"],
-            "format": "uuid",
-            "description": "The job that re-submits this dead one",
-        },
-        "updated_at": _NULLABLE_TIME,
-    },
-}
 _LOG_LINE = {
     "type": "object",
     "properties": {
@@ -384,9 +288,7 @@ def openapi_document() -> dict[str, Any]:
         description="Job records, logs and live logs of Hades jobs; result callbacks.",
         paths=paths,
         extra_schemas={
-            "JobRecord": _RECORD,
-            "StepRecord": _STEP,
-            "Callback": _CALLBACK,
+            **recordshape.openapi_schemas(),
             "LogLine": _LOG_LINE,
             "Logs": _LOGS,
         },

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import bisect
 import copy
-from typing import Literal, NotRequired, TypedDict, get_args
+from collections.abc import Mapping
+from typing import Any, Literal, NotRequired, TypedDict, cast, get_args
 
+from functions.logs import recordshape
 from runtime.events import JobEvent, LogBatch, StatusEvent, StepEvent
 from runtime.jobs import JobStatus, StepStatus
 
@@ -56,7 +58,8 @@ class StepRecord(TypedDict):
 
 
 class PublicRecord(TypedDict):
-    """A job record as clients see it (``public``); documented as ``JobRecord`` in ``apidoc``.
+    """A job record as clients see it (``public``), declared for mypy: its shape is ``schemas/record.schema.json``
+    (``recordshape``), and tests/test_records_shape.py holds these TypedDicts to it.
 
     ``NotRequired``: ``origin`` comes with the job's summary (on its queued and running events), so a record first
     folded from a step event or a log batch lacks it until then; the others are missing from records stored
@@ -103,9 +106,6 @@ class JobRecord(PublicRecord):
 Record = JobRecord
 """The short name callers use."""
 
-_OptionalPublic = Literal["origin", "log_lost_lines", "log_incomplete", "trace_id", "redrive_of", "redriven_as"]
-_OPTIONAL_PUBLIC: tuple[_OptionalPublic, ...] = get_args(_OptionalPublic)
-"""The ``NotRequired`` keys of ``PublicRecord``: ``public`` copies them when the record has them."""
 
 MAX_SEQ_RANGES = 64
 """Seen log-line ranges kept per record; past it the closest ranges merge (a repeat may then be missed)."""
@@ -123,66 +123,26 @@ _SUMMARY_FIELDS: tuple[_SummaryField, ...] = get_args(_SummaryField)
 
 
 def new_record(job_id: str) -> JobRecord:
-    return {
-        "id": job_id,
-        "name": None,
-        "status": str(JobStatus.QUEUED),
-        "reason": None,
-        "priority": None,
-        "lane": None,
-        "submitted_at": None,
-        "started_at": None,
-        "finished_at": None,
-        "queue_wait_s": None,
-        "timeout_seconds": None,
-        "attempt": 0,
-        "steps": [],
-        "log_lines": 0,
-        "log_bytes": 0,
-        "log_truncated": False,
-        "log_lost_lines": 0,
-        "log_incomplete": False,
-        "last_log_seq": 0,
-        "callback": None,
-        "trace_id": None,
-        "redrive_of": None,
-        "redriven_as": None,
-        "updated_at": None,
+    """A record before any event: queued, every other public field at its zero (``recordshape.zeros``)."""
+    record = recordshape.zeros()
+    record.update(id=job_id, status=str(JobStatus.QUEUED))
+    bookkeeping: dict[str, Any] = {
         "_job_key": None,
         "_step_keys": {},
         "_log_attempt": 0,
         "_log_ranges": [],
         "_stream_seq": None,
     }
+    return cast(JobRecord, record | bookkeeping)
 
 
 def public(record: JobRecord) -> PublicRecord:
-    """The record as clients see it: without the ordering bookkeeping."""
-    served: PublicRecord = {
-        "id": record["id"],
-        "name": record["name"],
-        "status": record["status"],
-        "reason": record["reason"],
-        "priority": record["priority"],
-        "lane": record["lane"],
-        "submitted_at": record["submitted_at"],
-        "started_at": record["started_at"],
-        "finished_at": record["finished_at"],
-        "queue_wait_s": record["queue_wait_s"],
-        "timeout_seconds": record["timeout_seconds"],
-        "attempt": record["attempt"],
-        "steps": record["steps"],
-        "log_lines": record["log_lines"],
-        "log_bytes": record["log_bytes"],
-        "log_truncated": record["log_truncated"],
-        "last_log_seq": record["last_log_seq"],
-        "callback": record["callback"],
-        "updated_at": record["updated_at"],
-    }
-    for name in _OPTIONAL_PUBLIC:
-        if name in record:
-            served[name] = record[name]
-    return served
+    """The record as clients see it, without the ordering bookkeeping: the fields every record has, then those it
+    has when known, each in the schema's order (``recordshape``)."""
+    stored = cast(Mapping[str, Any], record)
+    served = {name: stored[name] for name in recordshape.IN_EVERY_RECORD}
+    served.update((name, stored[name]) for name in recordshape.WHEN_KNOWN if name in stored)
+    return cast(PublicRecord, served)
 
 
 def is_terminal(record: JobRecord) -> bool:
