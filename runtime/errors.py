@@ -86,12 +86,6 @@ class NotFound(RequestError):
     kind = "not-found"
 
 
-class MethodNotAllowed(RequestError):
-    status = 405
-    title = "Method not allowed"
-    kind = "method-not-allowed"
-
-
 class Conflict(RequestError):
     status = 409
     title = "Conflict"

@@ -35,12 +35,6 @@ async def latest_status(conn: Messaging, job_id: str, *, settle_s: float = 0) ->
         return None
 
 
-async def has_ended(conn: Messaging, job_id: str) -> bool:
-    """True when the job's latest stored status is terminal."""
-    last = await latest_status(conn, job_id)
-    return last is not None and events.is_terminal(last)
-
-
 async def cancel_requested(conn: Messaging, job_id: str) -> bool:
     """True when a cancel request is stored for the job; ``Unavailable`` in an outage."""
     return await conn.last_message(subjects.EVENTS_STREAM, subjects.cancel_subject(job_id)) is not None

@@ -327,7 +327,3 @@ def _step(document: Mapping[str, Any], sizes: schemas.StepMemory, limits: LimitS
         pids_limit=int(document.get("pids_limit", limits.default_pids)),
         network=document.get("network", "none"),
     )
-
-
-def step_ids(steps: Sequence[Step]) -> list[int]:
-    return [s.id for s in steps]

@@ -28,8 +28,6 @@ CANCEL_SUBJECT_PREFIX = "hades.cancel"
 DEAD_SUBJECT_PREFIX = "hades.dead"
 
 HEADER_MSG_ID = "Nats-Msg-Id"
-HEADER_TRACEPARENT = "traceparent"
-HEADER_TRACESTATE = "tracestate"
 
 LOGS_CONSUMER = "collect-logs"
 RECORDS_BUCKET = "HADES_RECORDS"

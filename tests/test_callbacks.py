@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from functions.logs import callbacks, logstore
 from functions.logs.handlers import create_app
-from functions.logs.records import Record
+from functions.logs.records import JobRecord
 from functions.logs.recordstore import RECORDS
 from runtime import messaging
 from runtime.errors import Unavailable
@@ -237,7 +237,7 @@ async def test_a_stale_claim_is_taken_over_while_replicas_run(
     await dispatch.submit()
     await dispatch.running()
 
-    def claimed_by_a_dead_replica(record: Record | None) -> Record | None:
+    def claimed_by_a_dead_replica(record: JobRecord | None) -> JobRecord | None:
         if record is None or record["status"] != "running" or not record["callback"]:
             return None  # not stored by the collector yet
         stale = {"state": "sending", "claimed_by": "logs-gone", "claimed_at": "2000-01-01T00:00:00.000Z"}
@@ -356,7 +356,7 @@ NOW = 1_700_000_000.0
 LEASE = 140.0
 
 
-def record_with(state: str, *, status: str = "succeeded", **callback: Any) -> Record:
+def record_with(state: str, *, status: str = "succeeded", **callback: Any) -> JobRecord:
     base = {"url": "https://lms.example/results", "state": state, "outcome": None, "attempts": 0}
     return {"id": "job-1", "status": status, "callback": {**base, "claimed_by": None, "claimed_at": None, **callback}}
 
@@ -376,7 +376,7 @@ def at(epoch: float) -> str:
         (record_with("done", claimed_by="logs-a", claimed_at=at(NOW - LEASE - 10)), False),
     ],
 )
-def test_who_may_claim_a_callback(record: Record, ours: bool) -> None:
+def test_who_may_claim_a_callback(record: JobRecord, ours: bool) -> None:
     claimed = callbacks.claim(record, replica="logs-a", lease=LEASE, now=NOW)
     assert (claimed is not None) is ours
     if claimed is not None:

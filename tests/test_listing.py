@@ -55,13 +55,13 @@ async def store(conn: messaging.Messaging, settings: Settings) -> AsyncIterator[
     yield await RecordStore.open(conn, settings)
 
 
-def a_record(index: int, *, status: str = "queued") -> records.Record:
+def a_record(index: int, *, status: str = "queued") -> records.JobRecord:
     record = records.new_record(str(uuid.uuid4()))
     record.update(status=status, name=f"build-{index:05d}" if index % 2 else f"test-{index:05d}")
     return record
 
 
-async def write_all(store: RecordStore, made: list[records.Record]) -> None:
+async def write_all(store: RecordStore, made: list[records.JobRecord]) -> None:
     """Written in order (each one the newest so far), a few hundred in flight at a time."""
     for start in range(0, len(made), 500):
         chunk = made[start : start + 500]

@@ -6,7 +6,7 @@ import random
 from typing import Any
 
 from functions.logs import records
-from functions.logs.records import Record
+from functions.logs.records import JobRecord
 from runtime import events
 from runtime.events import LogBatch
 from runtime.jobs import JobStatus, StepStatus
@@ -42,8 +42,8 @@ def batch(attempt: int, first: int, count: int, *, step_id: int = 1, size: int =
     return {"job_id": JOB_ID, "attempt": attempt, "lines": lines}
 
 
-def fold(items: list[Any], *, max_bytes: int = 10_000) -> Record:
-    record: Record | None = None
+def fold(items: list[Any], *, max_bytes: int = 10_000) -> JobRecord:
+    record: JobRecord | None = None
     for item in items:
         if "lines" in item:
             record = records.apply_logs(record, item, max_bytes=max_bytes, now=NOW) or record
@@ -87,7 +87,7 @@ def test_a_run_in_order_builds_the_whole_record() -> None:
 
 
 def test_every_event_applied_twice_changes_nothing_the_second_time() -> None:
-    record: Record | None = None
+    record: JobRecord | None = None
     for item in successful_run():
         if "lines" in item:
             record = records.apply_logs(record, item, max_bytes=10_000, now=NOW)

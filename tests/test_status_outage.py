@@ -98,9 +98,9 @@ class Broker:
         return await self.real(subject, payload, **kwargs)
 
 
-def reduced(stored_events: list[dict[str, Any]]) -> records.Record:
+def reduced(stored_events: list[dict[str, Any]]) -> records.JobRecord:
     """The record the logs function folds from the stored events, in stream order."""
-    record: records.Record | None = None
+    record: records.JobRecord | None = None
     for event in stored_events:
         record = records.apply_status(record, event, now="t") or record  # type: ignore[arg-type]
     assert record is not None

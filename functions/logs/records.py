@@ -103,10 +103,6 @@ class JobRecord(PublicRecord):
     _stream_seq: int | None  # the job message's sequence in HADES_JOBS (for its place in the lane)
 
 
-Record = JobRecord
-"""The short name callers use."""
-
-
 MAX_SEQ_RANGES = 64
 """Seen log-line ranges kept per record; past it the closest ranges merge (a repeat may then be missed)."""
 
