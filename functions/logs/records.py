@@ -173,17 +173,9 @@ def _step_rank(status: str) -> int:
 
 
 def _blank_step(step_id: int, name: str | None = None, image: str | None = None) -> StepRecord:
-    return {
-        "id": step_id,
-        "name": name,
-        "image": image,
-        "status": str(StepStatus.PENDING),
-        "exit_code": None,
-        "started_at": None,
-        "finished_at": None,
-        "duration_s": None,
-        "reason": None,
-    }
+    step = recordshape.zeros("StepRecord")
+    step.update(id=step_id, name=name, image=image, status=str(StepStatus.PENDING))
+    return cast(StepRecord, step)
 
 
 def _step(record: JobRecord, step_id: int) -> StepRecord:
@@ -234,16 +226,9 @@ def _merge_summary(record: JobRecord, event: JobEvent) -> bool:
 
 
 def new_callback(url: str) -> CallbackRecord:
-    return {
-        "url": url,
-        "state": "pending",
-        "outcome": None,
-        "attempts": 0,
-        "last_status": None,
-        "last_error": None,
-        "claimed_by": None,
-        "claimed_at": None,
-    }
+    callback = recordshape.zeros("Callback")
+    callback.update(url=url, state="pending")
+    return cast(CallbackRecord, callback)
 
 
 def _start_attempt(record: JobRecord, attempt: int) -> None:

@@ -1,9 +1,10 @@
 """The job record's shape, read once from its one description, ``schemas/record.schema.json``.
 
-From it follow the keys a new record starts with and their values (``zeros``), the keys ``records.public`` serves
-and in which order (``IN_EVERY_RECORD``, then ``WHEN_KNOWN``), and the ``JobRecord``, ``StepRecord`` and
-``Callback`` schemas of the logs API's OpenAPI document (``openapi_schemas``). The TypedDicts in ``records`` and
-hades_client's ``Job`` are held to it by tests/test_records_shape.py. A new field is added to the schema file.
+From it follow the keys a new record, step or callback starts with and their values (``zeros``), the keys
+``records.public`` serves and in which order (``IN_EVERY_RECORD``, then ``WHEN_KNOWN``), and the ``JobRecord``,
+``StepRecord`` and ``Callback`` schemas of the logs API's OpenAPI document (``openapi_schemas``). The TypedDicts in
+``records`` and hades_client's ``Job`` are held to it by tests/test_records_shape.py. A new field is added to the
+schema file.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def _resolve(node: dict[str, Any]) -> dict[str, Any]:
 def _zero(node: dict[str, Any]) -> Any:
     """A field's value before anything is known: null when it may be null, else the empty value of its type.
 
-    A field with neither (``id``, ``status``) starts at None here and is set by ``records.new_record``.
+    A field with neither (a record's ``id`` and ``status``, a step's ``id`` and ``status``, a callback's ``url`` and
+    ``state``) starts at None here and is set by what builds it in ``records``.
     """
     node = _resolve(node)
     kinds = node.get("type", [])
@@ -75,12 +77,18 @@ def _zero(node: dict[str, Any]) -> Any:
     return next((empty[kind] for kind in kinds if kind in empty), None)
 
 
-_ZEROS = {name: _zero(SCHEMA["properties"][name]) for name in _fields(None, "optional")}
+Shape = Literal["JobRecord", "StepRecord", "Callback"]
+_ZEROS: dict[Shape, dict[str, Any]] = {
+    "JobRecord": {name: _zero(SCHEMA["properties"][name]) for name in _fields(None, "optional")},
+    "StepRecord": {name: _zero(field) for name, field in SCHEMA["$defs"]["StepRecord"]["properties"].items()},
+    "Callback": {name: _zero(field) for name, field in SCHEMA["$defs"]["Callback"]["properties"].items()},
+}
 
 
-def zeros() -> dict[str, Any]:
-    """A new record's public fields, in the schema's order (``from-summary`` ones left out): a fresh copy."""
-    return copy.deepcopy(_ZEROS)
+def zeros(shape: Shape = "JobRecord") -> dict[str, Any]:
+    """A new record's (or step's, or callback's) fields at their zeros, in the schema's order; for a record, its
+    public ones without the ``from-summary`` ones. A fresh copy each time (``[]`` is the only mutable zero)."""
+    return {name: [] if isinstance(zero, list) else zero for name, zero in _ZEROS[shape].items()}
 
 
 def openapi_schemas() -> dict[str, Any]:
