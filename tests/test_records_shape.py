@@ -63,10 +63,6 @@ def optional_keys(typed_dict: type) -> set[str]:
     return {key for key, hint in hints.items() if typing.get_origin(hint) is NotRequired}
 
 
-def documented(schema: str) -> dict[str, Any]:
-    return apidoc.openapi_document()["components"]["schemas"][schema]  # type: ignore[no-any-return]
-
-
 def resolve(node: dict[str, Any]) -> dict[str, Any]:
     return SCHEMA["$defs"][node["$ref"].removeprefix("#/$defs/")] if "$ref" in node else node  # type: ignore[no-any-return]
 
