@@ -64,7 +64,13 @@ def optional_keys(typed_dict: type) -> set[str]:
 
 
 def resolve(node: dict[str, Any]) -> dict[str, Any]:
-    return SCHEMA["$defs"][node["$ref"].removeprefix("#/$defs/")] if "$ref" in node else node  # type: ignore[no-any-return]
+    """A reference into the schema's ``$defs``, or into the components the OpenAPI document has from elsewhere."""
+    ref = node.get("$ref", "")
+    if ref.startswith("#/$defs/"):
+        return SCHEMA["$defs"][ref.removeprefix("#/$defs/")]  # type: ignore[no-any-return]
+    if ref.startswith("#/components/schemas/"):
+        return documented_schemas()[ref.removeprefix("#/components/schemas/")]  # type: ignore[no-any-return]
+    return node
 
 
 def schema_kinds(node: dict[str, Any]) -> set[str]:
@@ -98,8 +104,8 @@ def hint_kinds(hint: Any) -> set[str]:
         return {f"enum({','.join(args)})"}
     if origin in (list, tuple):
         return {f"array<{'|'.join(sorted(hint_kinds(args[0])))}>"}
-    if origin is dict:
-        return {f"map<{'|'.join(sorted(hint_kinds(args[1])))}>"}
+    if origin is dict:  # dict[str, Any]: an object not typed further here
+        return {"object"} if args[1] is Any else {f"map<{'|'.join(sorted(hint_kinds(args[1])))}>"}
     if isinstance(hint, type) and issubclass(hint, enum.StrEnum):
         return {f"enum({','.join(member.value for member in hint)})"}
     if typing.is_typeddict(hint) or dataclasses.is_dataclass(hint):

@@ -55,8 +55,10 @@ SERVED_ONLY = _fields("served-only")
 
 
 def _resolve(node: dict[str, Any]) -> dict[str, Any]:
-    ref = node.get("$ref")
-    if ref is None:
+    """A ``#/$defs/`` reference resolved; any other node as it is (a ``#/components/schemas/`` reference names a
+    schema the OpenAPI document gets from elsewhere: such a field starts at None)."""
+    ref = node.get("$ref", "")
+    if not ref.startswith("#/$defs/"):
         return node
     resolved: dict[str, Any] = SCHEMA["$defs"][ref.removeprefix("#/$defs/")]
     return resolved
