@@ -213,6 +213,8 @@ def status(ctx: click.Context, job_id: str, as_json: bool) -> int:
     head.append(str(job.status), style=STATUS_STYLES.get(str(job.status), ""))
     console.print(head)
     facts = [f"lane {job.lane}" if job.lane else None, f"priority {job.priority}" if job.priority is not None else None]
+    if job.tenant:
+        facts.append(f"tenant {terminal.label(job.tenant)}")
     if job.queue_position is not None:
         facts.append(f"position {job.queue_position} in the queue")
     if job.attempt > 1:
@@ -261,16 +263,22 @@ def logs(ctx: click.Context, job_id: str, follow: bool, step: int | None) -> int
 @main.command(name="list")
 @click.option("--status", "status_filter", help="Only jobs with this status (queued, running, failed, … or a list).")
 @click.option("--name", help="Only jobs whose name contains this text.")
+@click.option("--tenant", help="Only this tenant's jobs (a course, a team).")
 @click.option("-n", "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most this many.")
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
 @click.pass_context
 @_requests
-def list_command(ctx: click.Context, status_filter: str | None, name: str | None, limit: int, as_json: bool) -> int:
+def list_command(
+    ctx: click.Context, status_filter: str | None, name: str | None, tenant: str | None, limit: int, as_json: bool
+) -> int:
     """List jobs, newest first."""
     found: list[Job] = []
     with _client(ctx) as client:
         # The server filters; a filtered page may be short, so page on until there are enough.
-        for job in client.iter_jobs(status=status_filter, name=name, page_size=min(limit, protocol.MAX_PAGE_SIZE)):
+        pages = client.iter_jobs(
+            status=status_filter, name=name, tenant=tenant, page_size=min(limit, protocol.MAX_PAGE_SIZE)
+        )
+        for job in pages:
             found.append(job)
             if len(found) >= limit:
                 break
@@ -279,7 +287,7 @@ def list_command(ctx: click.Context, status_filter: str | None, name: str | None
         return ExitCode.SUCCEEDED
     table = Table(box=None, pad_edge=False, show_edge=False)
     table.add_column("id", no_wrap=True, min_width=36)
-    for column in ("name", "status", "lane", "submitted", "steps"):
+    for column in ("name", "status", "lane", "tenant", "submitted", "steps"):
         table.add_column(column)
     for job in found:
         done = sum(1 for step in job.steps if step.status.terminal)
@@ -288,6 +296,7 @@ def list_command(ctx: click.Context, status_filter: str | None, name: str | None
             terminal.label(job.name or ""),
             Text(str(job.status), style=STATUS_STYLES.get(str(job.status), "")),
             job.lane or "",
+            terminal.label(job.tenant or ""),
             job.submitted_at or "",
             f"{done}/{len(job.steps)}",
         )

@@ -67,18 +67,25 @@ class HadesClient:
         name: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        tenant: str | None = None,
     ) -> JobPage:
-        """One page; ``name``: the job's name contains it (case-insensitive). A filtered page may be short, even
-        empty, and still have a ``next``: the server reads a bounded number of records per page."""
-        return self._call(protocol.list_jobs(status=status, name=name, limit=limit, cursor=cursor))
+        """One page; ``name``: the job's name contains it (case-insensitive); ``tenant``: only that tenant's jobs.
+        A filtered page may be short, even empty, and still have a ``next``: the server reads a bounded number of
+        records per page."""
+        return self._call(protocol.list_jobs(status=status, name=name, limit=limit, cursor=cursor, tenant=tenant))
 
     def iter_jobs(
-        self, *, status: str | None = None, name: str | None = None, page_size: int | None = None
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        page_size: int | None = None,
+        tenant: str | None = None,
     ) -> Iterator[Job]:
         """Every (matching) job, newest first, following the pages' cursors to the last page."""
         cursor: str | None = None
         while True:
-            page = self.list_jobs(status=status, name=name, limit=page_size, cursor=cursor)
+            page = self.list_jobs(status=status, name=name, limit=page_size, cursor=cursor, tenant=tenant)
             yield from page.jobs
             if not page.next or page.next == cursor:  # an empty page with a next is not the end
                 return

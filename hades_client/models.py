@@ -137,6 +137,8 @@ class Job:
     log_truncated: bool = False
     log_lost_lines: int = 0
     log_incomplete: bool = False
+    tenant: str | None = None
+    """Who the job is charged to; None from a server without tenants (or before the job's summary is known)."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Job:
@@ -161,6 +163,7 @@ class Job:
             log_truncated=data.get("log_truncated") is True,
             log_lost_lines=lost,
             log_incomplete=data.get("log_incomplete") is True or lost > 0,
+            tenant=_optional_str(data.get("tenant")),
         )
 
 

@@ -218,10 +218,16 @@ def get(job_id: str) -> Call[Job]:
 
 
 def list_jobs(
-    *, status: str | None = None, name: str | None = None, limit: int | None = None, cursor: str | None = None
+    *,
+    status: str | None = None,
+    name: str | None = None,
+    limit: int | None = None,
+    cursor: str | None = None,
+    tenant: str | None = None,
 ) -> Call[JobPage]:
-    """``name``: the job's name contains it (case-insensitive), filtered by the server."""
+    """``name``: the job's name contains it (case-insensitive), filtered by the server; ``tenant``: only its jobs."""
     params = {"status": status, "name": name, "limit": str(limit) if limit is not None else None, "cursor": cursor}
+    params["tenant"] = tenant
     present = {name: value for name, value in params.items() if value is not None}
     return Call("GET", Service.LOGS, "/jobs", lambda r: JobPage.from_json(_json(r)), params=present)
 

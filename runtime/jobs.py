@@ -15,7 +15,7 @@ from enum import StrEnum
 from itertools import repeat
 from typing import Any, NewType
 
-from runtime import netguard, schemas
+from runtime import netguard, schemas, tenants
 from runtime.errors import Violation
 from runtime.settings import LimitSettings
 from runtime.subjects import Lane
@@ -165,6 +165,8 @@ class Job:
     origin: str = "jobs"
     """The route that took the job: ``jobs`` (POST /jobs) or ``build`` (the original's POST /build, whose
     callback carries the original's body)."""
+    tenant: str = tenants.DEFAULT
+    """Who the job is charged to (``runtime.tenants``); a message stored before tenants existed has none."""
     lane: Lane = field(init=False)
 
     def __post_init__(self) -> None:
@@ -197,6 +199,7 @@ class Job:
             "callback_url": self.callback_url,
             "status_callback_url": self.status_callback_url,
             "origin": self.origin,
+            "tenant": self.tenant,
             "submitted_at": self.submitted_at,
             "steps": [step.to_message() for step in self.steps],
         }
@@ -215,6 +218,7 @@ class Job:
             callback_url=data.get("callback_url"),
             status_callback_url=data.get("status_callback_url"),
             origin=str(data.get("origin") or "jobs"),
+            tenant=str(data.get("tenant") or tenants.DEFAULT),
         )
 
     def summary(self) -> dict[str, Any]:
@@ -228,6 +232,7 @@ class Job:
             "callback_url": self.callback_url,
             "status_callback_url": self.status_callback_url,
             "origin": self.origin,
+            "tenant": self.tenant,
             "steps": [{"id": s.id, "name": s.name, "image": s.image} for s in self.steps],
         }
 
@@ -286,6 +291,7 @@ def job_from_document(
     submitted_at: str,
     origin: str = "jobs",
     memory: Sequence[schemas.StepMemory] | None = None,
+    tenant: str = tenants.DEFAULT,
 ) -> Job:
     """Resolve a valid request document into a job, filling in the operator's defaults.
 
@@ -307,6 +313,7 @@ def job_from_document(
         callback_url=document.get("callback_url"),
         status_callback_url=document.get("status_callback_url"),
         origin=origin,
+        tenant=tenant,
     )
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from runtime import units
+from runtime import tenants, units
 
 T = TypeVar("T")
 
@@ -216,6 +216,37 @@ class LogsSettings:
 
 
 @dataclass(frozen=True)
+class TenantSettings:
+    """Who jobs are charged to and how much of the queue each may hold (runtime/tenants.py, docs/tenants.md)."""
+
+    submit_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    """(tenant, key) pairs from ``HADES_SUBMIT_API_KEYS_FILE``: a job submitted with one of these keys belongs to
+    its tenant, whatever its document says. Empty: only ``HADES_API_KEY`` (or nothing) is asked for."""
+    names: tuple[str, ...] = ()
+    """Tenants known by name: their own metric series (the rest are ``other``) and, when set, the only tenants a
+    document's ``tenant`` field may name. Tenants of the keys file and the quotas are known too."""
+    max_queued: tuple[tuple[str, int], ...] = ()
+    """Per tenant, most jobs waiting (submitted, not yet taken by a dispatcher); ``*`` for every tenant not named.
+    A submit past it is a 429. Empty: no limit, as before tenants."""
+    build_metadata_key: str = ""
+    """For ``POST /build``: the job metadata key whose value names the tenant (when it is a tenant name); empty:
+    /build jobs belong to the key's tenant or ``default``."""
+    queue_full_retry_after_s: int = 30
+    """``Retry-After`` of a 429 for a full tenant queue: about how long a slot takes to free up."""
+
+    def known(self) -> frozenset[str]:
+        """Every tenant the operator named somewhere, and ``default``."""
+        named = {tenant for tenant, _ in self.submit_keys} | set(self.names)
+        named |= {tenant for tenant, _ in self.max_queued if tenant != "*"}
+        return frozenset(named | {tenants.DEFAULT})
+
+    def queued_limit(self, tenant: str) -> int | None:
+        """The tenant's ``max_queued``, its ``*`` default, or None (no limit)."""
+        limits = dict(self.max_queued)
+        return limits.get(tenant, limits.get("*"))
+
+
+@dataclass(frozen=True)
 class Settings:
     nats: NatsSettings = field(default_factory=NatsSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
@@ -224,6 +255,7 @@ class Settings:
     docker: DockerSettings = field(default_factory=DockerSettings)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     logs: LogsSettings = field(default_factory=LogsSettings)
+    tenants: TenantSettings = field(default_factory=TenantSettings)
     log_level: str = "INFO"
     log_format: str = "plain"
     """``plain`` lines for a terminal, or ``json``: one JSON object per line with the job id and trace id of every
@@ -254,6 +286,7 @@ class Settings:
             "docker": DockerSettings,
             "kubernetes": KubernetesSettings,
             "logs": LogsSettings,
+            "tenants": TenantSettings,
         }
         limits = values.setdefault("limits", {})
         for default_var, default_name, max_name in _DEFAULT_FOLLOWS_MAX:
@@ -280,6 +313,11 @@ class Settings:
         if self.logs.ui_submit_api_key and not self.logs.api_key:
             # The dashboard would cancel with submit's key on behalf of anyone who can open it.
             raise SettingsError("HADES_UI_SUBMIT_API_KEY needs HADES_LOGS_API_KEY: the dashboard must not be open")
+        if self.tenants.submit_keys and not self.http.api_key:
+            # Cancels and dead letters are the operator's: with tenant keys only, they would be open to anyone.
+            raise SettingsError("HADES_SUBMIT_API_KEYS_FILE needs HADES_API_KEY (the operator's key)")
+        if any(key == self.http.api_key for _, key in self.tenants.submit_keys):
+            raise SettingsError("HADES_SUBMIT_API_KEYS_FILE must not hold HADES_API_KEY: it would name a tenant")
         if self.nats.duplicate_window_s < 600:
             raise SettingsError("HADES_DUPLICATE_WINDOW_SECONDS must be at least 600 (10 minutes)")
 
@@ -398,6 +436,48 @@ def _weights(raw: str) -> tuple[int, int, int]:
     return (weights[0], weights[1], weights[2])
 
 
+def _tenant_names(raw: str) -> tuple[str, ...]:
+    names = _list(raw)
+    for name in names:
+        if not tenants.is_name(name):
+            raise ValueError(f"{tenants.NAME_RULE} (not {name!r})")
+    return names
+
+
+def _tenant_limits(raw: str) -> tuple[tuple[str, int], ...]:
+    limits = []
+    for tenant, value in _pairs(raw):
+        if tenant != "*" and not tenants.is_name(tenant):
+            raise ValueError(f"must be tenant=number pairs (or *=number); {tenants.NAME_RULE} (not {tenant!r})")
+        limits.append((tenant, _int(0)(value)))
+    return tuple(limits)
+
+
+def _submit_keys(raw: str) -> tuple[tuple[str, str], ...]:
+    """A file of ``tenant: key`` lines (``#`` comments and blank lines skipped), e.g. a mounted Secret."""
+    path = raw.strip()
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except OSError as exc:
+        raise ValueError(f"must name a readable file of 'tenant: key' lines ({exc.strerror})") from None
+    keys: list[tuple[str, str]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        tenant, sep, key = (part.strip() for part in line.partition(":"))
+        if not sep or not tenants.is_name(tenant) or len(key) < 16:
+            # The key itself is never echoed: the message names the line only.
+            raise ValueError(f"line {number} must be 'tenant: key' with a tenant name and a key of 16+ characters")
+        if any(key == known for _, known in keys):
+            raise ValueError(f"line {number} repeats a key: each key names one tenant")
+        keys.append((tenant, key))
+    if not keys:
+        raise ValueError("must name a file with at least one 'tenant: key' line")
+    return tuple(keys)
+
+
 _DEFAULT_FOLLOWS_MAX = (
     ("HADES_DEFAULT_CPU_LIMIT", "default_cpu", "max_cpu"),
     ("HADES_DEFAULT_MEMORY_LIMIT", "default_memory_bytes", "max_memory_bytes"),
@@ -474,6 +554,11 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HADES_LOGS_JOB_LOG_MAX_BYTES": ("logs.job_log_max_bytes", _int(1024)),
     "HADES_UI_SUBMIT_URL": ("logs.ui_submit_url", _str),
     "HADES_UI_SUBMIT_API_KEY": ("logs.ui_submit_api_key", _str),
+    "HADES_SUBMIT_API_KEYS_FILE": ("tenants.submit_keys", _submit_keys),
+    "HADES_TENANTS": ("tenants.names", _tenant_names),
+    "HADES_TENANT_MAX_QUEUED": ("tenants.max_queued", _tenant_limits),
+    "HADES_BUILD_TENANT_METADATA_KEY": ("tenants.build_metadata_key", _str),
+    "HADES_TENANT_RETRY_AFTER_SECONDS": ("tenants.queue_full_retry_after_s", _int(1)),
     "HADES_LOG_LEVEL": ("log_level", _choice("debug", "info", "warning", "error")),
     "HADES_LOG_FORMAT": ("log_format", _choice("plain", "json")),
 }

@@ -36,6 +36,7 @@ SUMMARY = {
     "callback_url": "https://lms.example/results",
     "status_callback_url": None,
     "origin": "jobs",
+    "tenant": "cs101",
     "steps": [{"id": 1, "name": "compile", "image": "alpine"}],
 }
 SCHEMA = recordshape.SCHEMA
@@ -258,7 +259,7 @@ def test_new_and_whole_records_are_served_as_the_schema_says(built: str) -> None
     record = records.new_record(JOB_ID) if built == "new" else whole_record()
     jsonschema.validate(records.public(record), served_schema())
     if built == "new":
-        assert set(record) == keys(records.JobRecord) - {"origin"}
+        assert set(record) == keys(records.JobRecord) - {"origin", "tenant"}  # from the job's summary
         assert record["status"] == "queued" and record["id"] == JOB_ID and record["steps"] == []
         assert records.new_record(JOB_ID)["steps"] is not record["steps"]  # a fresh list each time
 

@@ -6,7 +6,7 @@ from functools import cache
 from typing import Any
 
 from functions.logs import recordshape
-from runtime import openapi
+from runtime import openapi, tenants
 
 _LEGACY = ["Queued", "Running", "Succeeded", "Failed", "Stopped"]
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
@@ -186,6 +186,12 @@ def openapi_document() -> dict[str, Any]:
                         "in": "query",
                         "description": "The `next` of the previous page",
                         "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "tenant",
+                        "in": "query",
+                        "description": "Only this tenant's jobs (`default`: also those stored before tenants existed)",
+                        "schema": {"type": "string", "pattern": tenants.NAME_PATTERN, "examples": ["cs101"]},
                     },
                 ],
                 "responses": {

@@ -32,7 +32,7 @@ from functions.logs import (
 from functions.logs.records import JobRecord, PublicRecord
 from functions.logs.ui import setup_ui
 from runtime import app as hades_app
-from runtime import auth, jobs, subjects
+from runtime import auth, jobs, subjects, tenants
 from runtime.app import SETTINGS, json_response
 from runtime.errors import HadesError, JobNotFound, RequestError, to_problem
 from runtime.messaging import MESSAGING, messaging_context
@@ -115,9 +115,12 @@ async def list_jobs(request: web.Request) -> web.Response:
         except ValueError:
             raise BadParameter("cursor is not one this API gave out (take it from a previous answer's next)") from None
     name = request.query.get("name") or None
+    tenant = request.query.get("tenant") or None
+    if tenant is not None and not tenants.is_name(tenant):
+        raise BadParameter(f"tenant {tenants.NAME_RULE}, got {tenant[:64]!r}")
     store = request.app[recordstore.RECORDS]
     page = await listing.list_records(
-        store.conn, store.bucket, statuses=statuses, name=name, limit=limit, cursor=cursor
+        store.conn, store.bucket, statuses=statuses, name=name, tenant=tenant, limit=limit, cursor=cursor
     )
     return json_response({"jobs": [records.public(r) for r in page.records], "next": page.next})
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from functions.logs import recordstore
 from functions.logs.records import JobRecord
+from runtime import tenants
 from runtime.messaging import Bucket, Messaging, StoredMessage
 
 FIRST_WINDOW = 64
@@ -106,29 +107,40 @@ async def newest_written(
         size = min(size * 2, MAX_WINDOW)
 
 
-def prefilter(*, statuses: Collection[str] | None, name: str | None) -> Callable[[bytes], bool] | None:
+def prefilter(
+    *, statuses: Collection[str] | None, name: str | None, tenant: str | None = None
+) -> Callable[[bytes], bool] | None:
     """A cheap test of a record's stored JSON that never turns down a match (``matches`` decides after it).
 
     Records are stored compact (orjson), so a job in status ``s`` holds ``"status":"s"``; a plain ASCII name
-    is in the stored bytes as it is (any case).
+    is in the stored bytes as it is (any case); a tenant other than ``default`` (which records stored before
+    tenants lack) as ``"tenant":"t"``.
     """
     needles = [f'"status":"{status}"'.encode() for status in statuses] if statuses is not None else None
+    owner = f'"tenant":"{tenant}"'.encode() if tenant is not None and tenant != tenants.DEFAULT else None
     plain = name if name and name.isascii() and name.isprintable() and not set(name) & {'"', "\\"} else None
     folded = plain.lower().encode() if plain else None
-    if needles is None and folded is None:
+    if needles is None and folded is None and owner is None:
         return None
 
     def may_match(data: bytes) -> bool:
         if needles is not None and not any(needle in data for needle in needles):
+            return False
+        if owner is not None and owner not in data:
             return False
         return folded is None or folded in data.lower()
 
     return may_match
 
 
-def matches(record: JobRecord, *, statuses: Collection[str] | None, name: str | None) -> bool:
-    """In one of ``statuses`` (any when None), and ``name`` (case-insensitive) within the job's name."""
+def matches(
+    record: JobRecord, *, statuses: Collection[str] | None, name: str | None, tenant: str | None = None
+) -> bool:
+    """In one of ``statuses`` (any when None), ``name`` (case-insensitive) within the job's name, and of
+    ``tenant`` (a record without one, stored before tenants, is ``default``'s)."""
     if statuses is not None and record.get("status") not in statuses:
+        return False
+    if tenant is not None and (record.get("tenant") or tenants.DEFAULT) != tenant:
         return False
     return name is None or name.casefold() in str(record.get("name") or "").casefold()
 
@@ -139,6 +151,7 @@ async def list_records(
     *,
     statuses: Collection[str] | None,
     name: str | None = None,
+    tenant: str | None = None,
     limit: int,
     cursor: str | None,
 ) -> Page:
@@ -147,12 +160,13 @@ async def list_records(
     found: list[JobRecord] = []
     read = 0
     last_seq: int | None = None
-    records = newest_written(conn, bucket, below=below, may_match=prefilter(statuses=statuses, name=name))
+    may_match = prefilter(statuses=statuses, name=name, tenant=tenant)
+    records = newest_written(conn, bucket, below=below, may_match=may_match)
     async with contextlib.aclosing(records):
         async for seq, record in records:
             read += 1
             last_seq = seq
-            if record is not None and matches(record, statuses=statuses, name=name):
+            if record is not None and matches(record, statuses=statuses, name=name, tenant=tenant):
                 found.append(record)
                 if len(found) == limit:
                     break

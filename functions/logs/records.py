@@ -78,6 +78,7 @@ class PublicRecord(TypedDict):
     queue_wait_s: float | None
     timeout_seconds: int | None
     origin: NotRequired[str | None]  # the route that took the job: jobs | build
+    tenant: NotRequired[str | None]  # who the job is charged to (runtime.tenants)
     attempt: int
     steps: list[StepRecord]
     log_lines: int
@@ -114,7 +115,7 @@ _StepLabel = Literal["name", "image"]
 _STEP_LABELS: tuple[_StepLabel, ...] = get_args(_StepLabel)
 _LinkField = Literal["redrive_of", "redriven_as"]
 _LINK_FIELDS: tuple[_LinkField, ...] = get_args(_LinkField)
-_SummaryField = Literal["name", "priority", "lane", "submitted_at", "timeout_seconds", "origin"]
+_SummaryField = Literal["name", "priority", "lane", "submitted_at", "timeout_seconds", "origin", "tenant"]
 _SUMMARY_FIELDS: tuple[_SummaryField, ...] = get_args(_SummaryField)
 
 

@@ -31,6 +31,10 @@ _SUBMIT_ERRORS = {
     ),
     "415": openapi.problem("The body is not sent as application/json"),
     "422": openapi.problem("The job violates the schema or an operator limit; `errors` lists every violation"),
+    "429": openapi.problem(
+        "The job's tenant has HADES_TENANT_MAX_QUEUED jobs waiting already (type urn:hades:problem:tenant-queue-full, "
+        "with `tenant` and `max_queued`); nothing was stored: retry after Retry-After seconds"
+    ),
     "503": openapi.problem("JetStream could not store the job; retry after Retry-After seconds"),
 }
 _ACCEPTED = {
@@ -42,6 +46,7 @@ _ACCEPTED = {
         "name": {"type": "string"},
         "priority": {"type": "integer"},
         "lane": {"enum": ["high", "normal", "low"]},
+        "tenant": {"type": "string", "description": "who the job is charged to: its key's, its field's, or default"},
         "submitted_at": {"type": "string", "format": "date-time"},
         "trace_id": {"type": ["string", "null"], "description": "the job's OpenTelemetry trace id (32 hex digits)"},
         "links": {"type": "object", "additionalProperties": {"type": "string"}},

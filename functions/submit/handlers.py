@@ -10,7 +10,7 @@ from aiohttp import web
 
 from functions.submit import apidoc, deadletters, enqueue, idempotency, legacy
 from runtime import app as hades_app
-from runtime import auth, jobs, logconfig, metrics, schemas, tracing
+from runtime import auth, jobs, logconfig, metrics, schemas, tenants, tracing
 from runtime.app import SETTINGS, json_response
 from runtime.errors import InvalidJob, JobNotFound, MalformedJSON, RequestError, UnsupportedMediaType
 from runtime.messaging import MESSAGING, messaging_context
@@ -76,7 +76,7 @@ async def _accept(request: web.Request, *, build: legacy.Build | None = None) ->
     ``build``: the document /build already read and checked with the original's rules (see ``legacy``).
     """
     settings = request.app[SETTINGS]
-    auth.check(request, settings.http.api_key)
+    keyed = auth.submitter(request, settings.http.api_key, settings.tenants.submit_keys)
     key = _idempotency_key(request)
     if build is None:
         document = await _read_document(request)
@@ -88,6 +88,13 @@ async def _accept(request: web.Request, *, build: legacy.Build | None = None) ->
             raise InvalidJob(violations)
     else:
         document, memory = build.document, build.memory
+    tenant = tenants.resolve(
+        keyed=keyed,
+        named=document.get("tenant") if build is None else None,
+        metadata=document.get("metadata") if build is not None else None,
+        metadata_key=settings.tenants.build_metadata_key,
+        allowed=settings.tenants.known() if settings.tenants.names else (),
+    )
     if key is None:
         job_id = jobs.new_job_id()
     else:
@@ -99,6 +106,7 @@ async def _accept(request: web.Request, *, build: legacy.Build | None = None) ->
         submitted_at=jobs.utc_now(),
         origin="jobs" if build is None else "build",
         memory=memory,
+        tenant=tenant,
     )
     carrier = request.headers if "traceparent" in request.headers else {"traceparent": document.get("traceparent", "")}
     with (
@@ -125,6 +133,7 @@ async def submit_job(request: web.Request) -> web.Response:
         "name": job.name,
         "priority": job.priority,
         "lane": str(job.lane),
+        "tenant": job.tenant,
         "submitted_at": job.submitted_at,
         "trace_id": trace_id,
         "links": {
@@ -143,7 +152,8 @@ async def submit_job(request: web.Request) -> web.Response:
 async def submit_build(request: web.Request) -> web.Response:
     """The original Hades endpoint: its payload read with its rules (``legacy``), its answers, 400 for invalid."""
     settings = request.app[SETTINGS]
-    auth.check(request, settings.http.api_key)  # before the body, as the original: 401 wins over 400
+    # before the body, as the original: 401 wins over 400
+    auth.submitter(request, settings.http.api_key, settings.tenants.submit_keys)
     try:
         document = await _read_document(request)
     except UnsupportedMediaType as exc:  # the original binds a non-JSON body as a form: a 400

@@ -13,7 +13,7 @@
   const state = {
     config: { cancel: false },
     view: null, // "jobs" | "job"
-    filters: { status: "", name: "" },
+    filters: { status: "", name: "", tenant: "" },
     cursors: [null], // the cursor of each page seen; the last is the current page
     next: null,
     rows: new Map(), // job id -> row element (jobs view)
@@ -206,8 +206,9 @@
   // ---------- jobs view ----------
 
   function matches(record) {
-    const { status, name } = state.filters;
+    const { status, name, tenant } = state.filters;
     if (status && record.status !== status) return false;
+    if (tenant && (record.tenant || "default") !== tenant) return false;
     if (name && !String(record.name || "").toLowerCase().includes(name.toLowerCase())) return false;
     return true;
   }
@@ -221,6 +222,7 @@
       el("td", { class: "name", text: record.name || "—" }),
       el("td", null, badge(record.status)),
       el("td", { class: "wide", text: record.lane || "—" }),
+      el("td", { class: "wide tenant", text: record.tenant || "—" }),
       el("td", { class: "wide", text: formatTime(record.submitted_at) }),
       el("td", { class: "wide", text: formatDuration(duration) }));
   }
@@ -309,6 +311,7 @@
     if (state.filters.status) params.set("status", state.filters.status);
     // The API may not filter by name yet; sent anyway, and the page filters what it got either way.
     if (state.filters.name) params.set("name", state.filters.name);
+    if (state.filters.tenant) params.set("tenant", state.filters.tenant);
     const cursor = state.cursors[state.cursors.length - 1];
     if (cursor) params.set("cursor", cursor);
     try {
@@ -416,6 +419,7 @@
     $("job-view").dataset.status = record.status;
     $("job-reason").textContent = record.reason || "";
     setText("job-lane", record.lane ? `${record.lane} (priority ${record.priority})` : null);
+    setText("job-tenant", record.tenant || null);
     const queued = record.status === "queued";
     $("job-position-label").hidden = $("job-position").hidden = !queued;
     setText("job-position", queued && record.queue_position !== undefined
@@ -579,7 +583,11 @@
       location.hash = `#/job/${encodeURIComponent(id)}`;
       return;
     }
-    state.filters = { status: $("filter-status").value, name: $("filter-name").value.trim() };
+    state.filters = {
+      status: $("filter-status").value,
+      name: $("filter-name").value.trim(),
+      tenant: $("filter-tenant").value.trim(),
+    };
     state.cursors = [null];
     loadJobs();
   }
