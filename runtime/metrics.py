@@ -190,7 +190,7 @@ def prime(service: str) -> None:
             JOBS_QUEUED.labels(lane)
             QUEUE_OLDEST_AGE.labels(lane)
     if service == "submit":
-        for rejected in ("invalid", "malformed", "media-type", "too-large"):
+        for rejected in ("invalid", "malformed", "media-type", "too-large", "tenant-quota"):
             JOBS_REJECTED.labels(rejected)
     elif service == "dispatch":
         for reason, result in RESULT_OF_REASON.items():

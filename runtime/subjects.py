@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from runtime import tenants
+
 
 class Lane(StrEnum):
     HIGH = "high"  # priority ≥ 3 (the original Hades' high queue)
@@ -36,8 +38,37 @@ IDEMPOTENCY_BUCKET = "HADES_IDEMPOTENCY"
 """KV bucket: per ``Idempotency-Key`` (hashed), the body digest and job id of its first POST, for one window."""
 
 
-def jobs_subject(lane: Lane) -> str:
-    return f"{JOBS_SUBJECT_PREFIX}.{lane}"
+def jobs_subject(lane: Lane, tenant: str = tenants.DEFAULT) -> str:
+    """``hades.jobs.<lane>`` for the default tenant (where every job stored before tenants is), else
+    ``hades.jobs.<lane>.<tenant>``: a subject per tenant makes its queued jobs a cheap count (docs/tenants.md)."""
+    lane_subject = f"{JOBS_SUBJECT_PREFIX}.{lane}"
+    return lane_subject if tenant == tenants.DEFAULT else f"{lane_subject}.{tenant}"
+
+
+def lane_subjects(lane: Lane) -> tuple[str, str]:
+    """The filters that together hold every job of a lane: the default tenant's, and every named tenant's."""
+    lane_subject = f"{JOBS_SUBJECT_PREFIX}.{lane}"
+    return lane_subject, f"{lane_subject}.*"
+
+
+def tenant_jobs_filter(tenant: str) -> str:
+    """Every lane's subject of one tenant's jobs (for the default tenant: the plain lane subjects)."""
+    return f"{JOBS_SUBJECT_PREFIX}.*" if tenant == tenants.DEFAULT else f"{JOBS_SUBJECT_PREFIX}.*.{tenant}"
+
+
+def lane_of(jobs_subject_name: str) -> Lane:
+    """The lane a job subject names."""
+    return Lane(jobs_subject_name.split(".")[2])
+
+
+JOBS_WAKE_SUBJECT = f"{JOBS_SUBJECT_PREFIX}.>"
+"""Every job subject of every lane and tenant: what a dispatcher waiting for work should listen to."""
+
+
+def tenant_of(jobs_subject_name: str) -> str:
+    """The tenant a job subject names (``hades.jobs.<lane>`` is the default tenant's)."""
+    parts = jobs_subject_name.split(".")
+    return parts[3] if len(parts) > 3 else tenants.DEFAULT
 
 
 def status_subject(job_id: str) -> str:

@@ -144,6 +144,7 @@ async def get_job(request: web.Request) -> web.Response:
                 stream_seq=stream_seq,
                 weights=weights,
                 throughput=request.app.get(positions.THROUGHPUT),
+                tenant=record.get("tenant") or tenants.DEFAULT,
             )
         except HadesError as exc:
             log.warning("job %s: queue position unknown: %s", record["id"], exc.detail)

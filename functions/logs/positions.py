@@ -29,9 +29,9 @@ from typing import TypedDict
 import orjson
 from aiohttp import web
 
-from runtime import subjects
+from runtime import subjects, tenants
 from runtime.errors import HadesError
-from runtime.messaging import MESSAGING, Messaging, Subscription
+from runtime.messaging import MESSAGING, Messaging, Place, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -123,23 +123,24 @@ class Throughput:
             self.started()
 
 
-async def _first_seq(conn: Messaging, subject: str) -> int | None:
-    messages = conn.read(stream=subjects.JOBS_STREAM, subject=subject, batch=1)
-    async with contextlib.aclosing(messages):
-        first = await anext(messages, None)
-    return None if first is None else first.seq
-
-
 async def _stored(conn: Messaging, subject: str) -> int:
-    """Messages on a lane's subject (taken ones included): the count when its consumer does not exist yet."""
-    for _ in range(3):  # the first message may leave between the two reads
-        seq = await _first_seq(conn, subject)
-        if seq is None:
-            return 0
-        place = await conn.place(subjects.JOBS_STREAM, subject=subject, seq=seq)
-        if place is not None:
-            return place.total
-    return 0
+    """Messages of a lane (taken ones included), every tenant's: the count when its consumer does not exist yet."""
+    total = 0
+    for each in subjects.lane_subjects(subjects.lane_of(subject)):
+        total += await conn.count_from(subjects.JOBS_STREAM, subject=each, seq=1)
+    return total
+
+
+async def _lane_place(conn: Messaging, *, lane: subjects.Lane, tenant: str, seq: int) -> Place | None:
+    """Where message ``seq`` of ``tenant`` stands in its lane: ``after`` counts every tenant's jobs stored after it
+    (dispatch takes a lane's jobs in stream order, whoever's they are)."""
+    own = await conn.place(subjects.JOBS_STREAM, subject=subjects.jobs_subject(lane, tenant), seq=seq)
+    if own is None:
+        return None
+    after = [
+        await conn.count_from(subjects.JOBS_STREAM, subject=each, seq=seq + 1) for each in subjects.lane_subjects(lane)
+    ]
+    return Place(total=own.total, after=sum(after))
 
 
 async def queued_in(conn: Messaging, lane: subjects.Lane) -> int:
@@ -151,11 +152,17 @@ async def queued_in(conn: Messaging, lane: subjects.Lane) -> int:
 
 
 async def queue_place(
-    conn: Messaging, *, lane: str, stream_seq: int, weights: Mapping[str, int], throughput: Throughput | None
+    conn: Messaging,
+    *,
+    lane: str,
+    stream_seq: int,
+    weights: Mapping[str, int],
+    throughput: Throughput | None,
+    tenant: str = tenants.DEFAULT,
 ) -> QueuePlace | None:
     """Where a queued job stands; None when it has left the queue."""
     own = subjects.Lane(lane)
-    place = await conn.place(subjects.JOBS_STREAM, subject=subjects.jobs_subject(own), seq=stream_seq)
+    place = await _lane_place(conn, lane=own, tenant=tenant, seq=stream_seq)
     if place is None:
         return None  # taken and finished (the work queue removed it) or otherwise gone
     queued = {str(each): await queued_in(conn, each) for each in subjects.LANES}

@@ -128,7 +128,7 @@ async def redrive(conn: Messaging, job_id: str) -> tuple[Job, bool]:
     except (ValueError, KeyError, TypeError) as exc:
         raise Conflict(f"the dead letter of job {job_id} is not a job message: {exc}") from None
     new = dataclasses.replace(old, id=redrive_id(job_id, dead.seq), submitted_at=utc_now())
-    ack = await conn.publish(subjects.jobs_subject(new.lane), encode(new.to_message()), msg_id=new.id)
+    ack = await conn.publish(subjects.jobs_subject(new.lane, new.tenant), encode(new.to_message()), msg_id=new.id)
     if not ack.duplicate:
         queued = events.job_event(
             new.id, attempt=0, seq=0, status=JobStatus.QUEUED, job=new.summary(), stream_seq=ack.seq, redrive_of=job_id

@@ -35,7 +35,7 @@ class Enqueued:
 
 async def enqueue(conn: Messaging, job: Job) -> Enqueued:
     """Store the job durably; raises ``Unavailable`` when JetStream did not store it."""
-    ack = await conn.publish(subjects.jobs_subject(job.lane), encode(job.to_message()), msg_id=job.id)
+    ack = await conn.publish(subjects.jobs_subject(job.lane, job.tenant), encode(job.to_message()), msg_id=job.id)
     if ack.duplicate:
         # An idempotent retry: the job and its queued event were stored the first time. Publishing the event
         # again could make "queued" the latest status of a job that has already ended.

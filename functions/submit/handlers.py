@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from functions.submit import apidoc, deadletters, enqueue, idempotency, legacy
+from functions.submit import admission, apidoc, deadletters, enqueue, idempotency, legacy
 from runtime import app as hades_app
 from runtime import auth, jobs, logconfig, metrics, schemas, tenants, tracing
 from runtime.app import SETTINGS, json_response
@@ -116,7 +116,8 @@ async def _accept(request: web.Request, *, build: legacy.Build | None = None) ->
         ),
     ):
         trace_id = tracing.trace_id()
-        enqueued = await enqueue.enqueue(request.app[MESSAGING], job)
+        async with request.app[admission.ADMISSION].admitted(request.app[MESSAGING], job.tenant):
+            enqueued = await enqueue.enqueue(request.app[MESSAGING], job)
         log.info("job %s queued on %s%s", job.id, job.lane, " (idempotent retry)" if enqueued.duplicate else "")
     if not enqueued.duplicate:
         metrics.JOBS_SUBMITTED.labels(str(job.lane)).inc()
@@ -124,7 +125,10 @@ async def _accept(request: web.Request, *, build: legacy.Build | None = None) ->
 
 
 async def submit_job(request: web.Request) -> web.Response:
-    enqueued, trace_id = await _accept(request)
+    try:
+        enqueued, trace_id = await _accept(request)
+    except admission.QueueFull as exc:
+        return admission.refusal(exc)
     job = enqueued.job
     location = f"/jobs/{job.id}"
     body = {
@@ -163,7 +167,10 @@ async def submit_build(request: web.Request) -> web.Response:
     except legacy.InvalidBuild:
         metrics.JOBS_REJECTED.labels("invalid").inc()
         raise
-    enqueued, _ = await _accept(request, build=build)
+    try:
+        enqueued, _ = await _accept(request, build=build)
+    except admission.QueueFull as exc:
+        return admission.refusal(exc)
     headers = {}
     if build.ignored:
         headers[legacy.IGNORED_HEADER] = build.ignored_header()
@@ -234,5 +241,6 @@ def create_app(settings: Settings) -> web.Application:
     app = hades_app.create_app(settings, service="submit")
     app.cleanup_ctx.append(messaging_context(settings, name="hades-submit"))
     app.cleanup_ctx.append(idempotency.idempotency_context(settings))
+    app[admission.ADMISSION] = admission.Admission(settings.tenants)
     add_routes(app)
     return app

@@ -221,6 +221,38 @@ class Messaging:
         total = (info.state.subjects or {}).get(subject, 0)
         return Place(total=total, after=int(headers.get("Nats-Num-Pending", "0")))
 
+    async def _first_from(self, stream: str, subject: str, seq: int, *, batch: bool = False) -> dict[str, str]:
+        """The headers of the first message on ``subject`` (wildcards allowed) from ``seq`` on; ``batch`` adds
+        ``Nats-Num-Pending``, the messages on it after that one. Empty headers (or a ``Status``) when none."""
+        request: dict[str, Any] = {"seq": seq, "next_by_subj": subject, **({"batch": 1} if batch else {})}
+        reply = await self._nc.request(
+            f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), timeout=self.publish_timeout_s
+        )
+        headers = dict(reply.headers or {})
+        return {} if headers.get("Status") else headers
+
+    async def count_from(self, stream: str, *, subject: str, seq: int) -> int:
+        """Messages stored on ``subject`` (wildcards allowed) with a sequence of ``seq`` or more: one read of the
+        server's per-subject index, however many there are."""
+        with translated(f"reading {stream}"):
+            headers = await self._first_from(stream, subject, max(1, seq), batch=True)
+        if not headers.get("Nats-Sequence"):
+            return 0
+        return 1 + int(headers.get("Nats-Num-Pending", "0"))
+
+    async def subject_counts(self, stream: str, subject: str) -> dict[str, int]:
+        """Messages stored per subject matching ``subject`` (wildcards allowed): one request."""
+        with translated(f"reading {stream}"):
+            info = await self._js.stream_info(stream, subjects_filter=subject)
+        return dict(info.state.subjects or {})
+
+    async def delivered_seq(self, stream: str, consumer: str) -> int:
+        """The highest stream sequence a durable consumer has delivered (0: none yet); ``Unavailable`` also when
+        the consumer does not exist."""
+        with translated(f"reading consumer {consumer}"):
+            info = await self._js.consumer_info(stream, consumer)
+        return int(info.delivered.stream_seq or 0) if info.delivered else 0
+
     async def backlog(self, stream: str, consumer: str) -> Backlog:
         """What a durable consumer has not taken yet: how many messages, and how old the oldest is."""
         with translated(f"reading consumer {consumer}"):
@@ -228,14 +260,14 @@ class Messaging:
             pending = int(info.num_pending or 0)
             if not pending:
                 return Backlog(pending=0, oldest_age_s=0.0)
-            request = {
-                "seq": int(info.delivered.stream_seq or 0) + 1 if info.delivered else 1,
-                "next_by_subj": (info.config.filter_subject if info.config else None) or ">",
-            }
-            reply = await self._nc.request(
-                f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), timeout=self.publish_timeout_s
-            )
-        stamp = (reply.headers or {}).get("Nats-Time-Stamp")
+            first = int(info.delivered.stream_seq or 0) + 1 if info.delivered else 1
+            config = info.config
+            filters = (config.filter_subjects or [config.filter_subject or ">"]) if config else [">"]
+            # With several filters (a lane's default and tenant subjects) the oldest is the first of their firsts.
+            replies = [await self._first_from(stream, subject, first) for subject in filters]
+            found = [headers for headers in replies if headers.get("Nats-Sequence")]
+            reply_headers = min(found, key=lambda h: int(h["Nats-Sequence"])) if found else {}
+        stamp = reply_headers.get("Nats-Time-Stamp")
         if not stamp:
             return Backlog(pending=pending, oldest_age_s=0.0)
         return Backlog(pending=pending, oldest_age_s=max(0.0, time.time() - _parse_stamp(stamp)))

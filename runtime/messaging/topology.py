@@ -29,7 +29,7 @@ from runtime.subjects import (
     STATUS_SUBJECT_PREFIX,
     Lane,
     dispatch_consumer,
-    jobs_subject,
+    lane_subjects,
 )
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,8 @@ def stream_configs(settings: Settings) -> list[js_api.StreamConfig]:
     return [
         js_api.StreamConfig(
             name=JOBS_STREAM,
-            description="Queued jobs, one subject per priority lane; a message is removed when its job ends.",
-            subjects=[jobs_subject(lane) for lane in LANES],
+            description="Queued jobs, a subject per priority lane and tenant; a message is removed when its job ends.",
+            subjects=[subject for lane in LANES for subject in lane_subjects(lane)],
             retention=js_api.RetentionPolicy.WORK_QUEUE,
             storage=js_api.StorageType.FILE,
             num_replicas=nats.replicas,
@@ -79,7 +79,9 @@ def dispatch_consumer_config(settings: Settings, lane: Lane) -> js_api.ConsumerC
     return js_api.ConsumerConfig(
         durable_name=dispatch_consumer(lane),
         description=f"Dispatchers pulling the {lane} lane",
-        filter_subject=jobs_subject(lane),
+        # Every tenant's jobs of the lane: ``hades.jobs.<lane>`` (the default tenant, and every job stored before
+        # tenants) and ``hades.jobs.<lane>.<tenant>``. A consumer made with the one filter is updated in place.
+        filter_subjects=list(lane_subjects(lane)),
         ack_policy=js_api.AckPolicy.EXPLICIT,
         ack_wait=settings.dispatch.ack_wait_s,
         # One delivery more than the attempts: that last one only fails and dead-letters the job, so a job whose
