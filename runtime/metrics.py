@@ -125,6 +125,25 @@ QUEUE_OLDEST_AGE = Gauge(
     ["lane"],
     registry=REGISTRY,
 )
+TENANT_JOBS_QUEUED = Gauge(
+    "hades_tenant_jobs_queued",
+    "Jobs waiting, by tenant (those the operator named; the rest as other) and lane, read from JetStream "
+    "(every logs replica reports the same: use max).",
+    ["tenant", "lane"],
+    registry=REGISTRY,
+)
+TENANT_JOBS_RUNNING = Gauge(
+    "hades_tenant_jobs_running",
+    "Jobs a dispatcher took and that have not ended, by tenant and lane, read from JetStream (use max).",
+    ["tenant", "lane"],
+    registry=REGISTRY,
+)
+TENANT_JOBS_FINISHED = Counter(
+    "hades_tenant_jobs_finished_total",
+    "Jobs that reached a terminal status, by tenant and result, counted by the log collector (sum the replicas).",
+    ["tenant", "result"],
+    registry=REGISTRY,
+)
 REDELIVERIES = Counter("hades_job_redeliveries_total", "Job messages delivered more than once.", registry=REGISTRY)
 DEAD_LETTERED = Counter(
     "hades_jobs_dead_lettered_total", "Jobs failed after exhausting their deliveries.", registry=REGISTRY

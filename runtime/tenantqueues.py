@@ -13,6 +13,8 @@ stream order, the mark here must come from wherever it records what it took.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from runtime import subjects
 from runtime.errors import Unavailable
 from runtime.messaging import Messaging
@@ -41,18 +43,28 @@ async def waiting(conn: Messaging, tenant: str) -> int:
     return total
 
 
-async def waiting_by_tenant(conn: Messaging) -> dict[tuple[subjects.Lane, str], int]:
-    """Every (lane, tenant) with jobs stored, and how many of them wait."""
+@dataclass(frozen=True)
+class Counts:
+    stored: int
+    """Waiting or taken (running, or handed back for redelivery): every message on the subject."""
+    waiting: int
+    """Not taken yet."""
+
+    @property
+    def taken(self) -> int:
+        return self.stored - self.waiting
+
+
+async def by_tenant(conn: Messaging) -> dict[tuple[subjects.Lane, str], Counts]:
+    """Every (lane, tenant) with jobs stored: how many, and how many of them wait (a request per pair, and four)."""
     counts = await conn.subject_counts(subjects.JOBS_STREAM, f"{subjects.JOBS_SUBJECT_PREFIX}.>")
     marks = {lane: await _delivered(conn, lane) for lane in subjects.LANES}
-    found: dict[tuple[subjects.Lane, str], int] = {}
-    for subject in sorted(counts):
+    found: dict[tuple[subjects.Lane, str], Counts] = {}
+    for subject, count in sorted(counts.items()):
         try:
             lane = subjects.lane_of(subject)
         except ValueError:
             continue  # not a lane subject (nothing else is stored there today)
-        mark = marks[lane]
-        found[lane, subjects.tenant_of(subject)] = await conn.count_from(
-            subjects.JOBS_STREAM, subject=subject, seq=mark + 1
-        )
+        waiting_here = await conn.count_from(subjects.JOBS_STREAM, subject=subject, seq=marks[lane] + 1)
+        found[lane, subjects.tenant_of(subject)] = Counts(stored=count, waiting=min(count, waiting_here))
     return found

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from functions.logs import logstore, records
+from functions.logs import logstore, records, tenantstats
 from functions.logs.callbacks import CALLBACKS, CallbackSender
 from functions.logs.records import JobRecord
 from functions.logs.recordstore import RECORDS, RecordStore
@@ -74,11 +74,20 @@ def decode(msg: Delivery) -> tuple[str, Event]:
 
 
 class Collector:
-    def __init__(self, conn: Messaging, store: RecordStore, callbacks: CallbackSender, *, max_log_bytes: int):
+    def __init__(
+        self,
+        conn: Messaging,
+        store: RecordStore,
+        callbacks: CallbackSender,
+        *,
+        max_log_bytes: int,
+        known_tenants: frozenset[str] = frozenset(),
+    ):
         self.conn = conn
         self.store = store
         self.callbacks = callbacks
         self.max_log_bytes = max_log_bytes
+        self.known_tenants = known_tenants
 
     def fold(self, record: JobRecord | None, batch: list[Event], outcomes: list[str]) -> JobRecord | None:
         """Apply one job's events in order; None when none of them changed the record."""
@@ -95,10 +104,15 @@ class Collector:
 
     async def apply(self, job_id: str, batch: list[Event]) -> None:
         outcomes: list[str] = []
+        ended: list[JobRecord] = []  # the record, when this write ends the job (counted once it is written)
 
         def change(record: JobRecord | None) -> JobRecord | None:
             outcomes.clear()  # a compare-and-set retry folds again
-            return self.fold(record, batch, outcomes)
+            ended.clear()
+            new = self.fold(record, batch, outcomes)
+            if new is not None and records.is_terminal(new) and (record is None or not records.is_terminal(record)):
+                ended.append(new)
+            return new
 
         try:
             # One consumer span per job and batch, child of the first event's producer (the job's trace).
@@ -132,6 +146,8 @@ class Collector:
             metrics.EVENTS_APPLIED.labels(event.kind, outcome).inc()
             with contextlib.suppress(Unavailable):
                 await event.msg.ack()
+        for job in ended:
+            tenantstats.finished(job.get("tenant"), job["status"], self.known_tenants)
         if record is not None:
             self.callbacks.trigger(record)
 
@@ -178,10 +194,12 @@ BACKLOG_INTERVAL_S = 5.0
 """How often the queue depth, oldest-waiting age and collector lag are read from the JetStream consumers."""
 
 
-async def sample_backlogs(conn: Messaging) -> None:
+async def sample_backlogs(conn: Messaging, known_tenants: frozenset[str] = frozenset()) -> None:
     """Export the lanes' queues and the collector's lag, read from JetStream so every replica agrees."""
+    tenantstats.prime(known_tenants)
     while True:
         try:
+            await tenantstats.sample(conn, known_tenants)
             for lane in subjects.LANES:
                 backlog = await conn.backlog(subjects.JOBS_STREAM, subjects.dispatch_consumer(lane))
                 metrics.JOBS_QUEUED.labels(lane).set(backlog.pending)
@@ -205,10 +223,16 @@ async def collector_ready(app: web.Application) -> str | None:
 async def collector_context(app: web.Application) -> AsyncIterator[None]:
     """The last ``cleanup_ctx`` entry: the loop starts after its clients and stops before they close."""
     collector = Collector(
-        app[MESSAGING], app[RECORDS], app[CALLBACKS], max_log_bytes=app[SETTINGS].logs.job_log_max_bytes
+        app[MESSAGING],
+        app[RECORDS],
+        app[CALLBACKS],
+        max_log_bytes=app[SETTINGS].logs.job_log_max_bytes,
+        known_tenants=app[SETTINGS].tenants.known(),
     )
     app[COLLECTOR] = asyncio.create_task(collector.run(), name="collector")
-    app[BACKLOG_SAMPLER] = asyncio.create_task(sample_backlogs(app[MESSAGING]), name="backlog-sampler")
+    app[BACKLOG_SAMPLER] = asyncio.create_task(
+        sample_backlogs(app[MESSAGING], app[SETTINGS].tenants.known()), name="backlog-sampler"
+    )
     app[READINESS_CHECKS].append(collector_ready)
     yield
     await tasks.cancel_and_wait(app[BACKLOG_SAMPLER])

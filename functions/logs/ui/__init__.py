@@ -36,7 +36,7 @@ from aiohttp_sse import EventSourceResponse, sse_response
 
 from functions.logs import recordstore
 from functions.logs.records import JobRecord
-from runtime import auth, events, jobs, subjects
+from runtime import auth, events, jobs, subjects, tenants
 from runtime.app import SETTINGS, Handler, json_response
 from runtime.errors import JobNotFound, RequestError, Unavailable
 from runtime.messaging import MESSAGING
@@ -93,11 +93,18 @@ def _parse_time(text: Any) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+LANE_ORDER = {str(lane): index for index, lane in enumerate(subjects.LANES)}
+MAX_TENANT_ROWS = 60
+"""Lane and tenant rows the dashboard shows at most (the busiest)."""
+
+
 def lane_stats(found: Iterable[JobRecord], *, now: datetime) -> dict[str, Any]:
-    """Per lane: queued, running, the oldest queued job's submit time; and jobs finished per interval."""
+    """Per lane: queued, running, the oldest queued job's submit time; the same per lane and tenant; and jobs
+    finished per interval."""
     lanes: dict[str, dict[str, Any]] = {
         str(lane): {"lane": str(lane), "queued": 0, "running": 0, "oldest_queued_at": None} for lane in subjects.LANES
     }
+    by_tenant: dict[tuple[str, str], dict[str, Any]] = {}
     buckets = [{"succeeded": 0, "failed": 0} for _ in range(THROUGHPUT_BUCKETS)]
     span_s = THROUGHPUT_BUCKET_S * THROUGHPUT_BUCKETS
     end = now.timestamp()
@@ -112,6 +119,10 @@ def lane_stats(found: Iterable[JobRecord], *, now: datetime) -> dict[str, Any]:
                 lane["oldest_queued_at"] = submitted
         elif status == jobs.JobStatus.RUNNING and lane is not None:
             lane["running"] += 1
+        if status in (jobs.JobStatus.QUEUED, jobs.JobStatus.RUNNING) and lane is not None:
+            key = (lane["lane"], str(record.get("tenant") or tenants.DEFAULT))
+            row = by_tenant.setdefault(key, {"lane": key[0], "tenant": key[1], "queued": 0, "running": 0})
+            row["queued" if status == jobs.JobStatus.QUEUED else "running"] += 1
         elif isinstance(status, str) and status in {str(s) for s in jobs.JobStatus if s.terminal}:
             finished = _parse_time(record.get("finished_at"))
             if finished is None:
@@ -123,6 +134,10 @@ def lane_stats(found: Iterable[JobRecord], *, now: datetime) -> dict[str, Any]:
     return {
         "generated_at": now.isoformat().replace("+00:00", "Z"),
         "lanes": list(lanes.values()),
+        # Per lane and tenant with jobs queued or running: lanes in priority order, the most queued first.
+        "tenants": sorted(by_tenant.values(), key=lambda r: (LANE_ORDER[r["lane"]], -r["queued"], r["tenant"]))[
+            :MAX_TENANT_ROWS
+        ],
         "throughput": {"bucket_s": THROUGHPUT_BUCKET_S, "buckets": buckets},
     }
 

@@ -338,10 +338,19 @@
     try {
       const stats = await api("/ui/api/stats");
       renderLanes(stats.lanes);
+      renderLaneTenants(stats.tenants || []);
       renderThroughput(stats.throughput);
     } catch (error) {
       showError(`Could not load lane stats: ${error.message}`);
     }
+  }
+
+  function renderLaneTenants(rows) {
+    $("lane-tenants").replaceChildren(...rows.map((row) => el("tr", { dataset: { lane: row.lane, tenant: row.tenant } },
+      el("th", { scope: "row", text: row.lane }),
+      el("td", { class: "tenant", text: row.tenant }),
+      el("td", { class: "queued", text: row.queued }),
+      el("td", { class: "running", text: row.running }))));
   }
 
   function renderLanes(lanes) {
