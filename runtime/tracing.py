@@ -18,6 +18,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
 
+from runtime import subjects
+
 log = logging.getLogger(__name__)
 _configured = False
 _unrecording: TracerProvider | None = None
@@ -126,6 +128,8 @@ def destination_template(subject: str) -> str:
     """The subject with a trailing job id replaced by ``{job_id}``: span names stay few (OTel asks span names of
     low cardinality), the full subject is the ``messaging.destination.name`` attribute."""
     prefix, _, last = subject.rpartition(".")
+    if prefix.startswith(f"{subjects.JOBS_SUBJECT_PREFIX}.") and prefix.count(".") == 2:
+        return f"{prefix}.{{tenant}}"  # hades.jobs.<lane>.<tenant>: a name per tenant would be as many spans
     return f"{prefix}.{{job_id}}" if prefix and len(last) == 36 and last.count("-") == 4 else subject
 
 

@@ -16,7 +16,7 @@ from functions.logs.ui import lane_stats
 from functions.submit.handlers import create_app as create_submit_app
 from runtime import messaging, metrics, subjects
 from runtime.messaging import topology
-from tests.helpers import EXAMPLES, make_settings
+from tests.helpers import EXAMPLES, make_settings, poll
 
 HELLO = json.loads((EXAMPLES / "valid" / "hello.json").read_text())
 
@@ -84,3 +84,42 @@ def test_lane_stats_split_queued_and_running_per_tenant() -> None:
         {"lane": "high", "tenant": "cs102", "queued": 1, "running": 0},
         {"lane": "low", "tenant": "default", "queued": 1, "running": 0},
     ]
+
+
+def test_a_tenants_job_subject_names_one_span_for_all_tenants() -> None:
+    from runtime import tracing
+
+    high = subjects.Lane.HIGH
+    assert tracing.destination_template(subjects.jobs_subject(high, "cs101")) == "hades.jobs.high.{tenant}"
+    assert tracing.destination_template(subjects.jobs_subject(high)) == "hades.jobs.high"
+
+
+async def test_the_log_collector_counts_a_tenants_finished_job_once_under_its_label(
+    aiohttp_client: Any, clean_nats: str, conn: messaging.Messaging
+) -> None:
+    import dataclasses
+
+    from functions.logs.handlers import create_app as create_logs_app
+    from runtime.jobs import JobStatus
+    from tests.fakes import FakeDispatch, ended_record, new_job
+
+    settings = make_settings(clean_nats, HADES_TENANTS="cs101")
+    logs = await aiohttp_client(create_logs_app(settings))
+    before = sample_value(_exposition(), "hades_tenant_jobs_finished_total", tenant="cs101", result="failed") or 0
+    repeats = sample_value(_exposition(), "hades_events_applied_total", kind="job", outcome="duplicate") or 0
+    job = FakeDispatch(conn, dataclasses.replace(new_job(), tenant="cs101"))
+    await job.submit()
+    await job.running()
+    await job.finish(JobStatus.FAILED, reason="step 1 failed")
+    await job.finish(JobStatus.FAILED, reason="step 1 failed")  # a repeat (another seq): the job ended once
+    record = await ended_record(logs, job.id)
+    assert record["tenant"] == "cs101"
+
+    async def repeat_seen() -> bool:
+        return (
+            sample_value(_exposition(), "hades_events_applied_total", kind="job", outcome="duplicate") or 0
+        ) > repeats
+
+    await poll(repeat_seen)
+    after = sample_value(_exposition(), "hades_tenant_jobs_finished_total", tenant="cs101", result="failed")
+    assert after == before + 1

@@ -142,12 +142,12 @@ class Collector:
                 with contextlib.suppress(Unavailable):
                     await event.msg.term()
             return
+        for job in ended:  # counted once its record is written: a later read of the record sees it counted
+            tenantstats.finished(job.get("tenant"), job["status"], self.known_tenants)
         for event, outcome in zip(batch, outcomes, strict=False):
             metrics.EVENTS_APPLIED.labels(event.kind, outcome).inc()
             with contextlib.suppress(Unavailable):
                 await event.msg.ack()
-        for job in ended:
-            tenantstats.finished(job.get("tenant"), job["status"], self.known_tenants)
         if record is not None:
             self.callbacks.trigger(record)
 
