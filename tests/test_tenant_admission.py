@@ -69,12 +69,14 @@ async def test_a_queued_cap_refuses_a_tenants_extra_jobs_before_storing_and_neve
     assert 'hades_jobs_rejected_total{reason="tenant-quota"} 2.0' in metrics
 
 
+@pytest.mark.parametrize("cap", [3, 40])
 async def test_concurrent_submits_past_the_cap_store_exactly_the_cap(
-    submit: TestClient, conn: messaging.Messaging
+    aiohttp_client: Any, clean_nats: str, conn: messaging.Messaging, cap: int
 ) -> None:
-    answers = await asyncio.gather(*(post(submit, "cs101") for _ in range(12)))
-    assert sorted(answer.status for answer in answers) == [202] * 3 + [429] * 9
-    assert await stored_per_subject(conn) == {"hades.jobs.high.cs101": 3}
+    submit = await aiohttp_client(create_submit_app(make_settings(clean_nats, HADES_TENANT_MAX_QUEUED=f"cs101={cap}")))
+    answers = await asyncio.gather(*(post(submit, "cs101") for _ in range(cap + 30)))
+    assert sorted(answer.status for answer in answers) == [202] * cap + [429] * 30
+    assert await stored_per_subject(conn) == {"hades.jobs.high.cs101": cap}
 
 
 async def test_jobs_a_dispatcher_took_no_longer_count_as_queued(
