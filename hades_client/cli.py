@@ -160,6 +160,7 @@ def main(ctx: click.Context, url: str, logs_url: str, api_key: str | None, logs_
 @click.option("-f", "--follow", is_flag=True, help="Show steps and lines live; exit with the job's result.")
 @click.option("-w", "--wait", is_flag=True, help="Wait for the end without the lines; exit with the job's result.")
 @click.option("-p", "--priority", type=click.IntRange(-1000, 1000), help="Overrides the file's priority.")
+@click.option("--tenant", help="Charges the job to this tenant (a key that names one decides it anyway).")
 @click.option("--idempotency-key", help="Submitting again with the same key returns the same job.")
 @click.option("--json", "as_json", is_flag=True, help="Print the server's answer as JSON.")
 @click.pass_context
@@ -170,6 +171,7 @@ def submit(
     follow: bool,
     wait: bool,
     priority: int | None,
+    tenant: str | None,
     idempotency_key: str | None,
     as_json: bool,
 ) -> int:
@@ -178,10 +180,12 @@ def submit(
         document = validation.load_job(job_file)
     except validation.UnreadableJob as exc:
         return _fail(str(exc))
-    if priority is not None:
-        if not isinstance(document, dict):
-            return _fail(f"{job_file}: a job is a JSON object")
-        document["priority"] = priority
+    overrides = {"priority": priority, "tenant": tenant}
+    if any(value is not None for value in overrides.values()) and not isinstance(document, dict):
+        return _fail(f"{job_file}: a job is a JSON object")
+    for name, value in overrides.items():
+        if value is not None:
+            document[name] = value
     with _client(ctx) as client:
         submitted = client.submit(document, idempotency_key=idempotency_key)
     if as_json:

@@ -67,6 +67,8 @@ class Submitted:
     replayed: bool
     """True when this was a retry of an earlier submit with the same Idempotency-Key."""
     raw: dict[str, Any] = field(repr=False, compare=False)
+    tenant: str | None = None
+    """Who the job is charged to (None from a server without tenants)."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any], *, replayed: bool = False) -> Submitted:
@@ -79,6 +81,7 @@ class Submitted:
             links={str(k): str(v) for k, v in (data.get("links") or {}).items()},
             replayed=replayed,
             raw=data,
+            tenant=_optional_str(data.get("tenant")),
         )
 
 

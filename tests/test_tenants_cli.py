@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import respx
 
-from tests.test_cli_commands import JOB_ID, LOGS, RECORD, hades
+from tests.test_cli_commands import JOB_ID, LOGS, RECORD, SUBMIT, hades
 
 
 @pytest.fixture
@@ -30,3 +32,14 @@ def test_status_names_the_tenant(api: respx.MockRouter) -> None:
     result = hades("status", JOB_ID)
     assert result.exit_code == 0, result.output
     assert "tenant cs102" in result.stdout
+
+
+def test_submit_sends_the_tenant_given(api: respx.MockRouter, tmp_path: Path) -> None:
+    job_file = tmp_path / "job.json"
+    job_file.write_text(json.dumps({"name": "n", "steps": [{"id": 1, "image": "alpine"}]}))
+    answer = {"id": JOB_ID, "status": "queued", "lane": "high", "tenant": "cs101", "links": {}}
+    route = api.post(f"{SUBMIT}/jobs").respond(202, json=answer)
+    result = hades("submit", str(job_file), "--tenant", "cs101")
+    assert result.exit_code == 0, result.output
+    assert json.loads(route.calls.last.request.content)["tenant"] == "cs101"
+    assert result.stdout.strip() == JOB_ID
