@@ -198,3 +198,15 @@ def test_the_keys_file_is_checked_at_start_up_without_echoing_a_key(tmp_path: Pa
     assert settings.tenants.queued_limit("cs103") == 5 and settings.tenants.queued_limit("cs104") == 100
     with pytest.raises(SettingsError, match="HADES_TENANT_MAX_QUEUED"):
         make_settings(clean_nats, HADES_TENANT_MAX_QUEUED="cs.103=5")
+
+
+async def test_two_tenant_keys_with_the_same_idempotency_key_get_two_jobs(submit: TestClient) -> None:
+    ids = {}
+    for key in (CS101_KEY, CS102_KEY, CS101_KEY):
+        headers = {**bearer(key), "Idempotency-Key": "exam-42"}
+        response = await submit.post("/jobs", json=HELLO, headers=headers)
+        assert response.status == 202, await response.text()
+        body = await response.json()
+        ids.setdefault(body["tenant"], set()).add(body["id"])
+    assert {tenant: len(found) for tenant, found in ids.items()} == {"cs101": 1, "cs102": 1}
+    assert ids["cs101"] != ids["cs102"]

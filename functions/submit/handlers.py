@@ -98,7 +98,9 @@ async def _accept(request: web.Request, *, build: legacy.Build | None = None) ->
     if key is None:
         job_id = jobs.new_job_id()
     else:
-        job_id = await idempotency.job_id_for(request.app[idempotency.IDEMPOTENCY], key, document)
+        # A tenant key's Idempotency-Keys are its own: two courses using the same key never share a job.
+        scoped = key if keyed is None else f"{keyed}\n{key}"
+        job_id = await idempotency.job_id_for(request.app[idempotency.IDEMPOTENCY], scoped, document)
     job = jobs.job_from_document(
         document,
         job_id=job_id,
