@@ -76,7 +76,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return error_response(exc)
     except ConnectionResetError:
         # The client went away mid-request (aiohttp's ClientConnectionResetError too): not our error, no traceback.
-        log.info("client of %s %s went away", request.method, request.path)
+        log.info("client of %s %s went away", request.method, request.raw_path)
         return problem_response(
             {"type": "about:blank", "title": "Client Closed Request", "status": CLIENT_CLOSED, "detail": "aborted"}
         )
@@ -94,7 +94,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             headers=headers,
         )
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.exception("unhandled error on %s %s", request.method, request.raw_path)
         return problem_response(
             {
                 "type": "about:blank",

@@ -269,10 +269,34 @@ def limit_violations(
     return violations
 
 
-def image_refusals(job: Job, limits: LimitSettings) -> str | None:
-    """Why dispatch must not pull one of the job's images (the operator's policy may have changed since submit)."""
+async def registry_violations(
+    document: Mapping[str, Any], limits: LimitSettings, *, resolve: netguard.Resolve = netguard.resolve_addresses
+) -> list[Violation]:
+    """The steps' registry names resolved (``netguard.registry_refusal``), each name looked up once."""
+    violations: list[Violation] = []
+    verdicts: dict[str, str | None] = {}
+    for index, step in enumerate(document.get("steps", [])):
+        image = step.get("image")
+        if not isinstance(image, str):
+            continue
+        if image not in verdicts:
+            verdicts[image] = await netguard.registry_refusal(image, limits.allowed_images, resolve=resolve)
+        if (refusal := verdicts[image]) is not None:
+            violations.append({"path": f"/steps/{index}/image", "message": refusal})
+    return violations
+
+
+async def image_refusals(
+    job: Job, limits: LimitSettings, *, resolve: netguard.Resolve = netguard.resolve_addresses
+) -> str | None:
+    """Why dispatch must not pull one of the job's images (the operator's policy, or DNS, may have changed since
+    submit): the same check as submit's, the registry names resolved again."""
+    seen: set[str] = set()
     for step in job.steps:
-        refusal = netguard.image_refusal(step.image, limits.allowed_images)
+        if step.image in seen:
+            continue
+        seen.add(step.image)
+        refusal = await netguard.registry_refusal(step.image, limits.allowed_images, resolve=resolve)
         if refusal is not None:
             return f"image {step.image!r} of step {step.id} {refusal}"
     return None
