@@ -1,0 +1,105 @@
+"""Following a job with the ``hades`` command (issue 20, findings 4, 7 and 8): in process, no Docker needed."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from rich.console import Console
+
+from functions.logs.handlers import create_app
+from hades_client.asyncclient import AsyncHadesClient
+from hades_client.follow import Follower
+from hades_client.models import EndEvent, Job, JobStatus, LineEvent, StatusEvent, StreamEvent
+from runtime import messaging
+from runtime.jobs import StepStatus
+from runtime.settings import Settings
+from tests.fakes import submitted
+
+JOB_ID = "0b9d7c55-1d34-4a55-8d2f-5e8f7f8e7a10"
+
+
+class Recording(Follower):
+    """A follower that notes the progress line as each job line is printed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.shown: list[tuple[str, str]] = []
+
+    def _line(self, event: LineEvent) -> None:
+        super()._line(event)
+        self.shown.append((event.message, self.progress.line()))
+
+
+def _record(status: str) -> Job:
+    steps = [{"id": i, "name": f"Step {i}", "status": "pending"} for i in (1, 2, 3)]
+    return Job.from_json({"id": JOB_ID, "status": status, "steps": steps})
+
+
+def _job(status: str, attempt: int, seq: int) -> StatusEvent:
+    data = {"kind": "job", "status": status, "attempt": attempt, "seq": seq}
+    return StatusEvent("job", status, attempt, seq, None, None, None, None, data)
+
+
+def _step(step_id: int, status: str, attempt: int, seq: int) -> StatusEvent:
+    data = {"kind": "step", "status": status, "step_id": step_id, "attempt": attempt, "seq": seq}
+    return StatusEvent("step", status, attempt, seq, step_id, f"Step {step_id}", None, None, data)
+
+
+def _line(step_id: int, attempt: int, seq: int, message: str) -> LineEvent:
+    return LineEvent(f"{attempt}.{seq}", attempt, seq, step_id, message, "stdout", None)
+
+
+class Scripted:
+    """A client whose stream is given: a job that ran step 1 and 2, hit trouble, and ran again from step 1."""
+
+    async def get(self, job_id: str) -> Job:
+        return _record("queued")
+
+    async def stream(self, job_id: str) -> AsyncIterator[StreamEvent]:
+        yield _job("running", 1, 1)
+        yield _step(1, "running", 1, 2)
+        yield _line(1, 1, 1, "one")
+        yield _step(1, "succeeded", 1, 3)
+        yield _step(2, "running", 1, 4)
+        yield _line(2, 1, 2, "two")
+        yield _job("running", 2, 1)  # attempt 2: from step 1 again
+        yield _step(1, "running", 2, 2)
+        yield _line(1, 2, 1, "one again")
+        yield _step(1, "succeeded", 2, 3)
+        yield _step(2, "running", 2, 4)
+        yield _line(2, 2, 2, "two again")
+        yield EndEvent(JobStatus.SUCCEEDED, None)
+
+
+async def test_the_progress_line_names_the_step_that_runs_now() -> None:
+    console = Console(file=io.StringIO(), force_terminal=True, width=100)
+    follower = Recording(Scripted(), JOB_ID, console=console)  # type: ignore[arg-type]
+    await follower.run()
+    steps = [progress.split(" · ")[1] for _, progress in follower.shown]
+    assert steps == [f"step {n} of 3: Step {n}" for n in (1, 2, 1, 2)], follower.shown
+
+
+@pytest.fixture
+async def logs(aiohttp_client: Any, settings: Settings, conn: messaging.Messaging) -> TestClient:
+    return await aiohttp_client(create_app(settings))
+
+
+async def test_follow_prints_an_adopted_steps_lines_once(logs: TestClient, conn: messaging.Messaging) -> None:
+    dispatch = await submitted(conn)
+    await dispatch.running()
+    await dispatch.step(1, StepStatus.RUNNING)
+    await dispatch.lines(1, ["a", "b"])
+    await dispatch.running(attempt=2)
+    await dispatch.step(1, StepStatus.RUNNING, attempt=2)
+    await dispatch.lines(1, ["a", "b", "c"], attempt=2)
+    await dispatch.step(1, StepStatus.SUCCEEDED, attempt=2, exit_code=0)
+    await dispatch.finish(attempt=2)
+    out = io.StringIO()
+    async with AsyncHadesClient(str(logs.make_url("")), str(logs.make_url(""))) as client:
+        end = await Follower(client, dispatch.id, console=Console(file=out, width=200)).run()
+    assert end.status is JobStatus.SUCCEEDED
+    assert [line for line in out.getvalue().splitlines() if len(line) == 1] == ["a", "b", "c"]
