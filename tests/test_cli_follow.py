@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,6 +12,7 @@ from aiohttp.test_utils import TestClient
 from rich.console import Console
 
 from functions.logs.handlers import create_app
+from hades_client import terminal
 from hades_client.asyncclient import AsyncHadesClient
 from hades_client.follow import Follower
 from hades_client.models import EndEvent, Job, JobStatus, LineEvent, StatusEvent, StreamEvent
@@ -103,3 +105,32 @@ async def test_follow_prints_an_adopted_steps_lines_once(logs: TestClient, conn:
         end = await Follower(client, dispatch.id, console=Console(file=out, width=200)).run()
     assert end.status is JobStatus.SUCCEEDED
     assert [line for line in out.getvalue().splitlines() if len(line) == 1] == ["a", "b", "c"]
+
+
+def _on_terminal(text: str) -> str:
+    out = io.StringIO()
+    terminal.write_job_output(Console(file=out, force_terminal=True, color_system="truecolor"), text)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("sgr", ["5", "6", "8", "1;5", "05;31", "8;32"])
+def test_job_output_cannot_blink_or_hide_text(sgr: str) -> None:
+    shown = _on_terminal(f"\x1b[{sgr}msecret\x1b[0m\n")
+    assert "secret" in shown
+    assert not re.search(r"\x1b\[[0-9;]*\b(5|6|8)\b[0-9;]*m", shown.replace("38;", "").replace("48;", "")), shown
+    assert "\x1b[31m" in _on_terminal("\x1b[31mred\x1b[0m\n")  # colours stay
+
+
+def test_an_extended_colour_keeps_its_numbers() -> None:
+    assert terminal.visible_controls("\x1b[38;5;8mgrey") == "\x1b[38;5;8mgrey"
+    assert terminal.visible_controls("\x1b[38;2;5;6;8;5mx") == "\x1b[38;2;5;6;8mx"
+
+
+@pytest.mark.parametrize(
+    "char", ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069"]
+)
+def test_bidi_overrides_are_shown_not_applied(char: str) -> None:
+    text = f"if access {char}admin\n"
+    shown = _on_terminal(text)
+    assert char not in shown and f"<U+{ord(char):04X}>" in shown
+    assert char not in terminal.label(f"step {char}name")
