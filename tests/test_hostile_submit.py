@@ -14,9 +14,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from functions.logs import callbacks
+from functions.logs.handlers import create_app as create_logs
 from functions.submit import handlers, legacy
 from runtime import jobs, netguard
 from runtime.settings import Settings
+from tests.fakes import record_when
 from tests.helpers import EXAMPLES, make_settings
 
 HELLO = json.loads((EXAMPLES / "valid" / "hello.json").read_text())
@@ -191,3 +193,22 @@ async def test_an_image_the_engine_cannot_parse_is_refused(client: TestClient[An
 async def test_valid_image_references_pass(client: TestClient[Any, Any], image: str) -> None:
     response = await client.post("/jobs", json=_with_step(image=image), headers=BASIC)
     assert response.status == 202, await response.text()
+
+
+# --- finding 7: a cancelled queued job reads cancelled at once ---------------------------------------------------
+
+
+async def test_a_cancelled_queued_job_is_cancelled_at_once_without_a_dispatcher(
+    client: TestClient[Any, Any], aiohttp_client: Any, settings: Settings
+) -> None:
+    logs = await aiohttp_client(create_logs(settings))
+    accepted = await client.post("/jobs", json=HELLO, headers=BASIC)
+    job_id = (await accepted.json())["id"]
+    await record_when(logs, job_id, status="queued")
+    cancel = await client.delete(f"/jobs/{job_id}", headers=BASIC)
+    assert cancel.status == 202, await cancel.text()
+    record = await record_when(logs, job_id, status="cancelled")  # no dispatcher runs here
+    assert record["reason"] == "cancelled by request" and record["finished_at"]
+    assert all(step["status"] != "running" for step in record["steps"])
+    again = await client.delete(f"/jobs/{job_id}", headers=BASIC)
+    assert again.status == 409
