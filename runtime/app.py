@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from runtime import auth, metrics, tracing
+from runtime import auth, headerguard, metrics, tracing
 from runtime.errors import HadesError, Problem, Unauthorized, Unavailable, to_problem
 from runtime.settings import Settings
 
@@ -177,6 +177,7 @@ def create_app(settings: Settings, *, service: str) -> web.Application:
     """The base application of one function; add routes, readiness checks and cleanup contexts to it."""
     tracing.setup_tracing(service)
     metrics.prime(service)
+    headerguard.install(settings.http.header_read_timeout_s)
     app = web.Application(
         middlewares=[metrics_middleware, problem_middleware],
         client_max_size=settings.http.max_payload_bytes,
