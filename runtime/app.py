@@ -160,7 +160,7 @@ def _framing_error(
     if status >= 500:
         log.error("error handling a request from %s", request.remote, exc_info=exc)
     else:
-        log.info("malformed request from %s: %s", request.remote, message or exc)
+        log.info("malformed request from %s: %r", request.remote, message or str(exc))  # %r: the client's bytes
     if request.writer.output_size > 0:
         raise ConnectionError("the response is sent already, cannot send another one with the error")
     phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"

@@ -181,7 +181,7 @@ async def submit_build(request: web.Request) -> web.Response:
     auth.check(request, settings.http.api_key)  # before the body, as the original: 401 wins over 400
     try:
         document = await _read_document(request)
-    except UnsupportedMediaType as exc:  # the original binds a non-JSON body as a form: a 400
+    except (UnsupportedMediaType, BadEncoding) as exc:  # the original binds a non-JSON body as a form: a 400
         raise legacy.InvalidBuild([{"path": "/", "message": exc.detail}]) from None
     try:
         build = legacy.read(document, settings.limits)
