@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from rich.console import Console
 
 from functions.logs.handlers import create_app
-from hades_client import terminal
+from hades_client import sse, terminal
 from hades_client.asyncclient import AsyncHadesClient
 from hades_client.follow import Follower
 from hades_client.models import EndEvent, Job, JobStatus, LineEvent, StatusEvent, StreamEvent
@@ -134,3 +135,14 @@ def test_bidi_overrides_are_shown_not_applied(char: str) -> None:
     shown = _on_terminal(text)
     assert char not in shown and f"<U+{ord(char):04X}>" in shown
     assert char not in terminal.label(f"step {char}name")
+
+
+def test_a_notice_without_an_id_is_shown_and_does_not_move_the_resume_point() -> None:
+    resume = sse.Resume()
+    assert resume.admit(_line(1, 2, 4, "new"))
+    notice = sse.parse_event(sse.RawEvent("message", json.dumps({"message": "[hades] attempt 2 ran step 1 again",
+                                                                  "output_stream": "system", "seq": 4, "step": 1,
+                                                                  "attempt": 2}), None))  # fmt: skip
+    assert isinstance(notice, LineEvent) and notice.notice
+    assert resume.admit(notice) and resume.last_event_id == "2.4"
+    assert resume.admit(_line(1, 2, 5, "replaces"))

@@ -211,10 +211,13 @@ async def job_logs(
 class LiveLine:
     attempt: int
     line: LogLine
+    notice: bool = False
+    """Hades' word on the stream itself (``replays``): sent without an event id, so it never stands for a line
+    a reader resumes after; its ``seq`` is that of the line before it, for clients that derive an id from it."""
 
     @property
-    def event_id(self) -> str:
-        return f"{self.attempt}.{self.line['seq']}"
+    def event_id(self) -> str | None:
+        return None if self.notice else f"{self.attempt}.{self.line['seq']}"
 
 
 @dataclass(frozen=True)
@@ -279,7 +282,7 @@ async def follow(
         sent = replays.admit(attempt, line)
         if after is not None and (attempt, line["seq"]) <= after:
             return []  # the reader had it before it reconnected
-        return [LiveLine(attempt, out) for out in sent]
+        return [LiveLine(attempt, out, notice=out is not line) for out in sent]
 
     passed_resume_point = after is None
     statuses = _StatusFilter()

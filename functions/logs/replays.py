@@ -5,9 +5,9 @@ dispatcher's running step reads that step's output again from the engine, from i
 carries lines 1 to 4 that a live reader already saw as attempt 1's. ``Replays`` keeps the live stream equal to the
 stored one: a line of a later attempt that repeats, at the same place in the same step, a line the reader was
 shown is not sent again; the first line that differs (the attempt really ran the step again, with other output)
-is preceded by one ``system`` notice saying that the step's lines from here on replace those above. The notice
-takes the number before that line's (``2.4`` before ``2.5``): a reader resuming from it gets the line, and a client
-that dropped the connection right after it does not get it twice.
+is preceded by one ``system`` notice saying that the step's lines from here on replace those above. The notice is
+sent without an event id (a reconnect resumes after the last real line) and carries the number before that
+line's (``2.4`` before ``2.5``), so a client that makes an id from it never skips the line itself.
 
 Lines are compared by a 64-bit digest of their stream and text, stored per step in ``array('q')``s (8 bytes a
 line), at most ``MAX_REMEMBERED_LINES`` per attempt; past that a later attempt's lines are sent as they come.
