@@ -111,3 +111,13 @@ def test_repeated_system_lines_are_dropped_and_other_steps_are_unaffected() -> N
     assert replays.admit(2, _line(1, "a")) == []
     assert replays.admit(2, _line(2, "[hades] pulling", step=0, stream="system")) == []
     assert replays.admit(2, _line(3, "b", step=2)) == [_line(3, "b", step=2)]
+
+
+def test_stdout_and_stderr_are_compared_each_in_its_own_order() -> None:
+    replays = Replays()
+    for seq, (message, stream) in enumerate([("out 1", "stdout"), ("err 1", "stderr"), ("out 2", "stdout")], 1):
+        replays.admit(1, _line(seq, message, stream=stream))
+    # The engine's log gives each stream back in order, not their interleaving.
+    again = [("out 1", "stdout"), ("out 2", "stdout"), ("err 1", "stderr"), ("out 3", "stdout")]
+    sent = [out for seq, (m, st) in enumerate(again, 1) for out in replays.admit(2, _line(seq, m, stream=st))]
+    assert sent == [_line(4, "out 3")]

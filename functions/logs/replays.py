@@ -9,8 +9,9 @@ is preceded by one ``system`` notice saying that the step's lines from here on r
 sent without an event id (a reconnect resumes after the last real line) and carries the number before that
 line's (``2.4`` before ``2.5``), so a client that makes an id from it never skips the line itself.
 
-Lines are compared by a 64-bit digest of their stream and text, stored per step in ``array('q')``s (8 bytes a
-line), at most ``MAX_REMEMBERED_LINES`` per attempt; past that a later attempt's lines are sent as they come.
+Lines are compared per step and stream (the engine's log gives stdout and stderr back each in order, but not
+their interleaving) by a 64-bit digest of their text, stored in ``array('q')``s (8 bytes a line), at most
+``MAX_REMEMBERED_LINES`` per attempt; past that a later attempt's lines are sent as they come.
 Hades' own ``system`` lines are not positional (an adopting attempt pulls nothing, a retry has its own notices):
 one equal to a ``system`` line already shown for that step is dropped, any other is sent.
 """
@@ -28,7 +29,7 @@ MAX_REMEMBERED_LINES = 200_000
 
 
 def _digest(line: LogLine) -> int:
-    data = f"{line.get('stream', 'stdout')}\x00{line['message']}".encode("utf-8", "surrogatepass")
+    data = line["message"].encode("utf-8", "surrogatepass")
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little", signed=True)
 
 
@@ -37,16 +38,22 @@ def _step(line: LogLine) -> int:
     return step if isinstance(step, int) else 0
 
 
+Output = tuple[int, str]
+"""A step's stream: ``(step id, "stdout" | "stderr")``."""
+
+
 @dataclass
 class Replays:
     """Decides, line by line in ``(attempt, seq)`` order, what a live reader is sent."""
 
     attempt: int = -1
-    _earlier: dict[int, array[int]] = field(default_factory=dict)
-    """The previous attempt's lines per step: what the reader has been shown as that step's output."""
-    _current: dict[int, array[int]] = field(default_factory=dict)
+    _earlier: dict[Output, array[int]] = field(default_factory=dict)
+    """The previous attempt's lines per step and stream: what the reader has been shown as that output."""
+    _current: dict[Output, array[int]] = field(default_factory=dict)
     _system_shown: dict[int, set[int]] = field(default_factory=dict)
-    _diverged: set[int] = field(default_factory=set)
+    _diverged: set[Output] = field(default_factory=set)
+    _noticed: set[int] = field(default_factory=set)
+    """Steps whose replacement this attempt has announced."""
     _remembered: int = 0
 
     def admit(self, attempt: int, line: LogLine) -> list[LogLine]:
@@ -55,6 +62,7 @@ class Replays:
             if self.attempt >= 0 and any(self._current.values()):
                 self._earlier = self._current
             self.attempt, self._current, self._diverged, self._remembered = attempt, {}, set(), 0
+            self._noticed = set()
         step = _step(line)
         digest = _digest(line)
         if line.get("stream") == "system":
@@ -63,17 +71,21 @@ class Replays:
                 return []
             shown.add(digest)
             return [line]
-        lines = self._current.setdefault(step, array("q"))
+        output = (step, str(line.get("stream", "stdout")))
+        lines = self._current.setdefault(output, array("q"))
         position = len(lines)
         if self._remembered < MAX_REMEMBERED_LINES:
             lines.append(digest)
             self._remembered += 1
-        earlier = self._earlier.get(step)
-        if step in self._diverged or earlier is None or position >= len(earlier):
+        earlier = self._earlier.get(output)
+        if output in self._diverged or earlier is None or position >= len(earlier):
             return [line]
         if earlier[position] == digest:
             return []  # shown already, as the earlier attempt's line at this place
-        self._diverged.add(step)
+        self._diverged.add(output)
+        if step in self._noticed:
+            return [line]
+        self._noticed.add(step)
         notice: LogLine = {
             **line,
             "seq": line["seq"] - 1,
