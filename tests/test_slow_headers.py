@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from functions.submit.handlers import create_app
+from runtime import headerguard
+from runtime.settings import HttpSettings
 from tests.helpers import make_settings
 
 TRICKLE_FOR_S = 20.0
@@ -16,8 +19,9 @@ TRICKLE_FOR_S = 20.0
 
 
 @pytest.fixture
-async def server(aiohttp_server: Any, clean_nats: str) -> Any:
-    return await aiohttp_server(create_app(make_settings(clean_nats, HADES_HEADER_READ_TIMEOUT_SECONDS="1")))
+async def server(aiohttp_server: Any, clean_nats: str) -> AsyncIterator[Any]:
+    yield await aiohttp_server(create_app(make_settings(clean_nats, HADES_HEADER_READ_TIMEOUT_SECONDS="1")))
+    headerguard.install(HttpSettings().header_read_timeout_s)  # the deadline is per process: back to the default
 
 
 async def _closed(reader: asyncio.StreamReader) -> bool:
