@@ -237,6 +237,9 @@ class LineEvent:
     message: str
     output_stream: str
     timestamp: str | None
+    notice: bool = False
+    """Hades' word on the stream itself, sent without an event id (a later attempt replacing lines shown): it
+    does not move the point a reconnect resumes after."""
 
 
 @dataclass(frozen=True)

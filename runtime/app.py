@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from runtime import auth, metrics, tracing
+from runtime import auth, headerguard, metrics, tracing
 from runtime.errors import HadesError, Problem, Unauthorized, Unavailable, to_problem
 from runtime.settings import Settings
 
@@ -76,7 +76,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return error_response(exc)
     except ConnectionResetError:
         # The client went away mid-request (aiohttp's ClientConnectionResetError too): not our error, no traceback.
-        log.info("client of %s %s went away", request.method, request.path)
+        log.info("client of %s %s went away", request.method, request.raw_path)
         return problem_response(
             {"type": "about:blank", "title": "Client Closed Request", "status": CLIENT_CLOSED, "detail": "aborted"}
         )
@@ -94,7 +94,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             headers=headers,
         )
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.exception("unhandled error on %s %s", request.method, request.raw_path)
         return problem_response(
             {
                 "type": "about:blank",
@@ -160,7 +160,7 @@ def _framing_error(
     if status >= 500:
         log.error("error handling a request from %s", request.remote, exc_info=exc)
     else:
-        log.info("malformed request from %s: %s", request.remote, message or exc)
+        log.info("malformed request from %s: %r", request.remote, message or str(exc))  # %r: the client's bytes
     if request.writer.output_size > 0:
         raise ConnectionError("the response is sent already, cannot send another one with the error")
     phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
@@ -177,6 +177,7 @@ def create_app(settings: Settings, *, service: str) -> web.Application:
     """The base application of one function; add routes, readiness checks and cleanup contexts to it."""
     tracing.setup_tracing(service)
     metrics.prime(service)
+    headerguard.install(settings.http.header_read_timeout_s)
     app = web.Application(
         middlewares=[metrics_middleware, problem_middleware],
         client_max_size=settings.http.max_payload_bytes,

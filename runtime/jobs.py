@@ -6,6 +6,7 @@ so a record and an executor see the effective limits, and the JetStream message 
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -269,13 +270,41 @@ def limit_violations(
     return violations
 
 
-def image_refusals(job: Job, limits: LimitSettings) -> str | None:
-    """Why dispatch must not pull one of the job's images (the operator's policy may have changed since submit)."""
+async def registry_violations(
+    document: Mapping[str, Any], limits: LimitSettings, *, resolve: netguard.Resolve = netguard.resolve_addresses
+) -> list[Violation]:
+    """The steps' registry names resolved (``netguard.registry_refusal``): each image once, all at the same time
+    (at most ``netguard.RESOLVE_TIMEOUT_S`` in all)."""
+    steps = document.get("steps", [])
+    images = [step.get("image") if isinstance(step, Mapping) else None for step in steps]
+    verdicts = await _registry_verdicts([i for i in images if isinstance(i, str)], limits, resolve)
+    return [
+        {"path": f"/steps/{index}/image", "message": refusal}
+        for index, image in enumerate(images)
+        if isinstance(image, str) and (refusal := verdicts[image]) is not None
+    ]
+
+
+async def image_refusals(
+    job: Job, limits: LimitSettings, *, resolve: netguard.Resolve = netguard.resolve_addresses
+) -> str | None:
+    """Why dispatch must not pull one of the job's images (the operator's policy, or DNS, may have changed since
+    submit): the same check as submit's, the registry names resolved again."""
+    verdicts = await _registry_verdicts([step.image for step in job.steps], limits, resolve)
     for step in job.steps:
-        refusal = netguard.image_refusal(step.image, limits.allowed_images)
-        if refusal is not None:
+        if (refusal := verdicts[step.image]) is not None:
             return f"image {step.image!r} of step {step.id} {refusal}"
     return None
+
+
+async def _registry_verdicts(
+    images: Sequence[str], limits: LimitSettings, resolve: netguard.Resolve
+) -> dict[str, str | None]:
+    distinct = list(dict.fromkeys(images))
+    refusals = await asyncio.gather(
+        *(netguard.registry_refusal(image, limits.allowed_images, resolve=resolve) for image in distinct)
+    )
+    return dict(zip(distinct, refusals, strict=True))
 
 
 def job_from_document(

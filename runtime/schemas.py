@@ -23,7 +23,7 @@ import orjson
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from runtime import units
+from runtime import references, units
 from runtime.errors import Violation
 
 if TYPE_CHECKING:
@@ -233,6 +233,22 @@ def _multi_line(document: Mapping[str, Any], at: str) -> list[Violation]:
     return found
 
 
+_URL_FIELDS = ("callback_url", "status_callback_url")
+
+
+def _references(document: Mapping[str, Any], at: str) -> list[Violation]:
+    """What the schema's patterns cannot say about an image or a URL: the engine's grammar, a parsable host."""
+    found: list[Violation] = []
+    image = document.get("image")
+    if isinstance(image, str) and "\n" not in image and (problem := references.image_problem(image)) is not None:
+        found.append({"path": f"{at}/image", "message": problem})
+    for name in _URL_FIELDS if not at else ():
+        url = document.get(name)
+        if isinstance(url, str) and "\n" not in url and (problem := references.url_problem(url)) is not None:
+            found.append({"path": f"{at}/{name}", "message": problem})
+    return found
+
+
 def _may_hold_nul(document: Any) -> bool:
     """JSON can carry a NUL only as ``\\u0000``: one search of the C-encoded document instead of a Python walk."""
     try:
@@ -259,6 +275,7 @@ def _split(pointer: str) -> list[str]:
 def _semantic(document: Mapping[str, Any], memory: Sequence[StepMemory] | None) -> Checked:
     """The rules JSON Schema cannot say, and the steps' sizes (``memory`` when given, else parsed here)."""
     violations: list[Violation] = _multi_line(document, "")
+    violations.extend(_references(document, ""))
     sizes: list[StepMemory] = []
     if _may_hold_nul(document):  # the walk (with paths) only when one is there: most documents have none
         violations.extend(_nul_bytes(document, ""))
@@ -269,6 +286,7 @@ def _semantic(document: Mapping[str, Any], memory: Sequence[StepMemory] | None) 
             violations.append({"path": f"/steps/{index}/id", "message": f"duplicates the id of /steps/{seen[step_id]}"})
         seen.setdefault(step_id, index)
         violations.extend(_multi_line(step, f"/steps/{index}"))
+        violations.extend(_references(step, f"/steps/{index}"))
         size = memory[index] if memory is not None else StepMemory.of(step)
         sizes.append(size)
         if size is not _UNASKED:

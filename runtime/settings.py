@@ -58,6 +58,9 @@ class HttpSettings:
     """How long open HTTP requests may take to finish on SIGTERM."""
     body_read_timeout_s: float = 30.0
     """How long a client may take to send a request body (408 after): a body that never ends holds no socket."""
+    header_read_timeout_s: float = 10.0
+    """How long a client may take to send a request's headers (or its first byte on a new connection) before the
+    connection is closed: header bytes trickled slowly (slowloris) hold no socket. 0 turns it off."""
 
 
 @dataclass(frozen=True)
@@ -421,6 +424,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HADES_MAX_PAYLOAD_BYTES": ("http.max_payload_bytes", _int(1024)),
     "HADES_SHUTDOWN_TIMEOUT_SECONDS": ("http.shutdown_timeout_s", _float(0)),
     "HADES_BODY_READ_TIMEOUT_SECONDS": ("http.body_read_timeout_s", _positive_float),
+    "HADES_HEADER_READ_TIMEOUT_SECONDS": ("http.header_read_timeout_s", _float(0)),
     "HADES_DEFAULT_CPU_LIMIT": ("limits.default_cpu", _positive_float),
     "HADES_MAX_CPU_LIMIT": ("limits.max_cpu", _positive_float),
     "HADES_DEFAULT_MEMORY_LIMIT": ("limits.default_memory_bytes", _memory),

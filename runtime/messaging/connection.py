@@ -226,8 +226,9 @@ class Messaging:
         with translated(f"reading consumer {consumer}"):
             info = await self._js.consumer_info(stream, consumer)
             pending = int(info.num_pending or 0)
+            in_flight = int(info.num_ack_pending or 0)
             if not pending:
-                return Backlog(pending=0, oldest_age_s=0.0)
+                return Backlog(pending=0, oldest_age_s=0.0, in_flight=in_flight)
             request = {
                 "seq": int(info.delivered.stream_seq or 0) + 1 if info.delivered else 1,
                 "next_by_subj": (info.config.filter_subject if info.config else None) or ">",
@@ -237,8 +238,8 @@ class Messaging:
             )
         stamp = (reply.headers or {}).get("Nats-Time-Stamp")
         if not stamp:
-            return Backlog(pending=pending, oldest_age_s=0.0)
-        return Backlog(pending=pending, oldest_age_s=max(0.0, time.time() - _parse_stamp(stamp)))
+            return Backlog(pending=pending, oldest_age_s=0.0, in_flight=in_flight)
+        return Backlog(pending=pending, oldest_age_s=max(0.0, time.time() - _parse_stamp(stamp)), in_flight=in_flight)
 
     async def subscribe(self, subject: str, on_message: OnMessage, *, pending_limit: int = 65536) -> Subscription:
         """A plain subscription (no storage, no acks): wake-ups and notifications."""
@@ -351,6 +352,8 @@ class Backlog:
     """Messages the consumer has not delivered yet."""
     oldest_age_s: float
     """Seconds since the oldest of them was stored (0 when there is none)."""
+    in_flight: int = 0
+    """Messages delivered and not acked yet: jobs a dispatcher holds (running, or its holder died within AckWait)."""
 
 
 def _parse_stamp(stamp: str) -> float:

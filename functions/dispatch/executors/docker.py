@@ -440,7 +440,7 @@ class DockerExecutor:
     # -- images ---------------------------------------------------------------------------------------------------
 
     async def _ensure_images(self, job: Job) -> None:
-        refusal = jobs.image_refusals(job, self._settings.limits)  # again here: the policy may have changed
+        refusal = await jobs.image_refusals(job, self._settings.limits)  # again here: the policy may have changed
         if refusal is not None:
             raise JobError(refusal)
         for image in dict.fromkeys(step.image for step in job.steps):

@@ -146,7 +146,7 @@ class KubernetesExecutor:
     async def run(self, job: Job, *, attempt: int, hooks: RunHooks, stop: StopSignal) -> RunResult:
         if stop.requested:
             return _stopped(job.steps, [], stop)
-        refusal = image_refusals(job, self._settings.limits)  # before the kubelet pulls anything
+        refusal = await image_refusals(job, self._settings.limits)  # before the kubelet pulls anything
         if refusal is not None:
             raise JobError(refusal)
         follow = _Follow(job.id)

@@ -22,16 +22,24 @@
     jobRefresh: null,
     queuedTimer: null,
     attempt: null,
+    opening: null, // the id of the job the page is loading or showing
   };
 
   // ---------- small helpers ----------
+
+  // Bidirectional overrides and isolates (U+202A-U+202E, U+2066-U+2069) reorder the text after them: a name, a
+  // reason or a log line could read differently from what it is ("Trojan Source"). Shown as <U+202E>, never applied.
+  const BIDI = /[\u202a-\u202e\u2066-\u2069]/g;
+  function neutral(text) {
+    return String(text).replace(BIDI, (ch) => `<U+${ch.charCodeAt(0).toString(16).toUpperCase()}>`);
+  }
 
   function el(tag, props, ...children) {
     const node = document.createElement(tag);
     if (props) {
       for (const [key, value] of Object.entries(props)) {
         if (value === null || value === undefined) continue;
-        if (key === "text") node.textContent = String(value);
+        if (key === "text") node.textContent = neutral(value);
         else if (key === "class") node.className = value;
         else if (key === "dataset") Object.assign(node.dataset, value);
         else node.setAttribute(key, String(value));
@@ -150,8 +158,8 @@
   // Escape sequences other than colours (cursor moves, titles, links) and other control characters are shown
   // visibly in caret notation, as `cat -v` does (ESC is ^[, BEL ^G): never interpreted.
   function visible(text) {
-    return text.replace(/[\x00-\x08\x0b-\x1f\x7f]/g, (ch) =>
-      ch === "\x7f" ? "^?" : `^${String.fromCharCode(ch.charCodeAt(0) + 64)}`);
+    return neutral(text.replace(/[\x00-\x08\x0b-\x1f\x7f]/g, (ch) =>
+      ch === "\x7f" ? "^?" : `^${String.fromCharCode(ch.charCodeAt(0) + 64)}`));
   }
 
   function appendSpan(parent, text, style) {
@@ -403,7 +411,7 @@
   }
 
   function setText(id, value) {
-    $(id).textContent = value === null || value === undefined || value === "" ? "—" : String(value);
+    $(id).textContent = value === null || value === undefined || value === "" ? "—" : neutral(value);
   }
 
   function renderJob(record) {
@@ -414,7 +422,7 @@
     status.className = `badge status-${record.status}`;
     status.textContent = statusLabel(record.status);
     $("job-view").dataset.status = record.status;
-    $("job-reason").textContent = record.reason || "";
+    $("job-reason").textContent = neutral(record.reason || "");
     setText("job-lane", record.lane ? `${record.lane} (priority ${record.priority})` : null);
     const queued = record.status === "queued";
     $("job-position-label").hidden = $("job-position").hidden = !queued;
@@ -502,17 +510,35 @@
     }, delayMs);
   }
 
-  async function openJob(jobId) {
-    closeJob();
+  // The job page without a job: nothing of the job shown before may stay under another id's error.
+  function clearJob(jobId) {
+    for (const id of ["job-name", "job-lane", "job-position", "job-submitted", "job-started", "job-finished"]) {
+      setText(id, null);
+    }
+    setText("job-id", jobId);
+    $("job-status").className = "badge";
+    $("job-status").textContent = "";
+    $("job-reason").textContent = "";
+    $("job-cancel").hidden = true;
+    $("job-download").removeAttribute("href");
+    delete $("job-view").dataset.status;
     $("logs").replaceChildren();
     $("steps").replaceChildren();
+  }
+
+  async function openJob(jobId) {
+    closeJob();
+    clearJob(jobId);
+    state.opening = jobId;
     let record;
     try {
       record = await api(`/jobs/${encodeURIComponent(jobId)}`);
     } catch (error) {
-      showError(error.status === 404 ? `No job with id ${jobId}.` : `Could not load job: ${error.message}`);
+      if (state.opening !== jobId) return; // another job was opened meanwhile
+      showError(error.status === 404 ? `No job with id ${neutral(jobId)}.` : `Could not load job: ${error.message}`);
       return;
     }
+    if (state.opening !== jobId) return;
     showError("");
     renderJob(record);
     $("job-download").href = `/jobs/${encodeURIComponent(jobId)}/logs?format=text`;
@@ -558,7 +584,16 @@
       $("job-cancel").textContent = "Cancel job";
       $("job-cancel").disabled = false;
       delete $("logs").dataset.ended;
-      openJob(decodeURIComponent(match[1]));
+      let jobId;
+      try {
+        jobId = decodeURIComponent(match[1]);
+      } catch (error) { // a malformed escape such as %E0%A4%A: no such job, and nothing else to show
+        closeJob();
+        clearJob(match[1]);
+        showError(`No job with id ${neutral(match[1])}: the address is not a valid job link.`);
+        return;
+      }
+      openJob(jobId);
       document.title = "Hades · job";
     } else {
       closeJob();
