@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from functions.logs import resultsdoc
 from runtime import openapi
 from runtime.jobs import JobStatus, StepStatus
 
@@ -118,6 +119,7 @@ _RECORD = {
             "format": "uuid",
             "description": "The job that re-submits this dead one",
         },
+        "results": {"$ref": "#/components/schemas/JobResults"},
         "updated_at": _NULLABLE_TIME,
     },
 }
@@ -370,6 +372,7 @@ def openapi_document() -> dict[str, Any]:
                 },
             }
         },
+        **resultsdoc.paths(_JOB_ID, _NOT_FOUND, _UNAVAILABLE),  # results (t23)
         "/health": {"get": {"summary": "Liveness, as the original Hades answers", "responses": {"200": status_ok}}},
         **_DASHBOARD_PATHS,
         **openapi.probe_paths(ready_when="NATS is unreachable or the collector stopped"),
@@ -389,5 +392,6 @@ def openapi_document() -> dict[str, Any]:
             "Callback": _CALLBACK,
             "LogLine": _LOG_LINE,
             "Logs": _LOGS,
+            **resultsdoc.SCHEMAS,  # results (t23)
         },
     )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import bisect
 import copy
-from typing import Literal, NotRequired, TypedDict, get_args
+from typing import Any, Literal, NotRequired, TypedDict, get_args
 
 from runtime.events import JobEvent, LogBatch, StatusEvent, StepEvent
 from runtime.jobs import JobStatus, StepStatus
@@ -87,6 +87,7 @@ class PublicRecord(TypedDict):
     trace_id: NotRequired[str | None]
     redrive_of: NotRequired[str | None]  # the dead job this one re-submits (POST /dead-letters/{id}/redrive)
     redriven_as: NotRequired[str | None]  # the job that re-submits this dead one
+    results: NotRequired[dict[str, Any] | None]  # results (t23): test summary, failed cases, kept files (terminal)
     updated_at: str | None
 
 
@@ -103,7 +104,9 @@ class JobRecord(PublicRecord):
 Record = JobRecord
 """The short name callers use."""
 
-_OptionalPublic = Literal["origin", "log_lost_lines", "log_incomplete", "trace_id", "redrive_of", "redriven_as"]
+_OptionalPublic = Literal[
+    "origin", "log_lost_lines", "log_incomplete", "trace_id", "redrive_of", "redriven_as", "results"
+]
 _OPTIONAL_PUBLIC: tuple[_OptionalPublic, ...] = get_args(_OptionalPublic)
 """The ``NotRequired`` keys of ``PublicRecord``: ``public`` copies them when the record has them."""
 
@@ -147,6 +150,7 @@ def new_record(job_id: str) -> JobRecord:
         "trace_id": None,
         "redrive_of": None,
         "redriven_as": None,
+        "results": None,
         "updated_at": None,
         "_job_key": None,
         "_step_keys": {},
@@ -362,6 +366,9 @@ def _apply_job(record: JobRecord, event: JobEvent) -> bool:
             record["queue_wait_s"] = event.get("queue_wait_s")
     elif status.terminal:
         record["finished_at"] = _text(event, "finished_at") or event["at"]
+        kept = dict(event).get("results")  # results (t23): what the job kept, collected after its last step
+        if isinstance(kept, dict):
+            record["results"] = kept
     lost = event.get("log_lost_lines")
     if isinstance(lost, int) and lost > 0:
         record["log_lost_lines"], record["log_incomplete"] = lost, True
