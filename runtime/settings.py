@@ -230,6 +230,9 @@ class ResultsSettings:
     report_max_bytes: int = 8 * 1024**2
     """Largest JUnit XML file parsed: the test summary of a big suite is a few MiB; beyond it the report is kept
     unparsed (marked so) rather than parsed, bounding the dispatcher's memory and time per report."""
+    k8s_image: str = "busybox:1.36"
+    """Image of the collector container that ends a Kubernetes job pod asking for results (it needs ``sh``,
+    ``find``, ``tar`` and ``base64``); a private registry's copy where the cluster cannot pull from Docker Hub."""
 
 
 @dataclass(frozen=True)
@@ -499,6 +502,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HADES_RESULTS_MAX_FILE_BYTES": ("results.max_file_bytes", _int(1)),
     "HADES_RESULTS_MAX_BYTES": ("results.max_bytes", _int(1)),
     "HADES_RESULTS_REPORT_MAX_BYTES": ("results.report_max_bytes", _int(1024)),
+    "HADES_RESULTS_K8S_IMAGE": ("results.k8s_image", _str),
     "HADES_LOG_LEVEL": ("log_level", _choice("debug", "info", "warning", "error")),
     "HADES_LOG_FORMAT": ("log_format", _choice("plain", "json")),
 }

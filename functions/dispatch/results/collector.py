@@ -81,14 +81,33 @@ class Collector:
         self.done = False
 
     def globs(self) -> list[str]:
-        return [a.path for a in self.job.artifacts] + list(self.job.junit_reports)
+        return job_globs(self.job)
 
     def prefixes(self) -> list[str]:
+        return self.prefixes_of(self.job)
+
+    @staticmethod
+    def prefixes_of(job: Job) -> list[str]:
         """The parts of /shared to read (relative; '' is all of it), the reports' first: when a job has more files
         than its limits allow, its test report is what matters most."""
-        reports = match.covering_prefixes(list(self.job.junit_reports))
-        artifacts = match.covering_prefixes([a.path for a in self.job.artifacts])
+        reports = match.covering_prefixes(list(job.junit_reports))
+        artifacts = match.covering_prefixes([a.path for a in job.artifacts])
         return reports + [p for p in artifacts if p not in reports]
+
+    def skip_oversized(self, paths: list[str]) -> None:
+        """Files a collector left out of its stream for their size (Kubernetes): skipped, with the reason."""
+        for path in paths:
+            if path in self._seen or not any(match.matches(g, path) for g in self.globs()):
+                continue
+            self._seen.add(path)
+            self._matched.update(g for g in self.globs() if match.matches(g, path))
+            reason = (
+                f"is larger than {self.limits.max_file_bytes} bytes; such files are not kept "
+                "(HADES_RESULTS_MAX_FILE_BYTES)"
+            )
+            self.results.skip(path, reason)
+            if any(match.matches(g, path) for g in self.job.junit_reports):
+                self.results.reports.append({"path": path, "parsed": False, "reason": f"not kept: {reason}"})
 
     async def _objects(self) -> Objects:
         if self._bucket is None:
@@ -234,6 +253,11 @@ class Collector:
         return self.results.to_json()
 
 
+def job_globs(job: Job) -> list[str]:
+    """Every glob a job asked for, artifacts' and reports' (relative to /shared)."""
+    return [a.path for a in job.artifacts] + list(job.junit_reports)
+
+
 class _TarSteps:
     """A tar stream read one step per ``send`` on a worker thread: ``_Member`` (a regular file's header; answer
     with whether it is wanted), its chunks and ``_END_OF_FILE`` when wanted, ``_DONE`` at the end."""
@@ -241,7 +265,7 @@ class _TarSteps:
     def __init__(self, open_tar: OpenTar, parent: str) -> None:
         self._open_tar = open_tar
         self._parent = parent
-        self._fileobj: IO[bytes] | None = None
+        self._fileobj: io.BufferedReader | None = None
         self._steps = self._walk()
         self._started = False
 
@@ -255,10 +279,14 @@ class _TarSteps:
             return _DONE
 
     def _walk(self) -> Generator[_Member | bytes, bool | None, None]:
-        self._fileobj = self._open_tar()
-        if self._fileobj is None:
+        opened = self._open_tar()
+        if opened is None:
             return
-        with tarfile.open(fileobj=self._fileobj, mode="r|") as tar:
+        self._fileobj = io.BufferedReader(opened) if not isinstance(opened, io.BufferedReader) else opened  # type: ignore[arg-type]
+        if not self._fileobj.peek(1):
+            return  # an empty stream: nothing matched (a collector's tar of no files)
+        # ignore_zeros: a Kubernetes collector sends one small archive per file, one after the other
+        with tarfile.open(fileobj=self._fileobj, mode="r|", ignore_zeros=True) as tar:
             for member in tar:
                 if not member.isfile():
                     continue  # links and devices are never followed or kept
