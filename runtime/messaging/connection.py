@@ -277,7 +277,7 @@ class Messaging:
         """The Object Store bucket ``config`` describes, created or brought up to date."""
         with translated(f"opening object store {config.bucket}"):
             await ensure_objects(self._js, config)
-        return Objects(self._nc, self._js, bucket=config.bucket)
+        return Objects(self._nc, self._js, bucket=config.bucket, timeout_s=self.publish_timeout_s)
 
     async def object_chunks(self, objects: Objects, chunk_subject: str) -> AsyncGenerator[bytes, None]:
         """An object's chunks in order (``Objects.located`` names the subject), read in bounded batches."""

@@ -32,8 +32,8 @@ from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 
-READ_BYTES = 64 * 1024
-"""One step of reading a wanted file."""
+READ_BYTES = 128 * 1024
+"""One step of reading a wanted file (one Object Store chunk: one hop to the worker thread per chunk)."""
 
 OpenTar = Callable[[], IO[bytes] | None]
 """Opens one tar stream (blocking; runs on a worker thread); None when the path is not there."""
