@@ -170,3 +170,16 @@ async def test_on_the_cluster_a_failed_build_keeps_its_report_and_files(
     assert found is not None
     data = b"".join([c async for c in conn.object_chunks(objects, found[1])])
     assert len(data) == 300000 and hashlib.sha256(data).hexdigest() == jar["sha256"]
+
+
+@pytest.mark.k8s
+def test_the_real_api_server_accepts_a_job_with_results(k8s_client: Any, k8s_namespace: str) -> None:
+    """A server-side dry run on the 1.20 cluster, with the containment settings too: nothing is created."""
+    import kubernetes
+
+    env = {"HADES_K8S_NAMESPACE": k8s_namespace, "HADES_STEP_USER": "65534:65534", "HADES_STEP_READ_ONLY_ROOT": "true"}
+    body = manifest.build_job(results_job(), attempt=1, settings=Settings.from_env(env))
+    answer = kubernetes.client.BatchV1Api(k8s_client).create_namespaced_job(
+        k8s_namespace, body, dry_run="All", _request_timeout=30
+    )
+    assert [c.name for c in answer.spec.template.spec.containers] == [k8s_collect.CONTAINER]
