@@ -213,3 +213,35 @@ async def test_a_job_without_results_has_none(
     job = make_job(busybox_image, "true")
     assert attach.start(conn, job, settings) is None
     assert attach.terminal_fields(None) == {}
+
+
+async def test_a_tmpfs_shared_is_collected_too_and_the_metrics_count_it(
+    conn: messaging.Messaging, settings: Settings, busybox_image: str, docker_client: Any
+) -> None:
+    """``HADES_SHARED_MAX_BYTES``: /shared is a tmpfs held by a helper between steps; collection still reads it."""
+    from runtime import metrics
+
+    def sample(name: str, labels: dict[str, str] | None = None) -> float:
+        return metrics.REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+    executor = await DockerExecutor.create(
+        Settings.from_env({"HADES_SCOPE": SCOPE, "HADES_SHARED_MAX_BYTES": str(64 * 1024 * 1024)})
+    )
+    try:
+        job = make_job(
+            busybox_image,
+            MAVEN_SCRIPT,
+            artifacts=[{"path": "target/app.jar", "name": "app.jar"}],
+            reports={"junit": ["target/surefire-reports/TEST-*.xml"]},
+        )
+        before = (sample("hades_artifact_bytes_total"), sample("hades_tests_total", {"outcome": "failed"}))
+        status, results, hooks = await run(executor, conn, settings, job)
+    finally:
+        await executor.close()
+    assert status is JobStatus.FAILED and results["tests"]["failures"] == 1
+    expected_sha = next(line.split()[0] for line in hooks.lines if line.endswith("target/app.jar"))
+    assert hashlib.sha256(await download(conn, settings, job, "app.jar")).hexdigest() == expected_sha
+    kept = sum(a["size"] for a in results["artifacts"])
+    assert sample("hades_artifact_bytes_total") - before[0] == kept
+    assert sample("hades_tests_total", {"outcome": "failed"}) - before[1] == 1
+    assert await asyncio.to_thread(remaining, docker_client, job.id) == []
