@@ -302,6 +302,9 @@ class Settings:
         if self.logs.ui_submit_api_key and not self.logs.api_key:
             # The dashboard would cancel with submit's key on behalf of anyone who can open it.
             raise SettingsError("HADES_UI_SUBMIT_API_KEY needs HADES_LOGS_API_KEY: the dashboard must not be open")
+        if self.results.max_files > 1000:
+            # Every kept file is listed in the job's terminal event and record, which must stay well under 1 MiB.
+            raise SettingsError("HADES_RESULTS_MAX_FILES must be at most 1000")
         if self.results.max_file_bytes > self.results.max_bytes:
             raise SettingsError("HADES_RESULTS_MAX_FILE_BYTES must not exceed HADES_RESULTS_MAX_BYTES")
         if self.nats.duplicate_window_s < 600:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -245,3 +246,22 @@ async def test_a_tmpfs_shared_is_collected_too_and_the_metrics_count_it(
     assert sample("hades_artifact_bytes_total") - before[0] == kept
     assert sample("hades_tests_total", {"outcome": "failed"}) - before[1] == 1
     assert await asyncio.to_thread(remaining, docker_client, job.id) == []
+
+
+def test_results_too_large_for_an_event_are_made_to_fit() -> None:
+    """The terminal event carries the results: they never grow past what NATS takes (1 MiB by default)."""
+    case = {"suite": "s", "name": "n" * 200, "classname": "c" * 200, "kind": "failure", "message": "m" * 1000}
+    artifact = {"name": "x" * 600, "path": "p" * 600, "size": 1, "sha256": "0" * 64, "content_type": "t", "kind": "a"}
+    results: dict[str, Any] = {
+        "tests": None,
+        "failed_tests": [{**case, "output": "o" * 2000}] * 50,
+        "failed_tests_dropped": 0,
+        "reports": [],
+        "artifacts": [artifact] * 1000,
+        "skipped": [],
+        "warnings": [],
+        "unlisted": 0,
+    }
+    fitted = attach._within(results)
+    assert len(json.dumps(fitted)) <= attach.MAX_RESULTS_BYTES
+    assert fitted["unlisted"] == 1000 - len(fitted["artifacts"]) + 50 - len(fitted["failed_tests"])

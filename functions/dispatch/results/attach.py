@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from functions.dispatch.results.collector import Collector
@@ -35,4 +36,25 @@ def terminal_fields(collector: Collector | None) -> dict[str, Any]:
         metrics.ARTIFACT_FILES.inc(len(collector.results.artifacts))
         metrics.ARTIFACT_BYTES.inc(collector.results.kept_bytes)
         metrics.ARTIFACTS_SKIPPED.inc(len(collector.results.skipped))
-    return {"results": results}
+    return {"results": _within(results)}
+
+
+MAX_RESULTS_BYTES = 512 * 1024
+"""The results travel in the terminal event (NATS takes 1 MiB by default) and live on the record: past this, the
+failed cases' output excerpts are shortened, then dropped (their names and messages stay)."""
+
+
+def _within(results: dict[str, Any]) -> dict[str, Any]:
+    """``results`` made to fit ``MAX_RESULTS_BYTES``: shorter outputs first, then fewer listed items (counted)."""
+    for limit in (500, 0):
+        if len(json.dumps(results)) <= MAX_RESULTS_BYTES:
+            return results
+        results["failed_tests"] = [{**case, "output": case["output"][:limit]} for case in results["failed_tests"]]
+    while len(json.dumps(results)) > MAX_RESULTS_BYTES:
+        longest = max(("skipped", "warnings", "failed_tests", "artifacts"), key=lambda k: len(json.dumps(results[k])))
+        if not results[longest]:
+            break
+        dropped = results[longest][len(results[longest]) // 2 :]
+        results[longest] = results[longest][: len(results[longest]) // 2]
+        results["unlisted"] += len(dropped)
+    return results
