@@ -183,3 +183,19 @@ def test_the_real_api_server_accepts_a_job_with_results(k8s_client: Any, k8s_nam
         k8s_namespace, body, dry_run="All", _request_timeout=30
     )
     assert [c.name for c in answer.spec.template.spec.containers] == [k8s_collect.CONTAINER]
+
+
+async def test_a_pod_that_ended_before_its_collector_is_a_warning_at_once(
+    conn: messaging.Messaging, settings: Settings
+) -> None:
+    job = results_job()
+    hooks = type("Hooks", (), {"results": Collector(conn, job, settings)})()
+    failed = {
+        "metadata": {"name": "p"},
+        "status": {"phase": "Failed", "containerStatuses": [{"name": k8s_collect.CONTAINER, "state": {"waiting": {}}}]},
+    }
+    await k8s_collect.collect(object(), hooks, job, pod=failed, stopped=False)
+    assert hooks.results.finish()["warnings"][0].startswith("results not collected: the pod ended before its collector")
+    stopped = type("Hooks", (), {"results": Collector(conn, job, settings)})()
+    await k8s_collect.collect(object(), stopped, job, pod=failed, stopped=True)
+    assert "stopped or timed-out" in stopped.results.finish()["warnings"][0]

@@ -104,9 +104,14 @@ async def collect(api: Any, hooks: Any, job: Job, *, pod: dict[str, Any] | None,
     if not isinstance(collector, Collector) or collector.done:
         return
     collector.started = True
-    collector.pool = api.pool
+    collector.pool = getattr(api, "pool", None)
     if stopped or pod is None:
         collector.results.warn("results not collected: on Kubernetes a stopped or timed-out job's pod is deleted")
+        return
+    if _never_collected(pod):
+        collector.results.warn(
+            "results not collected: the pod ended before its collector ran (a step without a script failed)"
+        )
         return
     name = pod["metadata"]["name"]
     try:
@@ -122,6 +127,15 @@ async def collect(api: Any, hooks: Any, job: Job, *, pod: dict[str, Any] | None,
         if status.get("name") == CONTAINER:
             message = ((status.get("state") or {}).get("terminated") or {}).get("message") or ""
             collector.skip_oversized([line.removeprefix("./") for line in message.splitlines() if line.strip()])
+
+
+def _never_collected(pod: dict[str, Any]) -> bool:
+    """The pod failed and its collector never started: an unwrapped step (no script) ended it."""
+    status = pod.get("status") or {}
+    if status.get("phase") != "Failed":
+        return False
+    states = [(s.get("state") or {}) for s in status.get("containerStatuses") or [] if s.get("name") == CONTAINER]
+    return not any("running" in state or "terminated" in state for state in states)
 
 
 def _open_log(api: Any, pod: str) -> IO[bytes] | None:
