@@ -11,13 +11,21 @@ import sys
 import time
 from pathlib import Path
 
-from bench import backlog, burst, dispatch, k8s, logs, submit
+from bench import backlog, burst, dispatch, k8s, logs, results, submit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
-    modules = {"submit": submit, "dispatch": dispatch, "logs": logs, "k8s": k8s, "backlog": backlog, "burst": burst}
+    modules = {
+        "submit": submit,
+        "dispatch": dispatch,
+        "logs": logs,
+        "k8s": k8s,
+        "backlog": backlog,
+        "burst": burst,
+        "results": results,
+    }
     chosen = sys.argv[1:] or ["submit", "dispatch", "logs"]
     unknown = [name for name in chosen if name not in modules]
     if unknown:

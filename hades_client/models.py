@@ -137,6 +137,8 @@ class Job:
     log_truncated: bool = False
     log_lost_lines: int = 0
     log_incomplete: bool = False
+    results: dict[str, Any] | None = None
+    """What the job kept (``artifacts`` and ``reports``): ``tests``, ``failed_tests``, ``artifacts`` … as served."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Job:
@@ -161,6 +163,7 @@ class Job:
             log_truncated=data.get("log_truncated") is True,
             log_lost_lines=lost,
             log_incomplete=data.get("log_incomplete") is True or lost > 0,
+            results=data["results"] if isinstance(data.get("results"), dict) else None,
         )
 
 

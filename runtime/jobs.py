@@ -152,6 +152,30 @@ class Step:
         )
 
 
+SHARED_PREFIX = "/shared/"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One ``artifacts`` entry: a path or glob relative to /shared, and the name to keep it under (or None)."""
+
+    path: str
+    name: str | None = None
+
+    def to_message(self) -> dict[str, Any]:
+        return {"path": self.path, "name": self.name}
+
+    @classmethod
+    def from_message(cls, data: Mapping[str, Any]) -> Artifact:
+        name = data.get("name")
+        return cls(path=str(data["path"]), name=str(name) if name else None)
+
+
+def shared_relative(path: str) -> str:
+    """A document's path or glob relative to /shared (the schema allows both spellings)."""
+    return path.removeprefix(SHARED_PREFIX)
+
+
 @dataclass(frozen=True)
 class Job:
     id: JobId
@@ -166,6 +190,10 @@ class Job:
     origin: str = "jobs"
     """The route that took the job: ``jobs`` (POST /jobs) or ``build`` (the original's POST /build, whose
     callback carries the original's body)."""
+    artifacts: tuple[Artifact, ...] = ()
+    """Files to keep after the last step (paths or globs relative to /shared)."""
+    junit_reports: tuple[str, ...] = ()
+    """Globs (relative to /shared) of JUnit XML reports to parse into the record's test summary."""
     lane: Lane = field(init=False)
 
     def __post_init__(self) -> None:
@@ -200,7 +228,21 @@ class Job:
             "origin": self.origin,
             "submitted_at": self.submitted_at,
             "steps": [step.to_message() for step in self.steps],
+            **self._results_message(),
         }
+
+    def _results_message(self) -> dict[str, Any]:
+        """Only when asked for: a job without results travels exactly as before."""
+        found: dict[str, Any] = {}
+        if self.artifacts:
+            found["artifacts"] = [a.to_message() for a in self.artifacts]
+        if self.junit_reports:
+            found["reports"] = {"junit": list(self.junit_reports)}
+        return found
+
+    @property
+    def wants_results(self) -> bool:
+        return bool(self.artifacts or self.junit_reports)
 
     @classmethod
     def from_message(cls, data: Mapping[str, Any]) -> Job:
@@ -216,6 +258,8 @@ class Job:
             callback_url=data.get("callback_url"),
             status_callback_url=data.get("status_callback_url"),
             origin=str(data.get("origin") or "jobs"),
+            artifacts=tuple(Artifact.from_message(a) for a in data.get("artifacts") or ()),
+            junit_reports=tuple(str(g) for g in (data.get("reports") or {}).get("junit") or ()),
         )
 
     def summary(self) -> dict[str, Any]:
@@ -336,6 +380,10 @@ def job_from_document(
         callback_url=document.get("callback_url"),
         status_callback_url=document.get("status_callback_url"),
         origin=origin,
+        artifacts=tuple(
+            Artifact(path=shared_relative(a["path"]), name=a.get("name")) for a in document.get("artifacts") or ()
+        ),
+        junit_reports=tuple(shared_relative(g) for g in (document.get("reports") or {}).get("junit") or ()),
     )
 
 

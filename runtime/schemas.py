@@ -249,6 +249,19 @@ def _references(document: Mapping[str, Any], at: str) -> list[Violation]:
     return found
 
 
+def _results_single_line(document: Mapping[str, Any]) -> list[Violation]:
+    """The ``artifacts`` and ``reports`` paths, for the same reason as ``_multi_line``."""
+    found: list[Violation] = []
+    for index, artifact in enumerate(document.get("artifacts") or ()):
+        for name in ("path", "name"):
+            if "\n" in str(artifact.get(name) or ""):
+                found.append({"path": f"/artifacts/{index}/{name}", "message": "must be a single line"})
+    for index, glob in enumerate((document.get("reports") or {}).get("junit") or ()):
+        if "\n" in glob:
+            found.append({"path": f"/reports/junit/{index}", "message": "must be a single line"})
+    return found
+
+
 def _may_hold_nul(document: Any) -> bool:
     """JSON can carry a NUL only as ``\\u0000``: one search of the C-encoded document instead of a Python walk."""
     try:
@@ -279,6 +292,7 @@ def _semantic(document: Mapping[str, Any], memory: Sequence[StepMemory] | None) 
     sizes: list[StepMemory] = []
     if _may_hold_nul(document):  # the walk (with paths) only when one is there: most documents have none
         violations.extend(_nul_bytes(document, ""))
+    violations.extend(_results_single_line(document))
     seen: dict[int, int] = {}
     for index, step in enumerate(document["steps"]):
         step_id = step["id"]

@@ -219,6 +219,26 @@ class LogsSettings:
 
 
 @dataclass(frozen=True)
+class ResultsSettings:
+    """Per-job limits on what a job keeps (``artifacts`` and ``reports`` in the job document); what is over them is
+    skipped with a reason on the record, never a failed job. Files live in a JetStream Object Store, with the
+    replicas and age of the events (``HADES_NATS_REPLICAS``, ``HADES_EVENTS_MAX_AGE_SECONDS``)."""
+
+    max_files: int = 100
+    """Most files one job keeps (artifacts and reports together): a glob matching a whole tree stays bounded."""
+    max_file_bytes: int = 64 * 1024**2
+    """Largest single file kept (a built jar or a coverage report fits; a disk image does not)."""
+    max_bytes: int = 256 * 1024**2
+    """Most bytes one job keeps in all, so one job cannot fill the store that every job's results share."""
+    report_max_bytes: int = 8 * 1024**2
+    """Largest JUnit XML file parsed: the test summary of a big suite is a few MiB; beyond it the report is kept
+    unparsed (marked so) rather than parsed, bounding the dispatcher's memory and time per report."""
+    k8s_image: str = "busybox:1.36"
+    """Image of the collector container that ends a Kubernetes job pod asking for results (it needs ``sh``,
+    ``find``, ``tar`` and ``base64``); a private registry's copy where the cluster cannot pull from Docker Hub."""
+
+
+@dataclass(frozen=True)
 class Settings:
     nats: NatsSettings = field(default_factory=NatsSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
@@ -227,6 +247,7 @@ class Settings:
     docker: DockerSettings = field(default_factory=DockerSettings)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     logs: LogsSettings = field(default_factory=LogsSettings)
+    results: ResultsSettings = field(default_factory=ResultsSettings)
     log_level: str = "INFO"
     log_format: str = "plain"
     """``plain`` lines for a terminal, or ``json``: one JSON object per line with the job id and trace id of every
@@ -257,6 +278,7 @@ class Settings:
             "docker": DockerSettings,
             "kubernetes": KubernetesSettings,
             "logs": LogsSettings,
+            "results": ResultsSettings,
         }
         limits = values.setdefault("limits", {})
         for default_var, default_name, max_name in _DEFAULT_FOLLOWS_MAX:
@@ -283,6 +305,11 @@ class Settings:
         if self.logs.ui_submit_api_key and not self.logs.api_key:
             # The dashboard would cancel with submit's key on behalf of anyone who can open it.
             raise SettingsError("HADES_UI_SUBMIT_API_KEY needs HADES_LOGS_API_KEY: the dashboard must not be open")
+        if self.results.max_files > 1000:
+            # Every kept file is listed in the job's terminal event and record, which must stay well under 1 MiB.
+            raise SettingsError("HADES_RESULTS_MAX_FILES must be at most 1000")
+        if self.results.max_file_bytes > self.results.max_bytes:
+            raise SettingsError("HADES_RESULTS_MAX_FILE_BYTES must not exceed HADES_RESULTS_MAX_BYTES")
         if self.nats.duplicate_window_s < 600:
             raise SettingsError("HADES_DUPLICATE_WINDOW_SECONDS must be at least 600 (10 minutes)")
 
@@ -478,6 +505,11 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HADES_LOGS_JOB_LOG_MAX_BYTES": ("logs.job_log_max_bytes", _int(1024)),
     "HADES_UI_SUBMIT_URL": ("logs.ui_submit_url", _str),
     "HADES_UI_SUBMIT_API_KEY": ("logs.ui_submit_api_key", _str),
+    "HADES_RESULTS_MAX_FILES": ("results.max_files", _int(1)),
+    "HADES_RESULTS_MAX_FILE_BYTES": ("results.max_file_bytes", _int(1)),
+    "HADES_RESULTS_MAX_BYTES": ("results.max_bytes", _int(1)),
+    "HADES_RESULTS_REPORT_MAX_BYTES": ("results.report_max_bytes", _int(1024)),
+    "HADES_RESULTS_K8S_IMAGE": ("results.k8s_image", _str),
     "HADES_LOG_LEVEL": ("log_level", _choice("debug", "info", "warning", "error")),
     "HADES_LOG_FORMAT": ("log_format", _choice("plain", "json")),
 }

@@ -20,6 +20,7 @@ from aiohttp_sse import EventSourceResponse, sse_response
 
 from functions.logs import (
     apidoc,
+    artifacts,
     callbacks,
     collector,
     legacy,
@@ -299,6 +300,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/jobs/{job_id}/status", get_status)
     app.router.add_get("/jobs/{job_id}/logs", get_logs)
     app.router.add_get("/jobs/{job_id}/logs/stream", stream_logs)
+    artifacts.add_routes(app)  # results (t23): /jobs/{id}/tests, /jobs/{id}/artifacts[/{name}]
     app.router.add_get("/health", health)
     app.router.add_get("/openapi.json", openapi)
 
@@ -310,6 +312,7 @@ def create_app(settings: Settings) -> web.Application:
     # Clients first, the loop last: cleanup runs in reverse, so the loop stops before its clients close.
     app.cleanup_ctx.append(messaging_context(settings, name="hades-logs"))
     app.cleanup_ctx.append(recordstore.records_context)
+    app.cleanup_ctx.append(artifacts.objects_context)  # results (t23)
     app.cleanup_ctx.append(positions.throughput_context)
     app.cleanup_ctx.append(callbacks.callbacks_context)
     app.cleanup_ctx.append(collector.collector_context)

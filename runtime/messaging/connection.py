@@ -35,6 +35,7 @@ from runtime.messaging import topology
 from runtime.messaging.consumers import OnMessage, PullConsumer, Subscription
 from runtime.messaging.errors import NATS_ERRORS, translated
 from runtime.messaging.kv import Bucket
+from runtime.messaging.objects import Objects, ensure_objects
 from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -272,6 +273,17 @@ class Messaging:
         with translated(f"opening bucket {config.bucket}"):
             kv = await topology.ensure_bucket(self._js, config)
         return Bucket(kv, name=config.bucket)
+
+    async def objects(self, config: Any) -> Objects:
+        """The Object Store bucket ``config`` describes, created or brought up to date."""
+        with translated(f"opening object store {config.bucket}"):
+            await ensure_objects(self._js, config)
+        return Objects(self._nc, self._js, bucket=config.bucket, timeout_s=self.publish_timeout_s)
+
+    async def object_chunks(self, objects: Objects, chunk_subject: str) -> AsyncGenerator[bytes, None]:
+        """An object's chunks in order (``Objects.located`` names the subject), read in bounded batches."""
+        async for message in self.read(stream=objects.stream, subject=chunk_subject, batch=8):
+            yield message.data
 
     async def close(self) -> None:
         if self._nc.is_closed:

@@ -436,6 +436,7 @@
       : null);
     $("job-cancel").hidden = !state.config.cancel || TERMINAL.has(record.status);
     renderSteps(record);
+    renderResults(record);
     if (queued && state.queuedTimer === null) {
       state.queuedTimer = setInterval(() => refreshJob(0), QUEUED_REFRESH_MS);
     } else if (!queued && state.queuedTimer !== null) {
@@ -470,6 +471,45 @@
         el("td", { class: "wide timeline", "aria-hidden": "true" }, el("div", { class: "track" }, bar)),
         el("td", { class: "reason", text: step.reason || "" }));
     }));
+  }
+
+  // What the job kept (its artifacts and JUnit reports): failed tests first, then the counts of the rest.
+  function renderResults(record) {
+    const results = record.results;
+    $("job-results").hidden = !results;
+    if (!results) return;
+    const tests = results.tests;
+    setText("tests-summary", tests
+      ? `${tests.tests} tests: ${tests.passed} passed, ${tests.failures} failed, ${tests.errors} errors, ` +
+        `${tests.skipped} skipped (${tests.time_s} s)`
+      : "No test reports.");
+    const rows = (results.failed_tests || []).map((test) => el("tr", { dataset: { kind: test.kind } },
+      el("td", null, el("span", { class: "badge status-failed", text: test.kind })),
+      el("td", { class: "mono", text: [test.classname, test.name].filter(Boolean).join(".") }),
+      el("td", { text: test.suite || "" }),
+      el("td", null, el("details", null, el("summary", { text: test.message || "—" }),
+        el("pre", { class: "output", text: test.output || "" })))));
+    if (results.failed_tests_dropped) {
+      rows.push(el("tr", null, el("td", { colspan: "4", class: "muted",
+        text: `… and ${results.failed_tests_dropped} more failed` })));
+    }
+    if (tests) {
+      const rest = [["passed", tests.passed], ["skipped", tests.skipped]].filter(([, n]) => n > 0);
+      rows.push(...rest.map(([what, n]) => el("tr", { dataset: { kind: what } },
+        el("td", null, el("span", { class: `badge status-${what === "passed" ? "succeeded" : "cancelled"}`, text: what })),
+        el("td", { colspan: "3", class: "muted", text: `${n} test${n === 1 ? "" : "s"}` }))));
+    }
+    $("tests").replaceChildren(...rows);
+    const base = `/jobs/${encodeURIComponent(record.id)}/artifacts/`;
+    $("artifacts").replaceChildren(...(results.artifacts || []).map((file) => el("li", null,
+      el("a", { href: base + file.name.split("/").map(encodeURIComponent).join("/"), download: "", text: file.name }),
+      el("span", { class: "muted", text: ` ${file.size} bytes · ${file.content_type}` }))));
+    const notes = [
+      ...(results.reports || []).filter((r) => !r.parsed).map((r) => `report ${r.path}: ${r.reason}`),
+      ...(results.skipped || []).map((s) => `not kept: ${s.path}: ${s.reason}`),
+      ...(results.warnings || []),
+    ];
+    $("results-notes").replaceChildren(...notes.map((text) => el("li", { text })));
   }
 
   function stepLog(stepId) {
