@@ -4,7 +4,9 @@
 - JetStream publish rate, R1 vs R3: a nats-py loop with 64 publishes in flight, 4 s each.
 - submit accepted jobs/s, one replica on R3: 32 POSTs in flight from one Python client for 5 s.
 - logs records/s and lines/s, one replica on R3: a backlog of ``LOGS_JOBS`` finished jobs (3 status events and
-  ``LOG_LINES`` lines each) published first, then the time one logs process takes to fold all of it.
+  ``LOG_LINES`` lines each) published first, then the time one logs process takes to fold all of it (from its
+  readiness); and what those jobs added to each node's file store (bytes per job).
+- each NATS node's peak memory and store size at the end.
 - dispatch: ``DRAIN_JOBS`` one-step ``sleep 2`` jobs POSTed at once, drained by 1, 2 and 3 dispatchers at
   ``HADES_CONCURRENCY=4`` each (one Docker engine, as on one node); and the same jobs straight through docker-py at
   the concurrency of 3 dispatchers (12), the engine's own pace. The model predicts the drain with k dispatchers
@@ -105,7 +107,7 @@ async def submit_rate(url: str) -> dict[str, float]:
     }
 
 
-async def publish_finished_jobs(urls: list[str], count: int) -> None:
+async def publish_finished_jobs(urls: list[str], count: int) -> str:
     """``count`` finished jobs' events as submit and dispatch store them: queued, running, a log batch, succeeded."""
     conn = await messaging.connect(
         Settings.from_env({"HADES_NATS_URL": ",".join(urls), "HADES_NATS_REPLICAS": "3"}), name="bench-scale"
@@ -113,8 +115,11 @@ async def publish_finished_jobs(urls: list[str], count: int) -> None:
     summary = {"name": "scale", "priority": 3, "lane": "high", "submitted_at": "2026-01-01T00:00:00.000Z"}
     summary["steps"] = [{"id": 1, "name": "build", "image": "x"}]
 
+    last = ""
+
     async def one() -> None:
-        job_id = str(uuid.uuid4())
+        nonlocal last
+        job_id = last = str(uuid.uuid4())
         queued = events.job_event(job_id, attempt=0, seq=0, status=JobStatus.QUEUED, job=summary)
         running = events.job_event(job_id, attempt=1, seq=1, status=JobStatus.RUNNING, job=summary)
         done = events.job_event(job_id, attempt=1, seq=2, status=JobStatus.SUCCEEDED)
@@ -136,6 +141,7 @@ async def publish_finished_jobs(urls: list[str], count: int) -> None:
     for start in range(0, count, 50):
         await asyncio.gather(*(one() for _ in range(min(50, count - start))))
     await conn.close()
+    return last
 
 
 async def collector_backlog(urls: list[str]) -> int:
@@ -153,21 +159,50 @@ async def _drained(urls: list[str]) -> bool:
     return await collector_backlog(urls) == 0
 
 
+def store_bytes(nats_cluster: NatsCluster) -> list[int]:
+    return [sum(f.stat().st_size for f in node.store.rglob("*") if f.is_file()) for node in nats_cluster.nodes]
+
+
+def nats_rss_mib(nats_cluster: NatsCluster) -> list[float]:
+    """Each node's peak resident memory so far (VmHWM)."""
+    found = []
+    for node in nats_cluster.nodes:
+        assert node.process is not None
+        status = Path(f"/proc/{node.process.pid}/status").read_text()
+        found.append(round(int(next(x for x in status.splitlines() if x.startswith("VmHWM")).split()[1]) / 1024, 1))
+    return found
+
+
 async def logs_rate(nats_cluster: NatsCluster, root: Path) -> dict[str, Any]:
-    await publish_finished_jobs(nats_cluster.urls, LOGS_JOBS)
+    before = store_bytes(nats_cluster)
+    last = await publish_finished_jobs(nats_cluster.urls, LOGS_JOBS)
+    await asyncio.sleep(2)  # the file store writes its blocks
+    grown = [after - was for after, was in zip(store_bytes(nats_cluster), before, strict=True)]
     (root / "logs-stage").mkdir(parents=True, exist_ok=True)
     deployment = Deployment.create(nats_cluster, root / "logs-stage", {"logs": 1}, HADES_LOG_LEVEL="warning")
     start = time.perf_counter()
     await deployment.start()
-    await poll(lambda: _drained(nats_cluster.urls), timeout_s=600, interval_s=0.2)
-    elapsed = time.perf_counter() - start
+    ready = time.perf_counter()
+    url = f"{deployment.urls('logs')[0]}/jobs/{last}"
+
+    async def done() -> bool:  # the last job's record complete (one replica folds in stream order), none pending
+        async with aiohttp.ClientSession() as http, http.get(url) as answer:
+            record = await answer.json() if answer.status == 200 else {}
+        complete = (record.get("status"), record.get("log_lines")) == ("succeeded", LOG_LINES)
+        return complete and await _drained(nats_cluster.urls)
+
+    await poll(done, timeout_s=600, interval_s=0.2)
+    end = time.perf_counter()
+    elapsed = end - ready
     await deployment.stop()
     return {
         "jobs": LOGS_JOBS,
-        "seconds_incl_start": round(elapsed, 2),
+        "process_start_s": round(ready - start, 2),
+        "seconds_after_ready": round(elapsed, 2),
         "records_per_s": round(LOGS_JOBS / elapsed, 1),
         "status_events_per_s": round(3 * LOGS_JOBS / elapsed, 1),
         "lines_per_s": round(LOGS_JOBS * LOG_LINES / elapsed, 1),
+        "store_bytes_per_job_per_node": [round(g / LOGS_JOBS) for g in grown],
     }
 
 
@@ -265,6 +300,8 @@ async def run() -> dict[str, Any]:
             print("submit", report["submit_r3"], flush=True)
             report["drain"] = [await drain(nats_cluster, root, k) for k in (1, 2, 3)]
             print("drain", report["drain"], flush=True)
+            report["nats_peak_rss_mib"] = nats_rss_mib(nats_cluster)
+            report["nats_store_mib"] = [round(b / 2**20, 1) for b in store_bytes(nats_cluster)]
         finally:
             await asyncio.to_thread(nats_cluster.stop)
     report["raw_engine"] = await asyncio.to_thread(raw_engine, 3 * CONCURRENCY)

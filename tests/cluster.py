@@ -125,15 +125,19 @@ class NatsCluster:
         await self.wait_meta_leader(timeout_s)
 
     async def wait_meta_leader(self, timeout_s: float = 60.0) -> str:
+        """The meta leader's name, once it sees every running node as a current peer (before that, creating an R3
+        stream fails with "no suitable peers for placement")."""
         deadline = time.monotonic() + timeout_s
+        running = sum(node.running for node in self.nodes)
         while time.monotonic() < deadline:
             for node in self.nodes:
                 if node.running and (page := await asyncio.to_thread(node.jsz)) is not None:
-                    leader = (page.get("meta_cluster") or {}).get("leader")
-                    if leader:
-                        return str(leader)
+                    meta = page.get("meta_cluster") or {}
+                    peers = [p for p in meta.get("replicas") or [] if p.get("current") and not p.get("offline")]
+                    if meta.get("leader") == node.name and len(peers) >= running - 1:
+                        return node.name
             await asyncio.sleep(0.2)
-        raise AssertionError(f"no JetStream meta leader within {timeout_s} s")
+        raise AssertionError(f"no JetStream meta leader with all peers within {timeout_s} s")
 
     async def stream_leader(self, stream: str, timeout_s: float = 30.0) -> NatsNode:
         """The node leading ``stream``'s replica group, as the stream info of any running node tells it."""
