@@ -24,6 +24,7 @@ from runtime import subjects
 from tests.cluster import Deployment, NatsCluster
 from tests.faults.harness import RUN_TOKEN, Figures, count, job
 from tests.helpers import poll
+from tests.natsserver import free_port
 from tests.observe import TERMINAL, StoredEvents
 
 SHORT_SCRIPT = f"echo {RUN_TOKEN}; echo line 1; echo line 2; echo line 3"
@@ -42,9 +43,8 @@ class CallbackReceiver:
         app.router.add_post("/results", self._handle)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = free_port()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
 
     async def _handle(self, request: web.Request) -> web.Response:
         await request.read()
