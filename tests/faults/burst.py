@@ -181,9 +181,12 @@ async def _acted_after_handover(events: StoredEvents, job_id: str) -> bool:
     ends = [e for e in stored if e["kind"] == "job" and e["status"] in TERMINAL]
     latest = 0
     for event in stored:
-        if event.get("attempt", 0) < latest:
+        attempt = event.get("attempt", 0)
+        if attempt == 0:  # submit's queued event may land after dispatch's running (it is sent without an ack)
+            continue
+        if attempt < latest:
             return True
-        latest = max(latest, event.get("attempt", 0))
+        latest = max(latest, attempt)
     return len(ends) > 1
 
 
