@@ -5,6 +5,7 @@ ready by itself. Against a fresh three-node cluster, every function started at o
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,11 @@ async def test_every_function_started_at_once_on_a_fresh_r3_cluster_becomes_read
         await deployment.ready(timeout_s=180)
         for replica in deployment.all():
             assert replica.starts == 1 and replica.process is not None and replica.process.poll() is None
-            assert "Traceback" not in replica.log.read_text(), replica.tail()
+            log = replica.log.read_text()
+            assert "Traceback" not in log, replica.tail()
+            started = re.search(r"started on attempt (\d+)", log)  # absent when the first attempt did it
+            assert log.count("start-up attempt") == (int(started.group(1)) - 1 if started else 0), log  # one line each
+            assert "disconnected" not in log, log  # closing a failed attempt's connection is not an outage
         async with aiohttp.ClientSession() as session:
             async with session.post(f"{deployment['submit'][1].url}/jobs", json=job("echo ran")) as accepted:
                 assert accepted.status == 202, await accepted.text()

@@ -370,7 +370,11 @@ async def connect(settings: Settings, *, name: str, retry_for_s: float = CONNECT
     async def on_error(exc: Exception) -> None:
         log.warning("NATS: %s", exc)
 
+    connected: list[Client] = []
+
     async def on_disconnect() -> None:
+        if connected and connected[0].is_closed:
+            return  # our own close (shutdown, or a start-up attempt that failed), not an outage
         log.warning("NATS: disconnected, reconnecting")
 
     async def on_reconnect() -> None:
@@ -400,6 +404,7 @@ async def connect(settings: Settings, *, name: str, retry_for_s: float = CONNECT
                 raise
             log.warning("NATS at %s not reachable yet (%s); retrying", settings.nats.url, exc.detail)
             await asyncio.sleep(1.0)
+    connected.append(nc)
     messaging = Messaging(nc, publish_timeout_s=settings.nats.publish_timeout_s)
     try:
         await messaging.ensure_topology(settings)
