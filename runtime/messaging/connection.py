@@ -40,7 +40,8 @@ from runtime.settings import Settings
 log = logging.getLogger(__name__)
 
 CONNECT_RETRY_S = 60.0
-"""How long start-up keeps trying to reach NATS before the function gives up (and its pod restarts)."""
+"""How long ``connect`` keeps trying to reach NATS by default (tools, benchmarks, tests); a function's start-up
+tries once per attempt and retries itself (``runtime.startup``)."""
 READ_BATCH_MESSAGES = 256
 """Messages asked for per direct get."""
 READ_BATCH_BYTES = 1024 * 1024
