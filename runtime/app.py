@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
@@ -32,9 +33,23 @@ CLIENT_CLOSED = 499
 ReadinessCheck = Callable[[web.Application], Awaitable[str | None]]
 """Returns None when ready, else a short reason."""
 
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+"""Routes served while a function is still starting (``runtime.startup``); every other one answers 503 then."""
+
+
+@dataclass
+class Starting:
+    """How far a function's start-up (``runtime.startup.retrying``) got: its readiness reason and the steps up."""
+
+    reason: str | None = None
+    """None once started; else why not yet."""
+    entered: list[AsyncIterator[None]] = field(default_factory=list)
+
+
 SETTINGS = web.AppKey("settings", Settings)
 SERVICE = web.AppKey("service", str)
 READINESS_CHECKS = web.AppKey("readiness_checks", list[ReadinessCheck])
+STARTING = web.AppKey("starting", Starting)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -137,6 +152,19 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         )
 
 
+@web.middleware
+async def starting_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Until start-up is done, only the probes are served: the rest would need what is not set up yet."""
+    reason = request.app[STARTING].reason
+    if reason is not None and request.path not in PROBE_PATHS:
+        raise Unavailable(reason, retry_after_s=5)
+    return await handler(request)
+
+
+async def starting_check(app: web.Application) -> str | None:
+    return app[STARTING].reason
+
+
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
@@ -179,12 +207,14 @@ def create_app(settings: Settings, *, service: str) -> web.Application:
     metrics.prime(service)
     headerguard.install(settings.http.header_read_timeout_s)
     app = web.Application(
-        middlewares=[metrics_middleware, problem_middleware],
+        middlewares=[metrics_middleware, problem_middleware, starting_middleware],
         client_max_size=settings.http.max_payload_bytes,
     )
     app[SETTINGS] = settings
     app[SERVICE] = service
-    app[READINESS_CHECKS] = []
+    app[STARTING] = Starting()
+    checks: list[ReadinessCheck] = [starting_check]
+    app[READINESS_CHECKS] = checks
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)

@@ -10,7 +10,7 @@ from aiohttp import http_exceptions, web
 
 from functions.submit import apidoc, deadletters, enqueue, idempotency, legacy
 from runtime import app as hades_app
-from runtime import auth, jobs, logconfig, metrics, netguard, schemas, tracing
+from runtime import auth, jobs, logconfig, metrics, netguard, schemas, startup, tracing
 from runtime.app import SETTINGS, json_response
 from runtime.errors import (
     HadesError,
@@ -257,8 +257,9 @@ def add_routes(app: web.Application) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     app = hades_app.create_app(settings, service="submit")
-    app.cleanup_ctx.append(messaging_context(settings, name="hades-submit"))
-    app.cleanup_ctx.append(idempotency.idempotency_context(settings))
+    app.cleanup_ctx.append(
+        startup.retrying(messaging_context(settings, name="hades-submit"), idempotency.idempotency_context(settings))
+    )
     app[RESOLVE] = netguard.resolve_addresses
     add_routes(app)
     return app

@@ -41,7 +41,8 @@ from runtime.settings import Settings
 log = logging.getLogger(__name__)
 
 CONNECT_RETRY_S = 60.0
-"""How long start-up keeps trying to reach NATS before the function gives up (and its pod restarts)."""
+"""How long ``connect`` keeps trying to reach NATS by default (tools, benchmarks, tests); a function's start-up
+tries once per attempt and retries itself (``runtime.startup``)."""
 READ_BATCH_MESSAGES = 256
 """Messages asked for per direct get."""
 READ_BATCH_BYTES = 1024 * 1024
@@ -379,24 +380,29 @@ def encode(body: Any) -> bytes:
     return orjson.dumps(body)
 
 
-async def connect(settings: Settings, *, name: str) -> Messaging:
-    """Connect (retrying while NATS starts up) and make sure the topology exists."""
+async def connect(settings: Settings, *, name: str, retry_for_s: float = CONNECT_RETRY_S) -> Messaging:
+    """Connect (retrying for ``retry_for_s`` while NATS starts up) and make sure the topology exists."""
 
     async def on_error(exc: Exception) -> None:
         log.warning("NATS: %s", exc)
 
+    connected: list[Client] = []
+
     async def on_disconnect() -> None:
+        if connected and connected[0].is_closed:
+            return  # our own close (shutdown, or a start-up attempt that failed), not an outage
         log.warning("NATS: disconnected, reconnecting")
 
     async def on_reconnect() -> None:
         log.info("NATS: reconnected")
 
-    deadline = time.monotonic() + CONNECT_RETRY_S
+    deadline = time.monotonic() + retry_for_s
     servers = [s.strip() for s in settings.nats.url.split(",") if s.strip()]
     while True:
         try:
             with translated(f"connecting to NATS at {settings.nats.url}"):
                 nc = await _connect_once(
+                    within_s=settings.nats.connect_timeout_s * len(servers) + 1.5,
                     servers=servers,
                     name=name,
                     connect_timeout=settings.nats.connect_timeout_s,  # type: ignore[arg-type,unused-ignore]
@@ -410,20 +416,34 @@ async def connect(settings: Settings, *, name: str) -> Messaging:
                 )
             break
         except Unavailable as exc:
-            if time.monotonic() > deadline:
+            if time.monotonic() >= deadline:
                 raise
             log.warning("NATS at %s not reachable yet (%s); retrying", settings.nats.url, exc.detail)
             await asyncio.sleep(1.0)
+    connected.append(nc)
     messaging = Messaging(nc, publish_timeout_s=settings.nats.publish_timeout_s)
-    await messaging.ensure_topology(settings)
+    try:
+        await messaging.ensure_topology(settings)
+    except BaseException:
+        await messaging.close()  # a start-up retried later connects again: this connection must not linger
+        raise
     return messaging
 
 
-async def _connect_once(**options: Any) -> Client:
+async def _connect_once(*, within_s: float, **options: Any) -> Client:
+    """One try at the servers, for at most ``within_s``: with reconnects unbounded (as wanted once connected),
+    nats-py's first connect would otherwise go round the servers forever while none answers."""
+    nc = Client()
     try:
-        return await nats.connect(**options)
+        async with asyncio.timeout(within_s):
+            await nc.connect(**options)
     except OSError as exc:  # refused or unreachable before the client wraps it: the same as a NATS outage
+        await nc.close()
         raise nats.errors.NoServersError from exc
+    except BaseException:
+        await nc.close()
+        raise
+    return nc
 
 
 MESSAGING = web.AppKey("messaging", Messaging)
@@ -434,10 +454,12 @@ async def nats_ready(app: web.Application) -> str | None:
 
 
 def messaging_context(settings: Settings, *, name: str) -> Any:
-    """A ``cleanup_ctx`` entry: connect before the app serves, drain after it stops."""
+    """A start-up step (``runtime.startup.retrying``): connect and set up the streams, drain after the app stops.
+
+    One try: the start-up retries it with backoff, saying why on ``/readyz``."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        app[MESSAGING] = await connect(settings, name=name)
+        app[MESSAGING] = await connect(settings, name=name, retry_for_s=0)
         app[hades_app.READINESS_CHECKS].append(nats_ready)
         yield
         await app[MESSAGING].close()
