@@ -1,7 +1,8 @@
 """``make bench``: run the quick benchmarks (or the ones named), print the figures and write them to bench/results/.
 
 The long ones run only when named: ``burst`` (an exam burst drained by the engine, about 10 minutes), ``backlog``
-(100,000 queued jobs) and ``k8s`` (needs a cluster).
+(100,000 queued jobs), ``k8s`` (needs a cluster) and ``scale`` (the capacity model's inputs on a three-node
+JetStream cluster, about 4 minutes).
 """
 
 from __future__ import annotations
@@ -11,13 +12,22 @@ import sys
 import time
 from pathlib import Path
 
-from bench import backlog, burst, dispatch, k8s, logs, submit
+from bench import backlog, burst, dispatch, k8s, logs, results, scale, submit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
-    modules = {"submit": submit, "dispatch": dispatch, "logs": logs, "k8s": k8s, "backlog": backlog, "burst": burst}
+    modules = {
+        "submit": submit,
+        "dispatch": dispatch,
+        "logs": logs,
+        "k8s": k8s,
+        "backlog": backlog,
+        "burst": burst,
+        "results": results,
+        "scale": scale,
+    }
     chosen = sys.argv[1:] or ["submit", "dispatch", "logs"]
     unknown = [name for name in chosen if name not in modules]
     if unknown:

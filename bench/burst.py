@@ -46,10 +46,17 @@ def summary(values: list[float]) -> dict[str, float]:
     return {f"p{int(q * 100)}": round(percentile(values, q), 3) for q in (0.5, 0.95, 0.99)}
 
 
-def raw_docker(client: Any, count: int) -> dict[str, Any]:
+def raw_docker(
+    client: Any,
+    count: int,
+    *,
+    concurrency: int = CONCURRENCY,
+    window_s: float = SUBMIT_WINDOW_S,
+    sleep_s: float = SLEEP_S,
+) -> dict[str, Any]:
     """The same jobs straight through docker-py: arrival schedule, concurrency, engine calls as the executor."""
     start = time.perf_counter()
-    arrivals = [start + i * SUBMIT_WINDOW_S / count for i in range(count)]
+    arrivals = [start + i * window_s / count for i in range(count)]
     started: list[float] = [0.0] * count
     finished: list[float] = [0.0] * count
 
@@ -63,7 +70,7 @@ def raw_docker(client: Any, count: int) -> dict[str, Any]:
         try:
             container = client.containers.create(
                 BUSYBOX_IMAGE,
-                ["sh", "-c", f"sleep {SLEEP_S}"],
+                ["sh", "-c", f"sleep {sleep_s}"],
                 name=name,
                 network_mode="none",
                 init=True,
@@ -82,7 +89,7 @@ def raw_docker(client: Any, count: int) -> dict[str, Any]:
         finally:
             volume.remove(force=True)
 
-    with ThreadPoolExecutor(CONCURRENCY) as pool:
+    with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(one, range(count)))
     return {
         "drain_s": max(finished) - start,

@@ -1,7 +1,8 @@
 """The figures of docs/benchmarks.md, drawn from the newest results in bench/results/ (``python -m bench.plots``).
 
 One PNG per scenario under docs/img/: ``bench-submit.png`` (accepted jobs/s and latency against the raw publish
-loop) and ``bench-burst.png`` (jobs finished over time and the queue-wait distribution, Hades against docker-py).
+loop), ``bench-burst.png`` (jobs finished over time and the queue-wait distribution, Hades against docker-py) and
+``bench-scale.png`` (the drain rate with 1, 2 and 3 dispatchers on the R3 cluster, against the model).
 """
 
 from __future__ import annotations
@@ -111,10 +112,35 @@ def plot_backlog(report: dict[str, Any]) -> Path:
     return out
 
 
+def plot_scale(report: dict[str, Any]) -> Path:
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    points = report["drain"]
+    ks = [p["dispatchers"] for p in points]
+    ax.plot(ks, [p["jobs_per_s"] for p in points], "o-", color="#1f77b4", label="measured (Hades)")
+    ax.plot(ks, [m["predicted_jobs_per_s"] for m in report["model"]], "s--", color="#ff7f0e", label="model")
+    ax.plot(ks, [k * points[0]["jobs_per_s"] for k in ks], ":", color="#999999", label="linear from 1 dispatcher")
+    engine = report["raw_engine"]
+    ax.axhline(
+        engine["jobs_per_s"], color="#d62728", linestyle="--", label=f"docker-py, {engine['concurrency']} at once"
+    )
+    ax.set_xticks(ks)
+    ax.set_xlabel(f"dispatchers ({points[0]['slots']} slots each)")
+    ax.set_ylabel("jobs/s (2 s jobs)")
+    ax.set_ylim(bottom=0)
+    load = report.get("load_before", ["?"])[0]
+    ax.set_title(f"drain rate, one Docker engine, R3 (load avg {load} on 2 cores)", fontsize=9)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    out = IMAGES / "bench-scale.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
 def main() -> None:
     IMAGES.mkdir(parents=True, exist_ok=True)
     chosen = sys.argv[1:] or ["submit", "burst", "backlog"]
-    plotters = {"submit": plot_submit, "burst": plot_burst, "backlog": plot_backlog}
+    plotters = {"submit": plot_submit, "burst": plot_burst, "backlog": plot_backlog, "scale": plot_scale}
     for name in chosen:
         report = newest(name)
         if report is None:

@@ -241,6 +241,112 @@ def status(ctx: click.Context, job_id: str, as_json: bool) -> int:
             "" if step.duration_s is None else f"{step.duration_s:.1f} s",
         )
     console.print(table)
+    if job.results is not None:
+        _print_results(console, job.results)
+    return ExitCode.SUCCEEDED
+
+
+def _print_results(console: Any, results: dict[str, Any]) -> None:
+    """The test summary, the failed cases and the kept files of a job that asked for them."""
+    tests = results.get("tests")
+    if isinstance(tests, dict):
+        bad = int(tests.get("failures") or 0) + int(tests.get("errors") or 0)
+        line = Text("  tests: ")
+        line.append(
+            f"{tests.get('tests', 0)} run, {tests.get('passed', 0)} passed, {tests.get('failures', 0)} failed, "
+            f"{tests.get('errors', 0)} errors, {tests.get('skipped', 0)} skipped ({tests.get('time_s', 0)} s)",
+            style="red" if bad else "green",
+        )
+        console.print(line)
+        for case in results.get("failed_tests") or []:
+            where = ".".join(p for p in (case.get("classname"), case.get("name")) if p)
+            message = str(case.get("message") or "").splitlines()[0:1]
+            line = Text(f"    {case.get('kind', 'failure')}: {terminal.label(where)}", style="red")
+            if message:
+                line.append(f"  {terminal.label(message[0])}")
+            console.print(line)
+        dropped = int(results.get("failed_tests_dropped") or 0)
+        if dropped:
+            console.print(f"    … and {dropped} more")
+    for report in results.get("reports") or []:
+        if not report.get("parsed"):
+            console.print(
+                Text(f"  report {terminal.label(str(report.get('path')))}: {report.get('reason')}", style="yellow")
+            )
+    kept = results.get("artifacts") or []
+    if kept:
+        size = sum(int(a.get("size") or 0) for a in kept)
+        console.print(f"  artifacts: {len(kept)} files, {size} bytes (hades artifacts list ID)")
+    for skipped in results.get("skipped") or []:
+        console.print(
+            Text(f"  not kept: {terminal.label(str(skipped.get('path')))}: {skipped.get('reason')}", style="yellow")
+        )
+    for warning in results.get("warnings") or []:
+        console.print(Text(f"  warning: {terminal.label(str(warning))}", style="yellow"))
+
+
+@main.group()
+def artifacts() -> None:
+    """List and download the files a job kept (its ``artifacts`` and reports)."""
+
+
+@artifacts.command(name="list")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+@click.pass_context
+@_requests
+def artifacts_list(ctx: click.Context, job_id: str, as_json: bool) -> int:
+    """List the files a job kept."""
+    with _client(ctx) as client:
+        answer = client.artifacts(job_id)
+    if as_json:
+        _print_json(answer)
+        return ExitCode.SUCCEEDED
+    console = make_console()
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    for column in ("name", "size", "type", "kind", "sha256"):
+        table.add_column(column)
+    for item in answer.get("artifacts") or []:
+        table.add_row(
+            terminal.label(str(item.get("name"))),
+            str(item.get("size")),
+            str(item.get("content_type")),
+            str(item.get("kind")),
+            str(item.get("sha256"))[:16],
+        )
+    console.print(table)
+    for skipped in answer.get("skipped") or []:
+        console.print(
+            Text(f"not kept: {terminal.label(str(skipped.get('path')))}: {skipped.get('reason')}", style="yellow")
+        )
+    return ExitCode.SUCCEEDED
+
+
+@artifacts.command(name="get")
+@click.argument("job_id")
+@click.argument("name")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here (default: NAME's file name)."
+)
+@click.pass_context
+@_requests
+def artifacts_get(ctx: click.Context, job_id: str, name: str, output: Path | None) -> int:
+    """Download one kept file (``-o -`` writes it to stdout)."""
+    with _client(ctx) as client:
+        if output is not None and str(output) == "-":
+            client.download_artifact(job_id, name, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+            return ExitCode.SUCCEEDED
+        target = output or Path(Path(name).name)
+        partial = target.with_name(target.name + ".part")
+        try:
+            with partial.open("wb") as sink:
+                written = client.download_artifact(job_id, name, sink)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        partial.replace(target)
+    make_console(stderr=True).print(f"{target}: {written} bytes")
     return ExitCode.SUCCEEDED
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import httpx
 
@@ -96,6 +96,21 @@ class HadesClient:
 
     def logs_text(self, job_id: str, *, step: int | None = None) -> str:
         return self._call(protocol.logs_text(job_id, step=step))
+
+    def artifacts(self, job_id: str) -> dict[str, Any]:
+        return self._call(protocol.artifacts(job_id))
+
+    def download_artifact(self, job_id: str, name: str, sink: BinaryIO) -> int:
+        """Stream one kept file into ``sink``; the bytes written."""
+        response = self._send(protocol.artifact(job_id, name), stream=True)
+        written = 0
+        try:
+            for chunk in response.iter_bytes():
+                sink.write(chunk)
+                written += len(chunk)
+        finally:
+            response.close()
+        return written
 
     def cancel(self, job_id: str) -> Cancelling:
         return self._call(protocol.cancel(job_id))

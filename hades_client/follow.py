@@ -98,12 +98,16 @@ class Progress:
     step_ids: list[int] = field(default_factory=list)
     step_names: dict[int, str] = field(default_factory=dict)
     current_step: int | None = None
+    step_from_stream: bool = False
+    """True once the stream named the running step: from then on only the stream moves ``current_step``."""
     queue_position: int | None = None
     lane: str | None = None
     since: float = field(default_factory=time.time)
     """Wall-clock start of the phase shown: submitted while queued, started while running."""
 
     def update_from(self, job: Job) -> None:
+        """Fill in from the record. The record may lag behind the stream (the collector writes it after the event
+        the stream already showed): a current step the stream named is kept."""
         self.status = str(job.status)
         self.lane = job.lane
         self.queue_position = job.queue_position
@@ -112,7 +116,7 @@ class Progress:
                 self.step_ids.append(step.id)
             if step.name:
                 self.step_names[step.id] = step.name
-            if step.status is StepStatus.RUNNING:
+            if step.status is StepStatus.RUNNING and not self.step_from_stream:
                 self.current_step = step.id
         self.step_ids.sort()
         started = _parse_time(job.started_at if job.status is JobStatus.RUNNING else job.submitted_at)
@@ -160,6 +164,8 @@ class Follower:
         self.progress = Progress(job_id)
         self._decoders: dict[tuple[int | None, str | None], AnsiDecoder] = {}  # a colour lasts per step and stream
         self._headed: set[int] = set()
+        self._ended: set[int] = set()
+        """Steps whose final status came: a late line of theirs does not make them current again."""
 
     async def run(self) -> EndEvent:
         self.progress.update_from(await self.client.get(self.job_id))
@@ -214,6 +220,8 @@ class Follower:
         if event.step is not None and event.step != SYSTEM_STEP:
             # A step's first lines can reach the stream just before its "running" event does.
             self._step_started(event.step)
+            if event.step not in self._ended:
+                self._now_running(event.step)  # the step that prints is the one running
         if not self.show_lines or not self._shows(event.step):
             return
         decoder = self._decoders.setdefault((event.step, event.output_stream), AnsiDecoder())
@@ -238,15 +246,22 @@ class Follower:
                 self.progress.update_from(await self.client.get(self.job_id))
         if event.status == StepStatus.RUNNING:
             self._step_started(event.step_id)
-        elif StepStatus(event.status).terminal and self.show_lines and self._shows(event.step_id):
-            self._step_result(event)
+            self._now_running(event.step_id)
+        elif StepStatus(event.status).terminal:
+            self._ended.add(event.step_id)
+            if self.show_lines and self._shows(event.step_id):
+                self._step_result(event)
+
+    def _now_running(self, step_id: int) -> None:
+        self.progress.current_step = step_id
+        self.progress.step_from_stream = True
 
     def _step_started(self, step_id: int) -> None:
         """The step's header, once, whether its running event or one of its lines comes first."""
         if step_id in self._headed:
             return
         self._headed.add(step_id)
-        self.progress.current_step = step_id
+        self._now_running(step_id)
         if self.show_lines and self._shows(step_id):
             self.console.print(Text(f"==> {self.progress.step_label(step_id)}", style="bold cyan"))
 

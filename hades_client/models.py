@@ -140,6 +140,8 @@ class Job:
     log_truncated: bool = False
     log_lost_lines: int = 0
     log_incomplete: bool = False
+    results: dict[str, Any] | None = None
+    """What the job kept (``artifacts`` and ``reports``): ``tests``, ``failed_tests``, ``artifacts`` … as served."""
     tenant: str | None = None
     """Who the job is charged to; None from a server without tenants (or before the job's summary is known)."""
 
@@ -166,6 +168,7 @@ class Job:
             log_truncated=data.get("log_truncated") is True,
             log_lost_lines=lost,
             log_incomplete=data.get("log_incomplete") is True or lost > 0,
+            results=data["results"] if isinstance(data.get("results"), dict) else None,
             tenant=_optional_str(data.get("tenant")),
         )
 
@@ -243,6 +246,9 @@ class LineEvent:
     message: str
     output_stream: str
     timestamp: str | None
+    notice: bool = False
+    """Hades' word on the stream itself, sent without an event id (a later attempt replacing lines shown): it
+    does not move the point a reconnect resumes after."""
 
 
 @dataclass(frozen=True)

@@ -246,6 +246,16 @@ def logs_text(job_id: str, *, step: int | None = None) -> Call[str]:
     return Call("GET", Service.LOGS, job_path(job_id) + "/logs", lambda r: r.text, params=params)
 
 
+def artifacts(job_id: str) -> Call[dict[str, Any]]:
+    """``GET /jobs/{id}/artifacts``: the files the job kept, and those it could not keep."""
+    return Call("GET", Service.LOGS, job_path(job_id) + "/artifacts", _json)
+
+
+def artifact(job_id: str, name: str) -> Call[None]:
+    """One kept file; its body is streamed by the client, not parsed here."""
+    return Call("GET", Service.LOGS, job_path(job_id) + "/artifacts/" + quote(name, safe="/"), lambda r: None)
+
+
 def cancel(job_id: str) -> Call[Cancelling]:
     return Call("DELETE", Service.SUBMIT, job_path(job_id), lambda r: Cancelling.from_json(_json(r)))
 

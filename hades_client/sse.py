@@ -83,6 +83,7 @@ def _parse(raw: RawEvent) -> StreamEvent | None:
             message=str(data.get("message", "")),
             output_stream=str(data.get("output_stream", "stdout")),
             timestamp=data.get("timestamp"),
+            notice=raw.id is None and data.get("output_stream") == "system",
         )
     if raw.event == "status":
         step_id = data.get("step_id")
@@ -127,6 +128,8 @@ class Resume:
     def admit(self, event: StreamEvent) -> bool:
         """True when ``event`` is new; remembers it."""
         if isinstance(event, LineEvent):
+            if event.notice:
+                return True  # no id: not a place to resume after
             key = (event.attempt, event.seq)
             if self._last_line is not None and key <= self._last_line:
                 return False

@@ -10,6 +10,11 @@ stays visible and nothing overwrites what came before. A TTY on which colours ar
 empty ``FORCE_COLOR``) gets the same text without the colours. Only where the output is not a TTY (a pipe, a file)
 is the text written exactly as served: a script wants the job's bytes.
 
+Of the SGR attributes, blink (5, 6) and conceal (8) are dropped: a job must not hide text from the reader, nor
+make it flash. The bidirectional overrides and isolates (U+202A to U+202E, U+2066 to U+2069) are shown as ``<U+202E>``:
+they reorder what follows on the line (a "Trojan Source" line reads differently from what it is), and a label
+(a step name, a reason) gets the same treatment.
+
 rich alone does not do this: ``Text`` passes ESC and C1 controls through, and ``Text.from_ansi`` drops CSI
 sequences but turns OSC 8 into a real hyperlink, passes C1 controls, keeps a BEL-ended OSC's text and shows only
 what follows the last CR.
@@ -25,8 +30,32 @@ from rich.text import Text
 
 _LINE_END_CR = re.compile(r"\r+(?=\n|$)")
 _MID_LINE_CR = re.compile(r"\r+")
-_SGR_OR_CONTROL = re.compile(r"(\x1b\[[0-9;:]*m)|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-"""An SGR sequence (group 1), or one control character other than tab and newline."""
+_SGR_OR_CONTROL = re.compile(r"(\x1b\[[0-9;:]*m)|[\x00-\x08\x0b-\x1f\x7f-\x9f]|[\u202a-\u202e\u2066-\u2069]")
+"""An SGR sequence (group 1), or one control character other than tab and newline, or a bidi override."""
+_HIDING_SGR = frozenset({"5", "6", "8"})
+"""Slow blink, rapid blink, conceal: attributes a job's text may not take."""
+_EXTENDED_COLOUR = {"38", "48", "58"}
+"""SGR parameters followed by a colour (``5;n`` or ``2;r;g;b``), whose numbers are not attributes."""
+
+
+def _safe_sgr(sgr: str) -> str:
+    """The SGR sequence without blink and conceal (colours given as ``38;5;n`` keep their ``5``)."""
+    params = sgr[2:-1].split(";")
+    kept: list[str] = []
+    index = 0
+    while index < len(params):
+        param = params[index]
+        if param in _EXTENDED_COLOUR and index + 1 < len(params):
+            width = {"5": 2, "2": 4}.get(params[index + 1], 1)
+            kept.extend(params[index : index + 1 + width])
+            index += 1 + width
+            continue
+        if param.lstrip("0") not in _HIDING_SGR or param in ("", "0"):
+            kept.append(param)
+        index += 1
+    if not kept:
+        return ""
+    return "\x1b[" + ";".join(kept) + "m"
 
 
 def caret(char: str) -> str:
@@ -43,8 +72,9 @@ def visible_controls(text: str, *, keep_colours: bool = True) -> str:
     def replace(match: re.Match[str]) -> str:
         sgr = match.group(1)
         if sgr is None:
-            return caret(match.group(0))
-        return sgr if keep_colours else "^[" + sgr[1:]
+            char = match.group(0)
+            return f"<U+{ord(char):04X}>" if ord(char) > 0x9F else caret(char)
+        return _safe_sgr(sgr) if keep_colours else "^[" + sgr[1:]
 
     return _SGR_OR_CONTROL.sub(replace, text)
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
@@ -19,7 +20,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from runtime import auth, metrics, tracing
+from runtime import auth, headerguard, metrics, tracing
 from runtime.errors import HadesError, Problem, Unauthorized, Unavailable, to_problem
 from runtime.settings import Settings
 
@@ -32,9 +33,23 @@ CLIENT_CLOSED = 499
 ReadinessCheck = Callable[[web.Application], Awaitable[str | None]]
 """Returns None when ready, else a short reason."""
 
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+"""Routes served while a function is still starting (``runtime.startup``); every other one answers 503 then."""
+
+
+@dataclass
+class Starting:
+    """How far a function's start-up (``runtime.startup.retrying``) got: its readiness reason and the steps up."""
+
+    reason: str | None = None
+    """None once started; else why not yet."""
+    entered: list[AsyncIterator[None]] = field(default_factory=list)
+
+
 SETTINGS = web.AppKey("settings", Settings)
 SERVICE = web.AppKey("service", str)
 READINESS_CHECKS = web.AppKey("readiness_checks", list[ReadinessCheck])
+STARTING = web.AppKey("starting", Starting)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -76,7 +91,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return error_response(exc)
     except ConnectionResetError:
         # The client went away mid-request (aiohttp's ClientConnectionResetError too): not our error, no traceback.
-        log.info("client of %s %s went away", request.method, request.path)
+        log.info("client of %s %s went away", request.method, request.raw_path)
         return problem_response(
             {"type": "about:blank", "title": "Client Closed Request", "status": CLIENT_CLOSED, "detail": "aborted"}
         )
@@ -94,7 +109,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             headers=headers,
         )
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.exception("unhandled error on %s %s", request.method, request.raw_path)
         return problem_response(
             {
                 "type": "about:blank",
@@ -137,6 +152,19 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         )
 
 
+@web.middleware
+async def starting_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Until start-up is done, only the probes are served: the rest would need what is not set up yet."""
+    reason = request.app[STARTING].reason
+    if reason is not None and request.path not in PROBE_PATHS:
+        raise Unavailable(reason, retry_after_s=5)
+    return await handler(request)
+
+
+async def starting_check(app: web.Application) -> str | None:
+    return app[STARTING].reason
+
+
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
@@ -160,7 +188,7 @@ def _framing_error(
     if status >= 500:
         log.error("error handling a request from %s", request.remote, exc_info=exc)
     else:
-        log.info("malformed request from %s: %s", request.remote, message or exc)
+        log.info("malformed request from %s: %r", request.remote, message or str(exc))  # %r: the client's bytes
     if request.writer.output_size > 0:
         raise ConnectionError("the response is sent already, cannot send another one with the error")
     phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
@@ -177,13 +205,16 @@ def create_app(settings: Settings, *, service: str) -> web.Application:
     """The base application of one function; add routes, readiness checks and cleanup contexts to it."""
     tracing.setup_tracing(service)
     metrics.prime(service)
+    headerguard.install(settings.http.header_read_timeout_s)
     app = web.Application(
-        middlewares=[metrics_middleware, problem_middleware],
+        middlewares=[metrics_middleware, problem_middleware, starting_middleware],
         client_max_size=settings.http.max_payload_bytes,
     )
     app[SETTINGS] = settings
     app[SERVICE] = service
-    app[READINESS_CHECKS] = []
+    app[STARTING] = Starting()
+    checks: list[ReadinessCheck] = [starting_check]
+    app[READINESS_CHECKS] = checks
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)

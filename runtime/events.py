@@ -34,6 +34,7 @@ class JobEvent(TypedDict):
     ack_reply: NotRequired[str]  # on running: the delivery's ack subject, to nak it once that process is gone
     # (an internal handle, never copied into the job record)
     log_lost_lines: NotRequired[int]  # on the terminal one, when > 0: log lines of this attempt never stored
+    results: NotRequired[dict[str, Any]]  # on the terminal one of a job that asked for artifacts or reports
 
 
 class StepEvent(TypedDict):

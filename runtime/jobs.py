@@ -6,6 +6,7 @@ so a record and an executor see the effective limits, and the JetStream message 
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -151,6 +152,30 @@ class Step:
         )
 
 
+SHARED_PREFIX = "/shared/"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One ``artifacts`` entry: a path or glob relative to /shared, and the name to keep it under (or None)."""
+
+    path: str
+    name: str | None = None
+
+    def to_message(self) -> dict[str, Any]:
+        return {"path": self.path, "name": self.name}
+
+    @classmethod
+    def from_message(cls, data: Mapping[str, Any]) -> Artifact:
+        name = data.get("name")
+        return cls(path=str(data["path"]), name=str(name) if name else None)
+
+
+def shared_relative(path: str) -> str:
+    """A document's path or glob relative to /shared (the schema allows both spellings)."""
+    return path.removeprefix(SHARED_PREFIX)
+
+
 @dataclass(frozen=True)
 class Job:
     id: JobId
@@ -165,6 +190,10 @@ class Job:
     origin: str = "jobs"
     """The route that took the job: ``jobs`` (POST /jobs) or ``build`` (the original's POST /build, whose
     callback carries the original's body)."""
+    artifacts: tuple[Artifact, ...] = ()
+    """Files to keep after the last step (paths or globs relative to /shared)."""
+    junit_reports: tuple[str, ...] = ()
+    """Globs (relative to /shared) of JUnit XML reports to parse into the record's test summary."""
     tenant: str = tenants.DEFAULT
     """Who the job is charged to (``runtime.tenants``); a message stored before tenants existed has none."""
     lane: Lane = field(init=False)
@@ -202,7 +231,21 @@ class Job:
             "tenant": self.tenant,
             "submitted_at": self.submitted_at,
             "steps": [step.to_message() for step in self.steps],
+            **self._results_message(),
         }
+
+    def _results_message(self) -> dict[str, Any]:
+        """Only when asked for: a job without results travels exactly as before."""
+        found: dict[str, Any] = {}
+        if self.artifacts:
+            found["artifacts"] = [a.to_message() for a in self.artifacts]
+        if self.junit_reports:
+            found["reports"] = {"junit": list(self.junit_reports)}
+        return found
+
+    @property
+    def wants_results(self) -> bool:
+        return bool(self.artifacts or self.junit_reports)
 
     @classmethod
     def from_message(cls, data: Mapping[str, Any]) -> Job:
@@ -218,6 +261,8 @@ class Job:
             callback_url=data.get("callback_url"),
             status_callback_url=data.get("status_callback_url"),
             origin=str(data.get("origin") or "jobs"),
+            artifacts=tuple(Artifact.from_message(a) for a in data.get("artifacts") or ()),
+            junit_reports=tuple(str(g) for g in (data.get("reports") or {}).get("junit") or ()),
             tenant=str(data.get("tenant") or tenants.DEFAULT),
         )
 
@@ -274,13 +319,41 @@ def limit_violations(
     return violations
 
 
-def image_refusals(job: Job, limits: LimitSettings) -> str | None:
-    """Why dispatch must not pull one of the job's images (the operator's policy may have changed since submit)."""
+async def registry_violations(
+    document: Mapping[str, Any], limits: LimitSettings, *, resolve: netguard.Resolve = netguard.resolve_addresses
+) -> list[Violation]:
+    """The steps' registry names resolved (``netguard.registry_refusal``): each image once, all at the same time
+    (at most ``netguard.RESOLVE_TIMEOUT_S`` in all)."""
+    steps = document.get("steps", [])
+    images = [step.get("image") if isinstance(step, Mapping) else None for step in steps]
+    verdicts = await _registry_verdicts([i for i in images if isinstance(i, str)], limits, resolve)
+    return [
+        {"path": f"/steps/{index}/image", "message": refusal}
+        for index, image in enumerate(images)
+        if isinstance(image, str) and (refusal := verdicts[image]) is not None
+    ]
+
+
+async def image_refusals(
+    job: Job, limits: LimitSettings, *, resolve: netguard.Resolve = netguard.resolve_addresses
+) -> str | None:
+    """Why dispatch must not pull one of the job's images (the operator's policy, or DNS, may have changed since
+    submit): the same check as submit's, the registry names resolved again."""
+    verdicts = await _registry_verdicts([step.image for step in job.steps], limits, resolve)
     for step in job.steps:
-        refusal = netguard.image_refusal(step.image, limits.allowed_images)
-        if refusal is not None:
+        if (refusal := verdicts[step.image]) is not None:
             return f"image {step.image!r} of step {step.id} {refusal}"
     return None
+
+
+async def _registry_verdicts(
+    images: Sequence[str], limits: LimitSettings, resolve: netguard.Resolve
+) -> dict[str, str | None]:
+    distinct = list(dict.fromkeys(images))
+    refusals = await asyncio.gather(
+        *(netguard.registry_refusal(image, limits.allowed_images, resolve=resolve) for image in distinct)
+    )
+    return dict(zip(distinct, refusals, strict=True))
 
 
 def job_from_document(
@@ -313,6 +386,10 @@ def job_from_document(
         callback_url=document.get("callback_url"),
         status_callback_url=document.get("status_callback_url"),
         origin=origin,
+        artifacts=tuple(
+            Artifact(path=shared_relative(a["path"]), name=a.get("name")) for a in document.get("artifacts") or ()
+        ),
+        junit_reports=tuple(shared_relative(g) for g in (document.get("reports") or {}).get("junit") or ()),
         tenant=tenant,
     )
 

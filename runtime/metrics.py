@@ -185,6 +185,21 @@ CALLBACK_DURATION = Histogram(
     registry=REGISTRY,
 )
 
+# results (t23): what jobs kept (functions/dispatch/results)
+TESTS = Counter(
+    "hades_tests_total",
+    "Test cases read from jobs' JUnit reports, by outcome (passed, failed, error, skipped).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+ARTIFACT_BYTES = Counter(
+    "hades_artifact_bytes_total", "Bytes of job files kept in the results store.", registry=REGISTRY
+)
+ARTIFACT_FILES = Counter("hades_artifact_files_total", "Job files kept in the results store.", registry=REGISTRY)
+ARTIFACTS_SKIPPED = Counter(
+    "hades_artifacts_skipped_total", "Job files matched but not kept (over a limit).", registry=REGISTRY
+)
+
 
 def _version() -> str:
     try:
@@ -214,6 +229,8 @@ def prime(service: str) -> None:
     elif service == "dispatch":
         for reason, result in RESULT_OF_REASON.items():
             JOBS_FINISHED.labels(result, reason)
+        for outcome in ("passed", "failed", "error", "skipped"):
+            TESTS.labels(outcome)
     elif service == "logs":
         for outcome in ("delivered", "failed", "refused"):
             CALLBACKS.labels(outcome)

@@ -8,9 +8,11 @@ themselves, the cloud metadata address (169.254.169.254) or the private network 
   unspecified, documentation, multicast ranges), IPv4-mapped IPv6 included.
 - **Images**: ``image_refusal`` refuses an image whose registry host is an internal IP literal (shorthand IPv4
   such as ``127.1`` too) or a ``localhost`` name, unless it matches one of the operator's patterns
-  (``HADES_ALLOWED_IMAGES``); with patterns set, only matching images are allowed. Registry *names* are not
-  resolved here: the daemon resolves them later, so a check now would prove nothing (DNS can change); an
-  operator who needs that guarantee lists the registries it trusts.
+  (``HADES_ALLOWED_IMAGES``); with patterns set, only matching images are allowed. ``registry_refusal`` adds the
+  registry *name*: resolved (at submit and again at dispatch, before the pull), it is refused when any address is
+  internal, as a callback host is (issue 20, finding 2). The daemon resolves the name once more when it pulls, so
+  a name whose answer changes in between (DNS rebinding) still gets through: an operator who needs that guarantee
+  lists the registries it trusts. A name that does not resolve here is left to the pull, which then fails.
 - **Callbacks**: ``GuardedResolver`` resolves a host, checks every address and hands the connector only checked
   ones, so the connection goes to the address that was checked (no second lookup to rebind);
   ``host_refusal`` checks IP literals, which aiohttp connects to without a lookup.
@@ -19,11 +21,12 @@ themselves, the cloud metadata address (169.254.169.254) or the private network 
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import ipaddress
 import re
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
@@ -34,6 +37,11 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
 _NUMERIC_HOST = re.compile(r"^[0-9a-fA-FxX.]+$")
 DEFAULT_REGISTRY = "docker.io"
+RESOLVE_TIMEOUT_S = 2.0
+"""Longest a registry name's look-up may hold a submission; one that takes longer is left to the pull."""
+
+Resolve = Callable[[str], Awaitable[Sequence["Address"]]]
+"""Looks a host name up: every address it has, none when it does not resolve (tests pass their own)."""
 
 
 class AddressRefused(OSError):
@@ -161,6 +169,37 @@ def image_refusal(image: str, allowed_patterns: Sequence[str]) -> str | None:
     if (address is not None and internal_address(address)) or local_name(host):
         return (
             f"names a registry on a loopback, link-local or private address ({registry}); "
+            "an operator can allow it with HADES_ALLOWED_IMAGES"
+        )
+    return None
+
+
+async def resolve_addresses(host: str) -> list[Address]:
+    """Every address ``host`` resolves to (the system resolver, as the engine uses); none on failure or timeout."""
+    try:
+        async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+            infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, TimeoutError, UnicodeError):
+        return []
+    return [address for info in infos if (address := literal_address(str(info[4][0]))) is not None]
+
+
+async def registry_refusal(
+    image: str, allowed_patterns: Sequence[str], *, resolve: Resolve = resolve_addresses
+) -> str | None:
+    """``image_refusal``, and with no patterns set, the registry name resolved: refused when any address is internal."""
+    refusal = image_refusal(image, allowed_patterns)
+    if refusal is not None or allowed_patterns:
+        return refusal
+    registry = registry_host(image)
+    if registry is None:
+        return None  # the default registry
+    host = _host_of(registry)
+    if literal_address(host) is not None:
+        return None  # an address literal: image_refusal decided
+    if any(internal_address(address) for address in await resolve(host.lower().rstrip("."))):
+        return (
+            f"names a registry that resolves to a loopback, link-local or private address ({registry}); "
             "an operator can allow it with HADES_ALLOWED_IMAGES"
         )
     return None

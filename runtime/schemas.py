@@ -23,7 +23,7 @@ import orjson
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from runtime import units
+from runtime import references, units
 from runtime.errors import Violation
 
 if TYPE_CHECKING:
@@ -233,6 +233,35 @@ def _multi_line(document: Mapping[str, Any], at: str) -> list[Violation]:
     return found
 
 
+_URL_FIELDS = ("callback_url", "status_callback_url")
+
+
+def _references(document: Mapping[str, Any], at: str) -> list[Violation]:
+    """What the schema's patterns cannot say about an image or a URL: the engine's grammar, a parsable host."""
+    found: list[Violation] = []
+    image = document.get("image")
+    if isinstance(image, str) and "\n" not in image and (problem := references.image_problem(image)) is not None:
+        found.append({"path": f"{at}/image", "message": problem})
+    for name in _URL_FIELDS if not at else ():
+        url = document.get(name)
+        if isinstance(url, str) and "\n" not in url and (problem := references.url_problem(url)) is not None:
+            found.append({"path": f"{at}/{name}", "message": problem})
+    return found
+
+
+def _results_single_line(document: Mapping[str, Any]) -> list[Violation]:
+    """The ``artifacts`` and ``reports`` paths, for the same reason as ``_multi_line``."""
+    found: list[Violation] = []
+    for index, artifact in enumerate(document.get("artifacts") or ()):
+        for name in ("path", "name"):
+            if "\n" in str(artifact.get(name) or ""):
+                found.append({"path": f"/artifacts/{index}/{name}", "message": "must be a single line"})
+    for index, glob in enumerate((document.get("reports") or {}).get("junit") or ()):
+        if "\n" in glob:
+            found.append({"path": f"/reports/junit/{index}", "message": "must be a single line"})
+    return found
+
+
 def _may_hold_nul(document: Any) -> bool:
     """JSON can carry a NUL only as ``\\u0000``: one search of the C-encoded document instead of a Python walk."""
     try:
@@ -259,9 +288,11 @@ def _split(pointer: str) -> list[str]:
 def _semantic(document: Mapping[str, Any], memory: Sequence[StepMemory] | None) -> Checked:
     """The rules JSON Schema cannot say, and the steps' sizes (``memory`` when given, else parsed here)."""
     violations: list[Violation] = _multi_line(document, "")
+    violations.extend(_references(document, ""))
     sizes: list[StepMemory] = []
     if _may_hold_nul(document):  # the walk (with paths) only when one is there: most documents have none
         violations.extend(_nul_bytes(document, ""))
+    violations.extend(_results_single_line(document))
     seen: dict[int, int] = {}
     for index, step in enumerate(document["steps"]):
         step_id = step["id"]
@@ -269,6 +300,7 @@ def _semantic(document: Mapping[str, Any], memory: Sequence[StepMemory] | None) 
             violations.append({"path": f"/steps/{index}/id", "message": f"duplicates the id of /steps/{seen[step_id]}"})
         seen.setdefault(step_id, index)
         violations.extend(_multi_line(step, f"/steps/{index}"))
+        violations.extend(_references(step, f"/steps/{index}"))
         size = memory[index] if memory is not None else StepMemory.of(step)
         sizes.append(size)
         if size is not _UNASKED:

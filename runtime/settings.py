@@ -58,6 +58,9 @@ class HttpSettings:
     """How long open HTTP requests may take to finish on SIGTERM."""
     body_read_timeout_s: float = 30.0
     """How long a client may take to send a request body (408 after): a body that never ends holds no socket."""
+    header_read_timeout_s: float = 10.0
+    """How long a client may take to send a request's headers (or its first byte on a new connection) before the
+    connection is closed: header bytes trickled slowly (slowloris) hold no socket. 0 turns it off."""
 
 
 @dataclass(frozen=True)
@@ -216,6 +219,26 @@ class LogsSettings:
 
 
 @dataclass(frozen=True)
+class ResultsSettings:
+    """Per-job limits on what a job keeps (``artifacts`` and ``reports`` in the job document); what is over them is
+    skipped with a reason on the record, never a failed job. Files live in a JetStream Object Store, with the
+    replicas and age of the events (``HADES_NATS_REPLICAS``, ``HADES_EVENTS_MAX_AGE_SECONDS``)."""
+
+    max_files: int = 100
+    """Most files one job keeps (artifacts and reports together): a glob matching a whole tree stays bounded."""
+    max_file_bytes: int = 64 * 1024**2
+    """Largest single file kept (a built jar or a coverage report fits; a disk image does not)."""
+    max_bytes: int = 256 * 1024**2
+    """Most bytes one job keeps in all, so one job cannot fill the store that every job's results share."""
+    report_max_bytes: int = 8 * 1024**2
+    """Largest JUnit XML file parsed: the test summary of a big suite is a few MiB; beyond it the report is kept
+    unparsed (marked so) rather than parsed, bounding the dispatcher's memory and time per report."""
+    k8s_image: str = "busybox:1.36"
+    """Image of the collector container that ends a Kubernetes job pod asking for results (it needs ``sh``,
+    ``find``, ``tar`` and ``base64``); a private registry's copy where the cluster cannot pull from Docker Hub."""
+
+
+@dataclass(frozen=True)
 class TenantSettings:
     """Who jobs are charged to and how much of the queue each may hold (runtime/tenants.py, docs/tenants.md)."""
 
@@ -255,6 +278,7 @@ class Settings:
     docker: DockerSettings = field(default_factory=DockerSettings)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     logs: LogsSettings = field(default_factory=LogsSettings)
+    results: ResultsSettings = field(default_factory=ResultsSettings)
     tenants: TenantSettings = field(default_factory=TenantSettings)
     log_level: str = "INFO"
     log_format: str = "plain"
@@ -286,6 +310,7 @@ class Settings:
             "docker": DockerSettings,
             "kubernetes": KubernetesSettings,
             "logs": LogsSettings,
+            "results": ResultsSettings,
             "tenants": TenantSettings,
         }
         limits = values.setdefault("limits", {})
@@ -313,6 +338,11 @@ class Settings:
         if self.logs.ui_submit_api_key and not self.logs.api_key:
             # The dashboard would cancel with submit's key on behalf of anyone who can open it.
             raise SettingsError("HADES_UI_SUBMIT_API_KEY needs HADES_LOGS_API_KEY: the dashboard must not be open")
+        if self.results.max_files > 1000:
+            # Every kept file is listed in the job's terminal event and record, which must stay well under 1 MiB.
+            raise SettingsError("HADES_RESULTS_MAX_FILES must be at most 1000")
+        if self.results.max_file_bytes > self.results.max_bytes:
+            raise SettingsError("HADES_RESULTS_MAX_FILE_BYTES must not exceed HADES_RESULTS_MAX_BYTES")
         if self.tenants.submit_keys and not self.http.api_key:
             # Cancels and dead letters are the operator's: with tenant keys only, they would be open to anyone.
             raise SettingsError("HADES_SUBMIT_API_KEYS_FILE needs HADES_API_KEY (the operator's key)")
@@ -501,6 +531,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HADES_MAX_PAYLOAD_BYTES": ("http.max_payload_bytes", _int(1024)),
     "HADES_SHUTDOWN_TIMEOUT_SECONDS": ("http.shutdown_timeout_s", _float(0)),
     "HADES_BODY_READ_TIMEOUT_SECONDS": ("http.body_read_timeout_s", _positive_float),
+    "HADES_HEADER_READ_TIMEOUT_SECONDS": ("http.header_read_timeout_s", _float(0)),
     "HADES_DEFAULT_CPU_LIMIT": ("limits.default_cpu", _positive_float),
     "HADES_MAX_CPU_LIMIT": ("limits.max_cpu", _positive_float),
     "HADES_DEFAULT_MEMORY_LIMIT": ("limits.default_memory_bytes", _memory),
@@ -554,6 +585,11 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HADES_LOGS_JOB_LOG_MAX_BYTES": ("logs.job_log_max_bytes", _int(1024)),
     "HADES_UI_SUBMIT_URL": ("logs.ui_submit_url", _str),
     "HADES_UI_SUBMIT_API_KEY": ("logs.ui_submit_api_key", _str),
+    "HADES_RESULTS_MAX_FILES": ("results.max_files", _int(1)),
+    "HADES_RESULTS_MAX_FILE_BYTES": ("results.max_file_bytes", _int(1)),
+    "HADES_RESULTS_MAX_BYTES": ("results.max_bytes", _int(1)),
+    "HADES_RESULTS_REPORT_MAX_BYTES": ("results.report_max_bytes", _int(1024)),
+    "HADES_RESULTS_K8S_IMAGE": ("results.k8s_image", _str),
     "HADES_SUBMIT_API_KEYS_FILE": ("tenants.submit_keys", _submit_keys),
     "HADES_TENANTS": ("tenants.names", _tenant_names),
     "HADES_TENANT_MAX_QUEUED": ("tenants.max_queued", _tenant_limits),

@@ -34,6 +34,9 @@ HEADER_MSG_ID = "Nats-Msg-Id"
 LOGS_CONSUMER = "collect-logs"
 RECORDS_BUCKET = "HADES_RECORDS"
 """KV bucket (stream ``KV_HADES_RECORDS``) with the latest record per job, kept by the log collector."""
+RESULTS_BUCKET = "HADES_RESULTS"
+"""Object Store bucket (stream ``OBJ_HADES_RESULTS``): a job's artifacts and test reports, one object per file,
+named ``<job id>/<name>``."""
 IDEMPOTENCY_BUCKET = "HADES_IDEMPOTENCY"
 """KV bucket: per ``Idempotency-Key`` (hashed), the body digest and job id of its first POST, for one window."""
 
@@ -99,3 +102,8 @@ def dispatch_consumer(lane: Lane) -> str:
 def job_id_of(subject: str) -> str:
     """The job id that ends a per-job subject (``hades.status.<id>`` and its kin)."""
     return subject.rsplit(".", 1)[-1]
+
+
+def result_object(job_id: str, name: str) -> str:
+    """The Object Store name of one of a job's kept files."""
+    return f"{job_id}/{name}"

@@ -73,7 +73,8 @@ async def clean_nats(nats_server: NatsServer) -> AsyncIterator[str]:
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()
     idempotency = f"KV_{subjects.IDEMPOTENCY_BUCKET}"
-    for stream in (subjects.JOBS_STREAM, subjects.EVENTS_STREAM, subjects.DEAD_STREAM, idempotency):
+    results = f"OBJ_{subjects.RESULTS_BUCKET}"
+    for stream in (subjects.JOBS_STREAM, subjects.EVENTS_STREAM, subjects.DEAD_STREAM, idempotency, results):
         with contextlib.suppress(NotFoundError):
             await js.delete_stream(stream)
     await nc.close()

@@ -398,3 +398,15 @@ def test_the_lease_outlasts_what_a_live_sender_goes_without_renewing() -> None:
     assert callbacks.lease_s(settings) >= 2 * between_writes
     assert callbacks.lease_s(settings) <= 5 * 60  # a crashed replica's callbacks wait minutes, not half an hour
     assert callbacks.resume_every_s(settings) < callbacks.lease_s(settings)
+
+
+async def test_an_unparsable_callback_url_is_refused_once_not_retried_forever(
+    aiohttp_client: Any, clean_nats: str, conn: messaging.Messaging, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 20, finding 5: stored before submit checked URLs fully, "http://[::1" raised at every look-up.
+    client = await logs_app(aiohttp_client, clean_nats)
+    job = await finished_job(conn, "http://[::1")
+    callback = await callback_when(client, job.id, state="done")
+    assert callback["outcome"] == "refused" and callback["attempts"] == 0
+    assert "does not parse" in callback["last_error"]
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback

@@ -269,3 +269,38 @@ def test_lane_stats_count_queued_and_running_and_bucket_finished_jobs() -> None:
     assert buckets[-1] == {"succeeded": 1, "failed": 0}
     assert buckets[-2] == {"succeeded": 0, "failed": 1}
     assert sum(b["succeeded"] + b["failed"] for b in buckets) == 2
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(180)
+def test_a_malformed_or_unknown_job_link_shows_an_error_and_nothing_of_another_job(chrome: Any, stack: Stack) -> None:  # noqa: F811
+    # Issue 20, finding 7: "#/job/%E0%A4%A" threw; an unknown id's error stood under the previous job's details.
+    job_id = stack.submit("echo shown before", name="the previous job")
+    open_dashboard(chrome, f"{stack.logs_url}/ui/#/job/{job_id}")
+    wait_for(chrome, lambda d: job_status(d) == "succeeded" and log_lines(d) == ["shown before"])
+    chrome.execute_script(
+        "window.pageErrors = [];"
+        "window.addEventListener('error', (e) => window.pageErrors.push(String(e.message)));"
+        "window.addEventListener('unhandledrejection', (e) => window.pageErrors.push(String(e.reason)));"
+    )
+    error_text = "return document.getElementById('error').hidden ? '' : document.getElementById('error').textContent"
+    for link, said in (
+        ("#/job/%E0%A4%A", "not a valid job link"),
+        ("#/job/00000000-0000-4000-8000-000000000000", "No job"),
+    ):
+        chrome.execute_script("location.hash = arguments[0]", link)
+        wait_for(chrome, lambda d, said=said: said in d.execute_script(error_text))
+        assert chrome.execute_script("return window.pageErrors") == []
+        assert chrome.find_element("id", "job-name").text == "—"
+        assert job_status(chrome) == "" and log_lines(chrome) == []
+        assert chrome.execute_script("return document.querySelectorAll('#steps tr').length") == 0
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(180)
+def test_bidi_overrides_in_names_and_lines_are_shown_not_applied(chrome: Any, stack: Stack) -> None:  # noqa: F811
+    job_id = stack.submit(r"printf 'access \342\200\256nimda\342\201\246 x\n'", name="name \u202eevil")
+    open_dashboard(chrome, f"{stack.logs_url}/ui/#/job/{job_id}")
+    wait_for(chrome, lambda d: job_status(d) == "succeeded" and len(log_lines(d)) == 1)
+    assert log_lines(chrome) == ["access <U+202E>nimda<U+2066> x"]
+    assert chrome.find_element("id", "job-name").text == "name <U+202E>evil"

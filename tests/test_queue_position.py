@@ -49,13 +49,33 @@ def test_other_lanes_run_by_their_weight_and_never_more_than_they_hold() -> None
     queued = {"high": 100, "normal": 100, "low": 100}
     assert positions.ahead_overall("high", 0, queued, WEIGHTS) == {"high": 0, "normal": 0, "low": 0}
     assert positions.ahead_overall("high", 5, queued, WEIGHTS) == {"high": 5, "normal": 3, "low": 1}
-    assert positions.ahead_overall("normal", 4, queued, WEIGHTS) == {"normal": 4, "high": 9, "low": 2}
+    # low's second job ties with normal's fifth (both at 1.5 turns): the higher lane goes first, not both
+    assert positions.ahead_overall("normal", 4, queued, WEIGHTS) == {"normal": 4, "high": 9, "low": 1}
     assert positions.ahead_overall("low", 2, queued, WEIGHTS) == {"low": 2, "high": 15, "normal": 8}
     assert positions.ahead_overall("low", 2, {"high": 4, "normal": 0, "low": 3}, WEIGHTS) == {
         "low": 2,
         "high": 4,
         "normal": 0,
     }
+
+
+@pytest.mark.parametrize(
+    ("queued", "weights"),
+    [
+        ({"high": 4, "normal": 2, "low": 3}, WEIGHTS),  # issue 20: a low and a normal job both at position 5
+        ({"high": 30, "normal": 30, "low": 30}, WEIGHTS),
+        ({"high": 7, "normal": 11, "low": 13}, {"high": 3, "normal": 2, "low": 1}),
+        ({"high": 5, "normal": 5, "low": 5}, {"high": 1, "normal": 1, "low": 1}),
+        ({"high": 0, "normal": 9, "low": 4}, {"high": 4, "normal": 2, "low": 2}),
+    ],
+)
+def test_queued_jobs_have_one_strict_order(queued: dict[str, int], weights: dict[str, int]) -> None:
+    places = sorted(
+        sum(positions.ahead_overall(lane, k, queued, weights).values())
+        for lane, count in queued.items()
+        for k in range(count)
+    )
+    assert places == list(range(sum(queued.values())))
 
 
 def test_the_eta_follows_the_recent_start_rate() -> None:
@@ -114,6 +134,20 @@ async def test_the_place_across_lanes_shrinks_as_jobs_ahead_start(
     # a start was seen, so there is an estimate now
     place = await queue_of(client, mine, lane_position=1)
     assert isinstance(place["eta_seconds"], float) and place["eta_seconds"] > 0
+
+
+async def test_no_eta_while_no_dispatcher_holds_a_job(client: TestClient, conn: messaging.Messaging) -> None:
+    started = await submitted(conn, priority=PRIORITY["normal"])
+    await started.running()  # a start was seen (the rate behind an ETA), then its dispatcher went away
+    throughput = client.app[positions.THROUGHPUT]
+
+    async def start_seen() -> bool:
+        return throughput.rate() is not None
+
+    await poll(start_seen)
+    waiting = await submitted(conn, priority=PRIORITY["normal"])
+    place = await queue_of(client, waiting, lane="normal")
+    assert place["eta_seconds"] is None
 
 
 async def test_a_job_alone_in_its_lane_is_next_there(client: TestClient, conn: messaging.Messaging) -> None:

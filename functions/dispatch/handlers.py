@@ -16,7 +16,7 @@ from aiohttp import web
 from functions.dispatch.dispatcher import Dispatcher
 from functions.dispatch.executors import Executor, create_executor
 from runtime import app as hades_app
-from runtime import tasks
+from runtime import startup, tasks
 from runtime.errors import Unavailable
 from runtime.messaging import MESSAGING, messaging_context
 from runtime.settings import Settings
@@ -106,6 +106,5 @@ def create_app(settings: Settings) -> web.Application:
     app = hades_app.create_app(settings, service="dispatch")
     app.on_shutdown.append(stop_taking_jobs)
     # Clients first, the loop last: cleanup runs in reverse, so the loop stops before its clients close.
-    app.cleanup_ctx.append(messaging_context(settings, name="hades-dispatch"))
-    app.cleanup_ctx.append(dispatch_context)
+    app.cleanup_ctx.append(startup.retrying(messaging_context(settings, name="hades-dispatch"), dispatch_context))
     return app

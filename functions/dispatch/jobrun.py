@@ -30,6 +30,8 @@ from opentelemetry import trace as otel_trace
 
 from functions.dispatch.executors.base import Executor, RunResult, StepResult, StopSignal
 from functions.dispatch.logsink import LogSink
+from functions.dispatch.results import attach  # results (t23)
+from functions.dispatch.results.collector import Collector  # results (t23)
 from runtime import eventlog, events, logconfig, messaging, metrics, subjects, tracing
 from runtime.errors import HadesError, JobError, Unavailable
 from runtime.jobs import Job, JobStatus, Step, StepStatus, parse_time, utc_now
@@ -65,6 +67,7 @@ class JobRun:
     """Status events not stored yet, in seq order: the first is the one being (or next to be) sent."""
     lost_status_events: int = 0
     """Status events never stored: dropped past ``MAX_UNSENT_STATUS_EVENTS``, or refused for good by the broker."""
+    results: Collector | None = None  # results (t23): the job's files and reports, filled by the executor
     _sending: asyncio.Lock = field(default_factory=asyncio.Lock)  # one sender at a time: events leave in order
     _outage_since: float | None = None
 
@@ -277,6 +280,7 @@ async def _handle(deps: Deps, msg: Delivery, job: Job, attempt: int, stop: StopS
         deps.conn, job_id=job.id, attempt=attempt, settings=settings.dispatch, secrets=secrets_of(job, settings)
     )
     run = JobRun(deps.conn, job, attempt, sink, job_span=otel_trace.get_current_span())
+    run.results = attach.start(deps.conn, job, settings)  # results (t23)
     heartbeat = asyncio.create_task(keep_alive(msg, max(settings.dispatch.ack_wait_s / 3, 0.5)))
     try:
         if attempt > 1 and await _already_ended(deps, msg, job):
@@ -374,7 +378,8 @@ async def _finish(deps: Deps, msg: Delivery, run: JobRun, result: RunResult) -> 
     await run.report_unreported(result)
     await run.sink.close()  # every line stored before the terminal event, so readers of the end see them all
     lost = {"log_lost_lines": run.sink.lost_lines} if run.sink.lost_lines else {}  # the record says so
-    terminal = run.job_event(result.status, result.reason, finished_at=utc_now(), **lost)
+    kept = attach.terminal_fields(run.results)  # results (t23): the test summary and kept files, when collected
+    terminal = run.job_event(result.status, result.reason, finished_at=utc_now(), **lost, **kept)
     try:
         await run.flush()  # every earlier status event first: the terminal one is the attempt's last
         await _publish_with_retries(run.conn, terminal)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from functions.logs import recordshape
+from functions.logs import recordshape, resultsdoc
 from runtime import openapi, tenants
 
 _LEGACY = ["Queued", "Running", "Succeeded", "Failed", "Stopped"]
@@ -280,6 +280,7 @@ def openapi_document() -> dict[str, Any]:
                 },
             }
         },
+        **resultsdoc.paths(_JOB_ID, _NOT_FOUND, _UNAVAILABLE),  # results (t23)
         "/health": {"get": {"summary": "Liveness, as the original Hades answers", "responses": {"200": status_ok}}},
         **_DASHBOARD_PATHS,
         **openapi.probe_paths(ready_when="NATS is unreachable or the collector stopped"),
@@ -297,5 +298,6 @@ def openapi_document() -> dict[str, Any]:
             **recordshape.openapi_schemas(),
             "LogLine": _LOG_LINE,
             "Logs": _LOGS,
+            **resultsdoc.SCHEMAS,  # results (t23)
         },
     )

@@ -43,7 +43,7 @@ from aiohttp import web
 from functions.logs import legacy, logstore, records
 from functions.logs.records import CallbackOutcome, CallbackState, JobRecord
 from functions.logs.recordstore import RECORDS, RecordStore
-from runtime import metrics, netguard
+from runtime import metrics, netguard, references
 from runtime.app import SETTINGS
 from runtime.errors import HadesError, Unavailable, truncate
 from runtime.jobs import utc_now
@@ -85,6 +85,8 @@ def signature(secret: str, body: bytes) -> str:
 
 def host_allowed(url: str, allowed: tuple[str, ...]) -> bool:
     """An ``http(s)`` URL whose host is in ``allowed`` (exact, or ``*.example.org`` for its subdomains)."""
+    if references.url_problem(url) is not None:
+        return False  # not a URL a client can open (submit refuses these; a record from before may hold one)
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     if parts.scheme not in ("http", "https") or not host:
@@ -325,6 +327,10 @@ class CallbackSender:
 
     async def _send(self, record: JobRecord) -> None:
         job_id, url = record["id"], records.callback_url(record) or ""
+        if (problem := references.url_problem(url)) is not None:  # it would raise at every look-up: finish it here
+            log.warning("job %s: callback to %a not sent: the URL %s", job_id, truncate(url, 200), problem)
+            await self._finish(job_id, "refused", last_error=f"callback_url {problem}")
+            return
         if not host_allowed(url, self.settings.callback_allowed_hosts):
             log.warning("job %s: callback to %s refused: host not allowed", job_id, truncate(url, 200))
             await self._finish(job_id, "refused", last_error="host not allowed by HADES_CALLBACK_ALLOWED_HOSTS")

@@ -20,6 +20,7 @@ from aiohttp_sse import EventSourceResponse, sse_response
 
 from functions.logs import (
     apidoc,
+    artifacts,
     callbacks,
     collector,
     legacy,
@@ -32,7 +33,7 @@ from functions.logs import (
 from functions.logs.records import JobRecord, PublicRecord
 from functions.logs.ui import setup_ui
 from runtime import app as hades_app
-from runtime import auth, jobs, subjects, tenants
+from runtime import auth, jobs, startup, subjects, tenants
 from runtime.app import SETTINGS, json_response
 from runtime.errors import HadesError, JobNotFound, RequestError, to_problem
 from runtime.messaging import MESSAGING, messaging_context
@@ -303,6 +304,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/jobs/{job_id}/status", get_status)
     app.router.add_get("/jobs/{job_id}/logs", get_logs)
     app.router.add_get("/jobs/{job_id}/logs/stream", stream_logs)
+    artifacts.add_routes(app)  # results (t23): /jobs/{id}/tests, /jobs/{id}/artifacts[/{name}]
     app.router.add_get("/health", health)
     app.router.add_get("/openapi.json", openapi)
 
@@ -312,11 +314,16 @@ def create_app(settings: Settings) -> web.Application:
     app.middlewares.append(require_key)
     app[SSE_STREAMS] = weakref.WeakSet()
     # Clients first, the loop last: cleanup runs in reverse, so the loop stops before its clients close.
-    app.cleanup_ctx.append(messaging_context(settings, name="hades-logs"))
-    app.cleanup_ctx.append(recordstore.records_context)
-    app.cleanup_ctx.append(positions.throughput_context)
-    app.cleanup_ctx.append(callbacks.callbacks_context)
-    app.cleanup_ctx.append(collector.collector_context)
+    app.cleanup_ctx.append(
+        startup.retrying(
+            messaging_context(settings, name="hades-logs"),
+            recordstore.records_context,
+            artifacts.objects_context,  # results (t23)
+            positions.throughput_context,
+            callbacks.callbacks_context,
+            collector.collector_context,
+        )
+    )
     app.on_shutdown.append(close_streams)
     add_routes(app)
     setup_ui(app)  # the dashboard under /ui/

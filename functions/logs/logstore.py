@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from functions.logs.records import JobRecord
+from functions.logs.replays import Replays
 from runtime import events, subjects
 from runtime.events import LogLine
 from runtime.jobs import JobStatus
@@ -210,10 +211,13 @@ async def job_logs(
 class LiveLine:
     attempt: int
     line: LogLine
+    notice: bool = False
+    """Hades' word on the stream itself (``replays``): sent without an event id, so it never stands for a line
+    a reader resumes after; its ``seq`` is that of the line before it, for clients that derive an id from it."""
 
     @property
-    def event_id(self) -> str:
-        return f"{self.attempt}.{self.line['seq']}"
+    def event_id(self) -> str | None:
+        return None if self.notice else f"{self.attempt}.{self.line['seq']}"
 
 
 @dataclass(frozen=True)
@@ -260,7 +264,9 @@ async def follow(
     """Every line and status change from the start (or after line ``after``), then live ones, then the end.
 
     ``known_end`` is the job's end when its record already shows it, for a job whose terminal event has left the
-    stream. With ``after``, status events before that line are not repeated.
+    stream. With ``after``, status events before that line are not repeated. A later attempt's repeat of lines
+    already shown is left out (``replays``), so the stream shows what the stored log shows; lines before
+    ``after`` are read (not sent) to know what the reader was shown.
     """
     wake = asyncio.Event()
 
@@ -269,7 +275,15 @@ async def follow(
 
     subject = subjects.job_events_subject(job_id)
     sub = await conn.subscribe(subject, on_message, pending_limit=1024)
-    order = LineOrder.after(*after) if after else LineOrder()
+    order = LineOrder()
+    replays = Replays()
+
+    def live(attempt: int, line: LogLine) -> list[LiveLine]:
+        sent = replays.admit(attempt, line)
+        if after is not None and (attempt, line["seq"]) <= after:
+            return []  # the reader had it before it reconnected
+        return [LiveLine(attempt, out, notice=out is not line) for out in sent]
+
     passed_resume_point = after is None
     statuses = _StatusFilter()
     cursor = 1
@@ -289,14 +303,16 @@ async def follow(
                             if after is not None and (batch["attempt"], line["seq"]) >= after:
                                 passed_resume_point = True
                             for attempt, ready in order.push(batch["attempt"], line):
-                                yield LiveLine(attempt, ready)
+                                for item in live(attempt, ready):
+                                    yield item
                     elif message.subject.startswith(subjects.STATUS_SUBJECT_PREFIX + "."):
                         event = _decode_status(message)
                         if event is not None and statuses.admit(event) and passed_resume_point:
                             yield LiveStatus(event)
             if statuses.terminal is not None or known_end is not None:
                 for attempt, ready in order.flush():
-                    yield LiveLine(attempt, ready)
+                    for item in live(attempt, ready):
+                        yield item
                 if statuses.terminal is not None:
                     yield LiveEnd(statuses.terminal["status"], statuses.terminal.get("reason"))
                 else:
@@ -315,7 +331,8 @@ async def follow(
             if left <= 0 or not await _wait(wake, left):
                 gap = None
                 for attempt, ready in order.flush():
-                    yield LiveLine(attempt, ready)
+                    for item in live(attempt, ready):
+                        yield item
     finally:
         await sub.close()
 

@@ -8,11 +8,14 @@ Everything comes from JetStream, not from a dispatcher, so it is right with any 
 - ahead in the lane = queued in the lane minus the job itself and the messages stored after it;
 - ahead overall: dispatchers serve the lanes that have work by smooth weighted round-robin
   (``HADES_LANE_WEIGHTS``), so while both have work, another lane ``L`` is served ``w_L / w_own`` times for each
-  job of the own lane. Before the job's own turn (its lane's ``k + 1``-th pick, ``k`` ahead in the lane) about
-  ``(k + ½) · w_L / w_own`` jobs of ``L`` run (the round-robin's phase is unknown: half a turn on average), and
-  never more than ``L`` holds;
+  job of the own lane. The ``j + 1``-th job of a lane is placed at the middle of its turn, ``(j + ½) / w_lane``
+  (the round-robin's phase is unknown: half a turn on average), and the jobs of all lanes are ordered by that
+  place, a tie going to the lane of higher priority: one strict order, so no two queued jobs share a position
+  (issue 20, finding 7). Never more of ``L`` than it holds;
 - ETA: jobs ahead overall + 1, over the jobs started per second in the last ``THROUGHPUT_WINDOW_S``, as this
-  logs replica sees the ``running`` events go by (a plain subscription: every replica sees every event).
+  logs replica sees the ``running`` events go by (a plain subscription: every replica sees every event); and only
+  while some dispatcher holds a job (a lane consumer has unacked deliveries). With none, nothing is moving the
+  queue (no dispatcher runs, or all died), and an ETA from the past starts would promise what will not happen.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -61,7 +63,8 @@ class QueuePlace:
     ahead: dict[str, int]
     """Of ``position``, how many in each lane."""
     eta_s: float | None
-    """Seconds until it is expected to start, from the recent start rate; None before any start was seen."""
+    """Seconds until it is expected to start, from the recent start rate; None before any start was seen, and
+    while no dispatcher holds a job."""
 
     def public(self) -> QueueBody:
         return {
@@ -76,14 +79,20 @@ class QueuePlace:
 def ahead_overall(
     lane: str, lane_position: int, queued: Mapping[str, int], weights: Mapping[str, int]
 ) -> dict[str, int]:
-    """Jobs of each lane expected to start before the ``lane_position + 1``-th job of ``lane`` (see module doc)."""
+    """Jobs of each lane expected to start before the ``lane_position + 1``-th job of ``lane`` (see module doc).
+
+    Job ``j`` of lane ``L`` is ahead when ``(2j + 1) · w_own`` is below ``(2k + 1) · w_L`` (integers: no rounding
+    decides a tie), or equal to it and ``L`` has the higher priority.
+    """
     own = weights[lane]
+    rank = {str(each): index for index, each in enumerate(subjects.LANES)}
     ahead = {lane: lane_position}
     for other, count in queued.items():
         if other == lane:
             continue
-        served = math.floor((lane_position + 0.5) * weights[other] / own + 0.5)
-        ahead[other] = max(0, min(count, served))
+        bound = (2 * lane_position + 1) * weights[other]
+        largest = bound // own if rank[other] < rank[lane] else (bound - 1) // own  # the largest odd 2j+1 may be
+        ahead[other] = max(0, min(count, (largest + 1) // 2))
     return ahead
 
 
@@ -143,12 +152,13 @@ async def _lane_place(conn: Messaging, *, lane: subjects.Lane, tenant: str, seq:
     return Place(total=own.total, after=sum(after))
 
 
-async def queued_in(conn: Messaging, lane: subjects.Lane) -> int:
-    """Jobs of ``lane`` no dispatcher has taken yet."""
+async def queued_in(conn: Messaging, lane: subjects.Lane) -> tuple[int, int]:
+    """Jobs of ``lane`` no dispatcher has taken yet, and jobs of it dispatchers hold."""
     try:
-        return (await conn.backlog(subjects.JOBS_STREAM, subjects.dispatch_consumer(lane))).pending
+        backlog = await conn.backlog(subjects.JOBS_STREAM, subjects.dispatch_consumer(lane))
     except HadesError:
-        return await _stored(conn, subjects.jobs_subject(lane))  # no dispatcher has made the consumer yet
+        return await _stored(conn, subjects.jobs_subject(lane)), 0  # no dispatcher has made the consumer yet
+    return backlog.pending, backlog.in_flight
 
 
 async def queue_place(
@@ -165,13 +175,15 @@ async def queue_place(
     place = await _lane_place(conn, lane=own, tenant=tenant, seq=stream_seq)
     if place is None:
         return None  # taken and finished (the work queue removed it) or otherwise gone
-    queued = {str(each): await queued_in(conn, each) for each in subjects.LANES}
+    counts = {str(each): await queued_in(conn, each) for each in subjects.LANES}
+    queued = {each: waiting for each, (waiting, _) in counts.items()}
+    held = sum(taken for _, taken in counts.values())
     if queued[lane] <= place.after:
         return None  # its message is still stored, but a dispatcher has taken it
     lane_position = queued[lane] - 1 - place.after
     ahead = ahead_overall(lane, lane_position, queued, weights)
     position = sum(ahead.values())
-    eta = throughput.eta_s(position) if throughput is not None else None
+    eta = throughput.eta_s(position) if throughput is not None and held else None
     return QueuePlace(lane=lane, lane_position=lane_position, position=position, ahead=ahead, eta_s=eta)
 
 

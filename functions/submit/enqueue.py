@@ -53,7 +53,15 @@ async def enqueue(conn: Messaging, job: Job) -> Enqueued:
 
 
 async def request_cancel(conn: Messaging, job_id: str, *, reason: str) -> None:
-    """Record a cancel request: dispatch drops the job when it dequeues it, or stops it if it runs."""
+    """Record a cancel request: dispatch drops the job when it dequeues it, or stops it if it runs.
+
+    A job still queued (its last event is ``queued``) ends here and now: its terminal ``cancelled`` event follows
+    the request, as attempt 0 (the queued event's), so the record reads ``cancelled`` at once instead of when a
+    dispatcher next takes the job (issue 20, finding 7). Dispatch still drops the job when it takes it (it finds
+    the request), and its own ``cancelled`` event then changes nothing: a terminal status is final. Should a
+    dispatcher take the job between the two, its attempt 1 outranks this event and it stops the job, having found
+    the request.
+    """
     last = await _latest_status(conn, job_id)
     if last is None:
         raise JobNotFound(job_id)
@@ -61,6 +69,11 @@ async def request_cancel(conn: Messaging, job_id: str, *, reason: str) -> None:
         raise Conflict(f"job {job_id} already ended: {last['status']}")
     body = {"job_id": job_id, "at": utc_now(), "reason": reason}
     await conn.publish(subjects.cancel_subject(job_id), encode(body), msg_id=f"{job_id}.cancel")
+    if last["kind"] == "job" and last["status"] == JobStatus.QUEUED:
+        ended = events.job_event(
+            job_id, attempt=last["attempt"], seq=last["seq"] + 1, status=JobStatus.CANCELLED, reason=reason
+        )
+        await conn.publish(subjects.status_subject(job_id), encode(ended), msg_id=events.status_msg_id(ended))
 
 
 async def _latest_status(conn: Messaging, job_id: str) -> events.StatusEvent | None:

@@ -6,13 +6,21 @@ import asyncio
 import logging
 from typing import Any
 
-from aiohttp import web
+from aiohttp import http_exceptions, web
 
 from functions.submit import admission, apidoc, deadletters, enqueue, idempotency, legacy
 from runtime import app as hades_app
-from runtime import auth, jobs, logconfig, metrics, schemas, tenants, tracing
+from runtime import auth, jobs, logconfig, metrics, netguard, schemas, startup, tenants, tracing
 from runtime.app import SETTINGS, json_response
-from runtime.errors import InvalidJob, JobNotFound, MalformedJSON, RequestError, UnsupportedMediaType
+from runtime.errors import (
+    HadesError,
+    InvalidJob,
+    JobNotFound,
+    MalformedJSON,
+    PayloadTooLarge,
+    RequestError,
+    UnsupportedMediaType,
+)
 from runtime.messaging import MESSAGING, messaging_context
 from runtime.settings import Settings
 
@@ -20,11 +28,18 @@ log = logging.getLogger(__name__)
 tracer = tracing.tracer(__name__)
 
 MAX_IDEMPOTENCY_KEY = 255
+RESOLVE: web.AppKey[netguard.Resolve] = web.AppKey("resolve")
+"""How submit looks a registry name up (``netguard.resolve_addresses``; tests set their own)."""
 
 
 class BadHeader(RequestError):
     kind = "bad-header"
     title = "Bad header"
+
+
+class BadEncoding(RequestError):
+    kind = "bad-content-encoding"
+    title = "Body does not match its Content-Encoding"
 
 
 class BodyTimeout(RequestError):
@@ -54,6 +69,10 @@ async def _read_document(request: web.Request) -> Any:
     except TimeoutError:
         metrics.JOBS_REJECTED.labels("body-timeout").inc()
         raise BodyTimeout("the request body did not arrive in time") from None
+    except (web.RequestPayloadError, http_exceptions.PayloadEncodingError):  # "Content-Encoding: gzip", not gzip
+        metrics.JOBS_REJECTED.labels("malformed").inc()
+        encoding = request.headers.get("Content-Encoding", "")[:32]
+        raise BadEncoding(f"the body could not be read as its Content-Encoding ({encoding!a}) says") from None
     try:
         return hades_app.parse_json(body)
     except ValueError as exc:
@@ -88,6 +107,10 @@ async def _accept(request: web.Request, *, build: legacy.Build | None = None) ->
             raise InvalidJob(violations)
     else:
         document, memory = build.document, build.memory
+    resolved = await jobs.registry_violations(document, settings.limits, resolve=request.app[RESOLVE])
+    if resolved:
+        metrics.JOBS_REJECTED.labels("invalid").inc()
+        raise InvalidJob(resolved) if build is None else legacy.InvalidBuild(resolved)
     tenant = tenants.resolve(
         keyed=keyed,
         named=document.get("tenant") if build is None else None,
@@ -95,11 +118,11 @@ async def _accept(request: web.Request, *, build: legacy.Build | None = None) ->
         metadata_key=settings.tenants.build_metadata_key,
         allowed=settings.tenants.known() if settings.tenants.names else (),
     )
-    if key is None:
+    # A tenant key's Idempotency-Keys are its own: two courses using the same key never share a job.
+    scoped = key if key is None or keyed is None else f"{keyed}\n{key}"
+    if scoped is None:
         job_id = jobs.new_job_id()
     else:
-        # A tenant key's Idempotency-Keys are its own: two courses using the same key never share a job.
-        scoped = key if keyed is None else f"{keyed}\n{key}"
         job_id = await idempotency.job_id_for(request.app[idempotency.IDEMPOTENCY], scoped, document)
     job = jobs.job_from_document(
         document,
@@ -118,12 +141,25 @@ async def _accept(request: web.Request, *, build: legacy.Build | None = None) ->
         ),
     ):
         trace_id = tracing.trace_id()
-        async with request.app[admission.ADMISSION].admitted(request.app[MESSAGING], job.tenant):
-            enqueued = await enqueue.enqueue(request.app[MESSAGING], job)
+        try:
+            async with request.app[admission.ADMISSION].admitted(request.app[MESSAGING], job.tenant):
+                enqueued = await enqueue.enqueue(request.app[MESSAGING], job)
+        except (PayloadTooLarge, admission.QueueFull):
+            # Certainly not stored: the key must stay free for the retry (a smaller body, a later or changed one).
+            if scoped is not None:
+                await _release(request, scoped, job_id)
+            raise
         log.info("job %s queued on %s%s", job.id, job.lane, " (idempotent retry)" if enqueued.duplicate else "")
     if not enqueued.duplicate:
         metrics.JOBS_SUBMITTED.labels(str(job.lane)).inc()
     return enqueued, trace_id
+
+
+async def _release(request: web.Request, key: str, job_id: jobs.JobId) -> None:
+    try:
+        await idempotency.release(request.app[idempotency.IDEMPOTENCY], key, job_id)
+    except HadesError as exc:  # the refusal stands; the key stays taken until the window ends
+        log.warning("job %s: could not free its Idempotency-Key after a refusal: %s", job_id, exc.detail)
 
 
 async def submit_job(request: web.Request) -> web.Response:
@@ -162,7 +198,7 @@ async def submit_build(request: web.Request) -> web.Response:
     auth.submitter(request, settings.http.api_key, settings.tenants.submit_keys)
     try:
         document = await _read_document(request)
-    except UnsupportedMediaType as exc:  # the original binds a non-JSON body as a form: a 400
+    except (UnsupportedMediaType, BadEncoding) as exc:  # the original binds a non-JSON body as a form: a 400
         raise legacy.InvalidBuild([{"path": "/", "message": exc.detail}]) from None
     try:
         build = legacy.read(document, settings.limits)
@@ -241,8 +277,10 @@ def add_routes(app: web.Application) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     app = hades_app.create_app(settings, service="submit")
-    app.cleanup_ctx.append(messaging_context(settings, name="hades-submit"))
-    app.cleanup_ctx.append(idempotency.idempotency_context(settings))
+    app.cleanup_ctx.append(
+        startup.retrying(messaging_context(settings, name="hades-submit"), idempotency.idempotency_context(settings))
+    )
+    app[RESOLVE] = netguard.resolve_addresses
     app[admission.ADMISSION] = admission.Admission(settings.tenants)
     add_routes(app)
     return app

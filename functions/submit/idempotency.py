@@ -9,6 +9,7 @@ Within the window the same key with the same body names that id again (the store
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -62,6 +63,16 @@ async def job_id_for(bucket: Bucket, key: str, document: Any) -> JobId:
             )
         return JobId(str(stored["job_id"]))
     raise IdempotencyConflict("this Idempotency-Key is being claimed by concurrent requests; retry")
+
+
+async def release(bucket: Bucket, key: str, job_id: JobId) -> None:
+    """Free ``key`` after a request it named ``job_id`` for was refused unstored (e.g. 413 from the broker), so a
+    retry with a valid body is not a 409 naming a job that never existed. Only while it still names ``job_id``."""
+    entry_key = _entry_key(key)
+    entry = await bucket.get(entry_key)
+    if entry is not None and orjson.loads(entry.value).get("job_id") == job_id:
+        with contextlib.suppress(RevisionConflict):  # written since: by a request whose word counts now
+            await bucket.delete(entry_key, revision=entry.revision)
 
 
 def idempotency_context(settings: Settings) -> Any:

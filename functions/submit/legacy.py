@@ -74,8 +74,20 @@ class Build:
     """The steps' memory sizes (document order), parsed once here, for ``jobs.job_from_document``."""
 
     def ignored_header(self) -> str:
-        text = ", ".join(self.ignored)
-        return text if len(text) <= MAX_IGNORED_HEADER_CHARS else text[: MAX_IGNORED_HEADER_CHARS - 1] + "…"
+        """The header's value: every name printable ASCII (``header_safe``), cut to ``MAX_IGNORED_HEADER_CHARS``."""
+        text = ", ".join(map(header_safe, self.ignored))
+        return text if len(text) <= MAX_IGNORED_HEADER_CHARS else text[: MAX_IGNORED_HEADER_CHARS - 3] + "..."
+
+
+def header_safe(pointer: str) -> str:
+    """A JSON Pointer as a header (and log) may carry it: ``%``, ``,`` and every byte outside printable ASCII are
+    percent-encoded (UTF-8), as in a pointer's URI fragment form (RFC 6901 §6). A field name is the client's text:
+    a CR/LF in it must not end the header (or forge a log line), and a comma must not split one name in two."""
+    return "".join(c if " " <= c <= "~" and c not in "%," else _percent(c) for c in pointer)
+
+
+def _percent(char: str) -> str:
+    return "".join(f"%{byte:02X}" for byte in char.encode("utf-8", "surrogatepass"))
 
 
 def read(body: Any, limits: LimitSettings) -> Build:

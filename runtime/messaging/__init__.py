@@ -18,6 +18,7 @@ from runtime.messaging.connection import (
 )
 from runtime.messaging.consumers import Delivery, PullConsumer, Subscription
 from runtime.messaging.kv import Bucket, Entry, RevisionConflict
+from runtime.messaging.objects import Objects, ObjectTooLarge, StoredObject, read_range
 
 __all__ = [
     "MESSAGING",
@@ -25,13 +26,17 @@ __all__ = [
     "Delivery",
     "Entry",
     "Messaging",
+    "ObjectTooLarge",
+    "Objects",
     "Place",
     "Published",
     "PullConsumer",
     "RevisionConflict",
     "StoredMessage",
+    "StoredObject",
     "Subscription",
     "connect",
     "encode",
     "messaging_context",
+    "read_range",
 ]

@@ -35,12 +35,14 @@ from runtime.messaging import topology
 from runtime.messaging.consumers import OnMessage, PullConsumer, Subscription
 from runtime.messaging.errors import NATS_ERRORS, translated
 from runtime.messaging.kv import Bucket
+from runtime.messaging.objects import Objects, ensure_objects
 from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 
 CONNECT_RETRY_S = 60.0
-"""How long start-up keeps trying to reach NATS before the function gives up (and its pod restarts)."""
+"""How long ``connect`` keeps trying to reach NATS by default (tools, benchmarks, tests); a function's start-up
+tries once per attempt and retries itself (``runtime.startup``)."""
 READ_BATCH_MESSAGES = 256
 """Messages asked for per direct get."""
 READ_BATCH_BYTES = 1024 * 1024
@@ -258,8 +260,9 @@ class Messaging:
         with translated(f"reading consumer {consumer}"):
             info = await self._js.consumer_info(stream, consumer)
             pending = int(info.num_pending or 0)
+            in_flight = int(info.num_ack_pending or 0)
             if not pending:
-                return Backlog(pending=0, oldest_age_s=0.0)
+                return Backlog(pending=0, oldest_age_s=0.0, in_flight=in_flight)
             first = int(info.delivered.stream_seq or 0) + 1 if info.delivered else 1
             config = info.config
             filters = (config.filter_subjects or [config.filter_subject or ">"]) if config else [">"]
@@ -269,8 +272,8 @@ class Messaging:
             reply_headers = min(found, key=lambda h: int(h["Nats-Sequence"])) if found else {}
         stamp = reply_headers.get("Nats-Time-Stamp")
         if not stamp:
-            return Backlog(pending=pending, oldest_age_s=0.0)
-        return Backlog(pending=pending, oldest_age_s=max(0.0, time.time() - _parse_stamp(stamp)))
+            return Backlog(pending=pending, oldest_age_s=0.0, in_flight=in_flight)
+        return Backlog(pending=pending, oldest_age_s=max(0.0, time.time() - _parse_stamp(stamp)), in_flight=in_flight)
 
     async def subscribe(self, subject: str, on_message: OnMessage, *, pending_limit: int = 65536) -> Subscription:
         """A plain subscription (no storage, no acks): wake-ups and notifications."""
@@ -303,6 +306,17 @@ class Messaging:
         with translated(f"opening bucket {config.bucket}"):
             kv = await topology.ensure_bucket(self._js, config)
         return Bucket(kv, name=config.bucket)
+
+    async def objects(self, config: Any) -> Objects:
+        """The Object Store bucket ``config`` describes, created or brought up to date."""
+        with translated(f"opening object store {config.bucket}"):
+            await ensure_objects(self._js, config)
+        return Objects(self._nc, self._js, bucket=config.bucket, timeout_s=self.publish_timeout_s)
+
+    async def object_chunks(self, objects: Objects, chunk_subject: str) -> AsyncGenerator[bytes, None]:
+        """An object's chunks in order (``Objects.located`` names the subject), read in bounded batches."""
+        async for message in self.read(stream=objects.stream, subject=chunk_subject, batch=8):
+            yield message.data
 
     async def close(self) -> None:
         if self._nc.is_closed:
@@ -383,6 +397,8 @@ class Backlog:
     """Messages the consumer has not delivered yet."""
     oldest_age_s: float
     """Seconds since the oldest of them was stored (0 when there is none)."""
+    in_flight: int = 0
+    """Messages delivered and not acked yet: jobs a dispatcher holds (running, or its holder died within AckWait)."""
 
 
 def _parse_stamp(stamp: str) -> float:
@@ -396,24 +412,29 @@ def encode(body: Any) -> bytes:
     return orjson.dumps(body)
 
 
-async def connect(settings: Settings, *, name: str) -> Messaging:
-    """Connect (retrying while NATS starts up) and make sure the topology exists."""
+async def connect(settings: Settings, *, name: str, retry_for_s: float = CONNECT_RETRY_S) -> Messaging:
+    """Connect (retrying for ``retry_for_s`` while NATS starts up) and make sure the topology exists."""
 
     async def on_error(exc: Exception) -> None:
         log.warning("NATS: %s", exc)
 
+    connected: list[Client] = []
+
     async def on_disconnect() -> None:
+        if connected and connected[0].is_closed:
+            return  # our own close (shutdown, or a start-up attempt that failed), not an outage
         log.warning("NATS: disconnected, reconnecting")
 
     async def on_reconnect() -> None:
         log.info("NATS: reconnected")
 
-    deadline = time.monotonic() + CONNECT_RETRY_S
+    deadline = time.monotonic() + retry_for_s
     servers = [s.strip() for s in settings.nats.url.split(",") if s.strip()]
     while True:
         try:
             with translated(f"connecting to NATS at {settings.nats.url}"):
                 nc = await _connect_once(
+                    within_s=settings.nats.connect_timeout_s * len(servers) + 1.5,
                     servers=servers,
                     name=name,
                     connect_timeout=settings.nats.connect_timeout_s,  # type: ignore[arg-type,unused-ignore]
@@ -427,20 +448,34 @@ async def connect(settings: Settings, *, name: str) -> Messaging:
                 )
             break
         except Unavailable as exc:
-            if time.monotonic() > deadline:
+            if time.monotonic() >= deadline:
                 raise
             log.warning("NATS at %s not reachable yet (%s); retrying", settings.nats.url, exc.detail)
             await asyncio.sleep(1.0)
+    connected.append(nc)
     messaging = Messaging(nc, publish_timeout_s=settings.nats.publish_timeout_s)
-    await messaging.ensure_topology(settings)
+    try:
+        await messaging.ensure_topology(settings)
+    except BaseException:
+        await messaging.close()  # a start-up retried later connects again: this connection must not linger
+        raise
     return messaging
 
 
-async def _connect_once(**options: Any) -> Client:
+async def _connect_once(*, within_s: float, **options: Any) -> Client:
+    """One try at the servers, for at most ``within_s``: with reconnects unbounded (as wanted once connected),
+    nats-py's first connect would otherwise go round the servers forever while none answers."""
+    nc = Client()
     try:
-        return await nats.connect(**options)
+        async with asyncio.timeout(within_s):
+            await nc.connect(**options)
     except OSError as exc:  # refused or unreachable before the client wraps it: the same as a NATS outage
+        await nc.close()
         raise nats.errors.NoServersError from exc
+    except BaseException:
+        await nc.close()
+        raise
+    return nc
 
 
 MESSAGING = web.AppKey("messaging", Messaging)
@@ -451,10 +486,12 @@ async def nats_ready(app: web.Application) -> str | None:
 
 
 def messaging_context(settings: Settings, *, name: str) -> Any:
-    """A ``cleanup_ctx`` entry: connect before the app serves, drain after it stops."""
+    """A start-up step (``runtime.startup.retrying``): connect and set up the streams, drain after the app stops.
+
+    One try: the start-up retries it with backoff, saying why on ``/readyz``."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        app[MESSAGING] = await connect(settings, name=name)
+        app[MESSAGING] = await connect(settings, name=name, retry_for_s=0)
         app[hades_app.READINESS_CHECKS].append(nats_ready)
         yield
         await app[MESSAGING].close()

@@ -48,3 +48,11 @@ class Bucket:
                 return int(await self._kv.create(key, value))
             except nats.js.errors.KeyWrongLastSequenceError as exc:
                 raise RevisionConflict(key) from exc
+
+    async def delete(self, key: str, *, revision: int) -> None:
+        """Delete the key if it is still at ``revision``; ``RevisionConflict`` when someone wrote it since."""
+        with translated(f"deleting from {self.name}"):
+            try:
+                await self._kv.delete(key, last=revision)
+            except nats.js.errors.KeyWrongLastSequenceError as exc:
+                raise RevisionConflict(key) from exc

@@ -26,6 +26,7 @@ from runtime.subjects import (
     LOGS_CONSUMER,
     LOGS_SUBJECT_PREFIX,
     RECORDS_BUCKET,
+    RESULTS_BUCKET,
     STATUS_SUBJECT_PREFIX,
     Lane,
     dispatch_consumer,
@@ -150,6 +151,17 @@ def idempotency_bucket_config(settings: Settings) -> js_api.KeyValueConfig:
         description="Idempotency-Key -> body digest and job id of its first POST, for the duplicate window",
         history=1,
         ttl=settings.nats.duplicate_window_s,
+        storage=js_api.StorageType.FILE,
+        replicas=settings.nats.replicas,
+    )
+
+
+def results_bucket_config(settings: Settings) -> js_api.ObjectStoreConfig:
+    """Kept as long as the events (and so the records that list the files): the same age, the same replicas."""
+    return js_api.ObjectStoreConfig(
+        bucket=RESULTS_BUCKET,
+        description="Artifacts and test reports of jobs, one object per file (<job id>/<name>)",
+        ttl=settings.nats.events_max_age_s,
         storage=js_api.StorageType.FILE,
         replicas=settings.nats.replicas,
     )

@@ -41,6 +41,7 @@ from functions.dispatch.executors.base import (
     job_status,
     skipped,
 )
+from functions.dispatch.results import docker_volume  # results (t23)
 from runtime import jobs, units
 from runtime.errors import HadesError, JobError, Unavailable, truncate
 from runtime.jobs import Job, JobStatus, Step, StepStatus, utc_now
@@ -146,6 +147,11 @@ class DockerExecutor:
         except BaseException:
             await self._cleanup_shielded(job.id)  # by label: also finds what a cancelled create left behind
             raise
+        # results (t23): the job's artifacts and reports, read out of its volume before the volume goes
+        shared = adopted.volume if adopted is not None else created.volume
+        await docker_volume.collect(
+            self, hooks, job, volume=shared, labels={LABEL_JOB_ID: job.id, LABEL_SCOPE: self._scope}
+        )
         if adopted is not None:  # the earlier attempt's containers and volume are this run's to remove
             await self._cleanup_shielded(job.id)
             return result
@@ -440,7 +446,7 @@ class DockerExecutor:
     # -- images ---------------------------------------------------------------------------------------------------
 
     async def _ensure_images(self, job: Job) -> None:
-        refusal = jobs.image_refusals(job, self._settings.limits)  # again here: the policy may have changed
+        refusal = await jobs.image_refusals(job, self._settings.limits)  # again here: the policy may have changed
         if refusal is not None:
             raise JobError(refusal)
         for image in dict.fromkeys(step.image for step in job.steps):

@@ -33,6 +33,7 @@ from functions.dispatch.executors.base import (
 from functions.dispatch.executors.k8s import api as k8s_api
 from functions.dispatch.executors.k8s import manifest, podlogs, podstate
 from functions.dispatch.executors.k8s.watch import PodWatch
+from functions.dispatch.results import k8s_collect  # results (t23)
 from runtime.errors import HadesError, JobError, Unavailable, truncate
 from runtime.jobs import Job, JobStatus, Step, StepStatus, image_refusals
 from runtime.settings import Settings
@@ -146,7 +147,7 @@ class KubernetesExecutor:
     async def run(self, job: Job, *, attempt: int, hooks: RunHooks, stop: StopSignal) -> RunResult:
         if stop.requested:
             return _stopped(job.steps, [], stop)
-        refusal = image_refusals(job, self._settings.limits)  # before the kubelet pulls anything
+        refusal = await image_refusals(job, self._settings.limits)  # before the kubelet pulls anything
         if refusal is not None:
             raise JobError(refusal)
         follow = _Follow(job.id)
@@ -165,6 +166,7 @@ class KubernetesExecutor:
         finally:
             run.close_logs()
             self._forget(follow)
+        await k8s_collect.collect(self._api, hooks, job, pod=follow.pod, stopped=run.deleted)  # results (t23)
         if not run.deleted:
             await self._cleanup_shielded(job.id)
         return result

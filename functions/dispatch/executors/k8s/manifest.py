@@ -13,6 +13,7 @@ import math
 import re
 from typing import Any
 
+from functions.dispatch.results import k8s_collect  # results (t23)
 from runtime import units
 from runtime.jobs import Job, Step
 from runtime.settings import Settings
@@ -165,6 +166,7 @@ def build_job(job: Job, *, attempt: int, settings: Settings) -> dict[str, Any]:
         pod_spec["tolerations"] = [dict(t) for t in k8s.tolerations]
     if k8s.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": name} for name in k8s.image_pull_secrets]
+    k8s_collect.add_collector(pod_spec, job, settings)  # results (t23): steps as init containers, then a collector
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

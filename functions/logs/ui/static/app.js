@@ -22,16 +22,24 @@
     jobRefresh: null,
     queuedTimer: null,
     attempt: null,
+    opening: null, // the id of the job the page is loading or showing
   };
 
   // ---------- small helpers ----------
+
+  // Bidirectional overrides and isolates (U+202A-U+202E, U+2066-U+2069) reorder the text after them: a name, a
+  // reason or a log line could read differently from what it is ("Trojan Source"). Shown as <U+202E>, never applied.
+  const BIDI = /[\u202a-\u202e\u2066-\u2069]/g;
+  function neutral(text) {
+    return String(text).replace(BIDI, (ch) => `<U+${ch.charCodeAt(0).toString(16).toUpperCase()}>`);
+  }
 
   function el(tag, props, ...children) {
     const node = document.createElement(tag);
     if (props) {
       for (const [key, value] of Object.entries(props)) {
         if (value === null || value === undefined) continue;
-        if (key === "text") node.textContent = String(value);
+        if (key === "text") node.textContent = neutral(value);
         else if (key === "class") node.className = value;
         else if (key === "dataset") Object.assign(node.dataset, value);
         else node.setAttribute(key, String(value));
@@ -150,8 +158,8 @@
   // Escape sequences other than colours (cursor moves, titles, links) and other control characters are shown
   // visibly in caret notation, as `cat -v` does (ESC is ^[, BEL ^G): never interpreted.
   function visible(text) {
-    return text.replace(/[\x00-\x08\x0b-\x1f\x7f]/g, (ch) =>
-      ch === "\x7f" ? "^?" : `^${String.fromCharCode(ch.charCodeAt(0) + 64)}`);
+    return neutral(text.replace(/[\x00-\x08\x0b-\x1f\x7f]/g, (ch) =>
+      ch === "\x7f" ? "^?" : `^${String.fromCharCode(ch.charCodeAt(0) + 64)}`));
   }
 
   function appendSpan(parent, text, style) {
@@ -415,7 +423,7 @@
   }
 
   function setText(id, value) {
-    $(id).textContent = value === null || value === undefined || value === "" ? "—" : String(value);
+    $(id).textContent = value === null || value === undefined || value === "" ? "—" : neutral(value);
   }
 
   function renderJob(record) {
@@ -426,7 +434,7 @@
     status.className = `badge status-${record.status}`;
     status.textContent = statusLabel(record.status);
     $("job-view").dataset.status = record.status;
-    $("job-reason").textContent = record.reason || "";
+    $("job-reason").textContent = neutral(record.reason || "");
     setText("job-lane", record.lane ? `${record.lane} (priority ${record.priority})` : null);
     setText("job-tenant", record.tenant || null);
     const queued = record.status === "queued";
@@ -441,6 +449,7 @@
       : null);
     $("job-cancel").hidden = !state.config.cancel || TERMINAL.has(record.status);
     renderSteps(record);
+    renderResults(record);
     if (queued && state.queuedTimer === null) {
       state.queuedTimer = setInterval(() => refreshJob(0), QUEUED_REFRESH_MS);
     } else if (!queued && state.queuedTimer !== null) {
@@ -475,6 +484,45 @@
         el("td", { class: "wide timeline", "aria-hidden": "true" }, el("div", { class: "track" }, bar)),
         el("td", { class: "reason", text: step.reason || "" }));
     }));
+  }
+
+  // What the job kept (its artifacts and JUnit reports): failed tests first, then the counts of the rest.
+  function renderResults(record) {
+    const results = record.results;
+    $("job-results").hidden = !results;
+    if (!results) return;
+    const tests = results.tests;
+    setText("tests-summary", tests
+      ? `${tests.tests} tests: ${tests.passed} passed, ${tests.failures} failed, ${tests.errors} errors, ` +
+        `${tests.skipped} skipped (${tests.time_s} s)`
+      : "No test reports.");
+    const rows = (results.failed_tests || []).map((test) => el("tr", { dataset: { kind: test.kind } },
+      el("td", null, el("span", { class: "badge status-failed", text: test.kind })),
+      el("td", { class: "mono", text: [test.classname, test.name].filter(Boolean).join(".") }),
+      el("td", { text: test.suite || "" }),
+      el("td", null, el("details", null, el("summary", { text: test.message || "—" }),
+        el("pre", { class: "output", text: test.output || "" })))));
+    if (results.failed_tests_dropped) {
+      rows.push(el("tr", null, el("td", { colspan: "4", class: "muted",
+        text: `… and ${results.failed_tests_dropped} more failed` })));
+    }
+    if (tests) {
+      const rest = [["passed", tests.passed], ["skipped", tests.skipped]].filter(([, n]) => n > 0);
+      rows.push(...rest.map(([what, n]) => el("tr", { dataset: { kind: what } },
+        el("td", null, el("span", { class: `badge status-${what === "passed" ? "succeeded" : "cancelled"}`, text: what })),
+        el("td", { colspan: "3", class: "muted", text: `${n} test${n === 1 ? "" : "s"}` }))));
+    }
+    $("tests").replaceChildren(...rows);
+    const base = `/jobs/${encodeURIComponent(record.id)}/artifacts/`;
+    $("artifacts").replaceChildren(...(results.artifacts || []).map((file) => el("li", null,
+      el("a", { href: base + file.name.split("/").map(encodeURIComponent).join("/"), download: "", text: file.name }),
+      el("span", { class: "muted", text: ` ${file.size} bytes · ${file.content_type}` }))));
+    const notes = [
+      ...(results.reports || []).filter((r) => !r.parsed).map((r) => `report ${r.path}: ${r.reason}`),
+      ...(results.skipped || []).map((s) => `not kept: ${s.path}: ${s.reason}`),
+      ...(results.warnings || []),
+    ];
+    $("results-notes").replaceChildren(...notes.map((text) => el("li", { text })));
   }
 
   function stepLog(stepId) {
@@ -515,17 +563,35 @@
     }, delayMs);
   }
 
-  async function openJob(jobId) {
-    closeJob();
+  // The job page without a job: nothing of the job shown before may stay under another id's error.
+  function clearJob(jobId) {
+    for (const id of ["job-name", "job-lane", "job-position", "job-submitted", "job-started", "job-finished"]) {
+      setText(id, null);
+    }
+    setText("job-id", jobId);
+    $("job-status").className = "badge";
+    $("job-status").textContent = "";
+    $("job-reason").textContent = "";
+    $("job-cancel").hidden = true;
+    $("job-download").removeAttribute("href");
+    delete $("job-view").dataset.status;
     $("logs").replaceChildren();
     $("steps").replaceChildren();
+  }
+
+  async function openJob(jobId) {
+    closeJob();
+    clearJob(jobId);
+    state.opening = jobId;
     let record;
     try {
       record = await api(`/jobs/${encodeURIComponent(jobId)}`);
     } catch (error) {
-      showError(error.status === 404 ? `No job with id ${jobId}.` : `Could not load job: ${error.message}`);
+      if (state.opening !== jobId) return; // another job was opened meanwhile
+      showError(error.status === 404 ? `No job with id ${neutral(jobId)}.` : `Could not load job: ${error.message}`);
       return;
     }
+    if (state.opening !== jobId) return;
     showError("");
     renderJob(record);
     $("job-download").href = `/jobs/${encodeURIComponent(jobId)}/logs?format=text`;
@@ -571,7 +637,16 @@
       $("job-cancel").textContent = "Cancel job";
       $("job-cancel").disabled = false;
       delete $("logs").dataset.ended;
-      openJob(decodeURIComponent(match[1]));
+      let jobId;
+      try {
+        jobId = decodeURIComponent(match[1]);
+      } catch (error) { // a malformed escape such as %E0%A4%A: no such job, and nothing else to show
+        closeJob();
+        clearJob(match[1]);
+        showError(`No job with id ${neutral(match[1])}: the address is not a valid job link.`);
+        return;
+      }
+      openJob(jobId);
       document.title = "Hades · job";
     } else {
       closeJob();
