@@ -162,3 +162,21 @@ async def test_a_named_tenants_job_runs_to_its_end_and_its_record_names_the_tena
     record = await poll(ended, timeout_s=60)
     assert record["tenant"] == "cs101"
     assert await stored_per_subject(conn) == {}  # acked: the work queue let it go
+
+
+async def test_a_refused_submit_leaves_its_idempotency_key_free(
+    submit: TestClient, conn: messaging.Messaging, clean_nats: str
+) -> None:
+    for _ in range(3):
+        assert (await post(submit, "cs101")).status == 202
+    headers = {"Idempotency-Key": "retry-me"}
+    refused = await submit.post("/jobs", json={**HELLO, "tenant": "cs101"}, headers=headers)
+    assert refused.status == 429
+    # The tenant frees room (here: its jobs go), and the student sends a changed job with the same key.
+    nc = await nats.connect(clean_nats)
+    try:
+        await nc.jetstream().purge_stream(subjects.JOBS_STREAM)
+    finally:
+        await nc.close()
+    changed = await submit.post("/jobs", json={**HELLO, "name": "fixed", "tenant": "cs101"}, headers=headers)
+    assert changed.status == 202, await changed.text()
