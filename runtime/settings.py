@@ -256,16 +256,33 @@ class TenantSettings:
     /build jobs belong to the key's tenant or ``default``."""
     queue_full_retry_after_s: int = 30
     """``Retry-After`` of a 429 for a full tenant queue: about how long a slot takes to free up."""
+    weights: tuple[tuple[str, int], ...] = ()
+    """Per tenant, its share inside a lane (``*``: every tenant not named; default 1): for dispatch's fair share
+    (``runtime.fairshare``; docs/tenants.md, "Left to do": dispatch does not read it yet)."""
+    max_running: tuple[tuple[str, int], ...] = ()
+    """Per tenant, most jobs running at once in the cluster (``*``: every tenant not named); empty: no cap. For
+    dispatch's fair share (docs/tenants.md, "Left to do": dispatch does not enforce it yet)."""
 
     def known(self) -> frozenset[str]:
         """Every tenant the operator named somewhere, and ``default``."""
         named = {tenant for tenant, _ in self.submit_keys} | set(self.names)
-        named |= {tenant for tenant, _ in self.max_queued if tenant != "*"}
+        for listed in (self.max_queued, self.weights, self.max_running):
+            named |= {tenant for tenant, _ in listed if tenant != "*"}
         return frozenset(named | {tenants.DEFAULT})
 
     def queued_limit(self, tenant: str) -> int | None:
         """The tenant's ``max_queued``, its ``*`` default, or None (no limit)."""
         limits = dict(self.max_queued)
+        return limits.get(tenant, limits.get("*"))
+
+    def weight(self, tenant: str) -> int:
+        """The tenant's weight, its ``*`` default, or 1."""
+        weights = dict(self.weights)
+        return weights.get(tenant, weights.get("*", 1))
+
+    def running_limit(self, tenant: str) -> int | None:
+        """The tenant's ``max_running``, its ``*`` default, or None (no cap)."""
+        limits = dict(self.max_running)
         return limits.get(tenant, limits.get("*"))
 
 
@@ -474,13 +491,16 @@ def _tenant_names(raw: str) -> tuple[str, ...]:
     return names
 
 
-def _tenant_limits(raw: str) -> tuple[tuple[str, int], ...]:
-    limits = []
-    for tenant, value in _pairs(raw):
-        if tenant != "*" and not tenants.is_name(tenant):
-            raise ValueError(f"must be tenant=number pairs (or *=number); {tenants.NAME_RULE} (not {tenant!r})")
-        limits.append((tenant, _int(0)(value)))
-    return tuple(limits)
+def _tenant_numbers(minimum: int) -> Callable[[str], tuple[tuple[str, int], ...]]:
+    def parse(raw: str) -> tuple[tuple[str, int], ...]:
+        limits = []
+        for tenant, value in _pairs(raw):
+            if tenant != "*" and not tenants.is_name(tenant):
+                raise ValueError(f"must be tenant=number pairs (or *=number); {tenants.NAME_RULE} (not {tenant!r})")
+            limits.append((tenant, _int(minimum)(value)))
+        return tuple(limits)
+
+    return parse
 
 
 def _submit_keys(raw: str) -> tuple[tuple[str, str], ...]:
@@ -592,9 +612,11 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HADES_RESULTS_K8S_IMAGE": ("results.k8s_image", _str),
     "HADES_SUBMIT_API_KEYS_FILE": ("tenants.submit_keys", _submit_keys),
     "HADES_TENANTS": ("tenants.names", _tenant_names),
-    "HADES_TENANT_MAX_QUEUED": ("tenants.max_queued", _tenant_limits),
+    "HADES_TENANT_MAX_QUEUED": ("tenants.max_queued", _tenant_numbers(0)),
     "HADES_BUILD_TENANT_METADATA_KEY": ("tenants.build_metadata_key", _str),
     "HADES_TENANT_RETRY_AFTER_SECONDS": ("tenants.queue_full_retry_after_s", _int(1)),
+    "HADES_TENANT_WEIGHTS": ("tenants.weights", _tenant_numbers(1)),
+    "HADES_TENANT_MAX_RUNNING": ("tenants.max_running", _tenant_numbers(1)),
     "HADES_LOG_LEVEL": ("log_level", _choice("debug", "info", "warning", "error")),
     "HADES_LOG_FORMAT": ("log_format", _choice("plain", "json")),
 }
