@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from functions.dispatch import jobrun
+from functions.dispatch import jobrun, statusqueue
 from functions.dispatch.dispatcher import Dispatcher
-from functions.dispatch.executors.base import RunHooks, RunResult, StepResult, StopSignal
+from functions.dispatch.executors.base import Capabilities, RunHooks, RunResult, StepResult, StopSignal
 from runtime import eventlog, messaging, subjects
 from runtime.errors import Unavailable
 from runtime.jobs import Job, JobStatus, StepStatus, job_from_document, new_job_id, utc_now
@@ -22,6 +22,7 @@ from tests.observe import StoredEvents
 
 class FakeExecutor:
     name = "fake"
+    capabilities = Capabilities()
 
     def __init__(self, *, run_error: Exception | None = None, cleanup_error: Exception | None = None) -> None:
         self.run_error, self.cleanup_error = run_error, cleanup_error
@@ -68,7 +69,7 @@ async def test_a_terminal_event_that_cannot_be_stored_hands_the_job_back(
         return await real_publish(subject, payload, **kwargs)
 
     monkeypatch.setattr(conn, "publish", publish)
-    monkeypatch.setattr(jobrun, "TERMINAL_PUBLISH_ATTEMPTS", 2)
+    monkeypatch.setattr(statusqueue, "TERMINAL_PUBLISH_ATTEMPTS", 2)
     msg = FakeDelivery(data=json.dumps(job.to_message()).encode(), attempt=1)
 
     await handle(conn, FakeExecutor(), msg)

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from functions.dispatch import jobrun
+from functions.dispatch import jobrun, settle
 from functions.dispatch.executors.base import Executor, StopSignal
 from runtime import eventlog, events, messaging, metrics, subjects, tasks
 from runtime.errors import HadesError, Unavailable
@@ -54,7 +54,7 @@ class Dispatcher:
         self.executor = executor
         self.settings = settings
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.deps = jobrun.Deps(conn=conn, executor=executor, settings=settings, dispatcher_id=self.id)
+        self.deps = settle.Deps(conn=conn, executor=executor, settings=settings, dispatcher_id=self.id)
         self.picker = LanePicker(settings.dispatch.lane_weights)
         self.slots = asyncio.Semaphore(settings.dispatch.concurrency)
         self.running: dict[str, tuple[asyncio.Task[None], StopSignal, Delivery]] = {}
@@ -110,15 +110,16 @@ class Dispatcher:
                 if last is None or events.is_terminal(last):
                     log.info("removing leftovers of ended job %s", job_id)
                     await self.executor.cleanup(job_id)
-                elif self.executor.name == "docker":
+                elif self.executor.capabilities.host_local:
                     await self._hand_back(job_id)
             except HadesError as exc:  # one stuck leftover must not keep the dispatcher from starting
                 log.warning("leftovers of job %s not removed: %s", job_id, exc.detail)
 
     async def _hand_back(self, job_id: str) -> None:
         """Nak the delivery of a job whose latest attempt runs for a dispatcher of this host that no longer
-        exists: it is redelivered now (and its running step followed), not after AckWait. Docker only (one host,
-        one engine): a Kubernetes dispatcher's pod is another host, and its jobs come back after AckWait."""
+        exists: it is redelivered now (and its running step followed), not after AckWait. Only for an executor whose
+        containers run on the dispatcher's host (Docker): a Kubernetes dispatcher's pod is another host, and its
+        jobs come back after AckWait."""
         running = await _latest_running(self.conn, job_id)
         if running is None or "ack_reply" not in running:
             return
@@ -172,8 +173,7 @@ class Dispatcher:
                 raise
             if self.stopping:  # taken as the stop came: hand it straight back
                 self._release()
-                with contextlib.suppress(Unavailable):
-                    await msg.nak()
+                await settle.hand_back(msg)
                 return
             await self._start(msg)
 
@@ -241,8 +241,7 @@ class Dispatcher:
                 task.cancel()
             await asyncio.gather(*(task for _, task, _ in handed_back), return_exceptions=True)
             for _, _, msg in handed_back:
-                with contextlib.suppress(Unavailable):
-                    await msg.nak()
+                await settle.hand_back(msg)
         await _close([self.cancel_subscription] if self.cancel_subscription else [])
 
 

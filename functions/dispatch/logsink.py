@@ -108,13 +108,25 @@ class LogSink:
         return text
 
     def add(self, step_id: int, stream: str, message: str, *, at: str) -> None:
+        """One line of a step's output (``stdout`` or ``stderr``): masked, split, counted against the cap."""
+        self._enter(step_id, stream, message, at)
+
+    def system(self, step_id: int, message: str) -> None:
+        """A line from Hades itself (pulling an image, a step killed …), shown among the step's output; masked
+        like the step's own lines (it can quote a step's name or an engine's words), not counted against the cap."""
+        self._enter(step_id, "system", message, utc_now())
+
+    def _enter(self, step_id: int, stream: str, message: str, at: str) -> None:
+        message = self.mask(message)  # the one place a line's text is masked, before it is split
+        if stream == "system":
+            self._append(step_id, stream, message, at)
+            return
         if self.truncated:
             self.dropped_lines += 1
             if step_id not in self._dropped_steps:  # a later step must not look as if it printed nothing
                 self._dropped_steps.add(step_id)
                 self._append(step_id, "system", f"[hades] output of step {step_id} dropped: {self._cap_text()}", at)
             return
-        message = self.mask(message)
         for piece in split_line(message, self.settings.log_line_max_bytes):
             size = len(piece.encode()) + 1
             if self.bytes_written + size > self.settings.job_log_max_bytes:
@@ -125,10 +137,6 @@ class LogSink:
                 return
             self.bytes_written += size
             self._append(step_id, stream, piece, at)
-
-    def system(self, step_id: int, message: str) -> None:
-        """A line from Hades itself (pulling an image, a step killed …), shown among the step's output."""
-        self._append(step_id, "system", message, utc_now())
 
     def _cap_text(self) -> str:
         return f"the job's log limit of {self.settings.job_log_max_bytes / 2**20:g} MiB was reached"

@@ -22,13 +22,20 @@ from typing import Any
 
 from functions.dispatch.executors import output
 from functions.dispatch.executors.base import (
+    Capabilities,
+    Cause,
+    ImageUnavailable,
     RunHooks,
     RunResult,
     StepResult,
     StopSignal,
+    Unschedulable,
     cleanup_shielded,
-    job_status,
+    run_result,
     skipped,
+    stop_reason,
+    stopped,
+    timed_out_reason,
 )
 from functions.dispatch.executors.k8s import api as k8s_api
 from functions.dispatch.executors.k8s import manifest, podlogs, podstate
@@ -67,6 +74,9 @@ class _Follow:
 
 class KubernetesExecutor:
     name = "kubernetes"
+    capabilities = Capabilities(owns_deadline=True)
+    """The pod's ``activeDeadlineSeconds`` is the job's timeout: the cluster ends it with or without a dispatcher,
+    and dispatch keeps no timer of its own for it."""
 
     def __init__(self, api: k8s_api.Api, *, settings: Settings) -> None:
         self._api = api
@@ -145,7 +155,7 @@ class KubernetesExecutor:
 
     async def run(self, job: Job, *, attempt: int, hooks: RunHooks, stop: StopSignal) -> RunResult:
         if stop.requested:
-            return _stopped(job.steps, [], stop)
+            return stopped(job.steps, [], stop)
         refusal = image_refusals(job, self._settings.limits)  # before the kubelet pulls anything
         if refusal is not None:
             raise JobError(refusal)
@@ -366,12 +376,11 @@ class _Run:
             last = self.results[-1] if self.results else None
             why = f"step {last.step_id} ended the pod" if last else "the pod ended before its first step"
             rest = skipped(job.steps[len(self.results) :], reason=f"skipped: {why}")
-            return RunResult(JobStatus.FAILED, (*self.results, *rest), reason=why)
+            return RunResult(JobStatus.FAILED, (*self.results, *rest), reason=why, cause=Cause.STEP_FAILED)
         return None
 
     def _result(self, results: Sequence[StepResult]) -> RunResult:
-        status, reason = job_status(results, self.job.steps)
-        return RunResult(status=status, steps=tuple(results), reason=reason)
+        return run_result(results, self.job.steps)
 
     def _check_schedule(self, pod: dict[str, Any]) -> None:
         message = podstate.unschedulable(pod)
@@ -381,20 +390,21 @@ class _Run:
         now = time.monotonic()
         self.unschedulable_since = self.unschedulable_since or now
         if now - self.unschedulable_since >= self.k8s.unschedulable_timeout_s:
-            raise JobError(f"cannot be scheduled within {self.k8s.unschedulable_timeout_s:g} s: {truncate(message)}")
+            within = f"{self.k8s.unschedulable_timeout_s:g} s"
+            raise Unschedulable(f"cannot be scheduled within {within}: {truncate(message)}")
 
     def _check_waiting(self, step: Step, waiting: dict[str, Any]) -> None:
         reason = str(waiting.get("reason") or "")
         message = truncate(str(waiting.get("message") or reason))
         if reason in podstate.IMAGE_BAD:
-            raise JobError(f"image {step.image!r} is not available: {reason}: {message}")
+            raise ImageUnavailable(f"image {step.image!r} is not available: {reason}: {message}")
         if reason in podstate.CONFIG_BAD:
             raise JobError(f"step {step.id} ({step.name}) cannot run: {reason}: {message}")
         if reason in podstate.IMAGE_PULL_WAITS:
             since = self.pull_since.setdefault(step.id, time.monotonic())
             if time.monotonic() - since >= self.k8s.image_pull_timeout_s:
                 timeout = f"{self.k8s.image_pull_timeout_s:g} s"
-                raise JobError(f"image {step.image!r} is not available: not pulled within {timeout}: {message}")
+                raise ImageUnavailable(f"image {step.image!r} is not available: not pulled within {timeout}: {message}")
         if reason in podstate.CREATE_WAITS:
             since = self.create_since.setdefault(step.id, time.monotonic())
             if time.monotonic() - since >= CREATE_ERROR_WAIT_S:
@@ -426,7 +436,7 @@ class _Run:
         await self.hooks.step_finished(result)
         return result
 
-    async def _interrupt(self, reason: str, status: JobStatus) -> RunResult:
+    async def _interrupt(self, reason: str) -> RunResult:
         """The running step failed for ``reason`` (the stop or the deadline), the rest skipped."""
         pod = self.follow_state.pod
         statuses = podstate.container_statuses(pod) if pod else {}
@@ -448,13 +458,10 @@ class _Run:
             self.results.append(result)
             await self.hooks.step_finished(result)
             rest_from += 1
-        skip_reason = f"skipped: {self.stop.reason}" if self.stop.reason else f"skipped: job {status}"
-        rest = skipped(self.job.steps[rest_from:], reason=skip_reason)
-        return RunResult(status=status, steps=(*self.results, *rest), reason=self.stop.reason or None)
+        return stopped(self.job.steps[rest_from:], self.results, self.stop)
 
     async def _timed_out(self) -> RunResult:
-        reason = f"job timed out after {self.job.timeout_s} s"
-        self.stop.stop(JobStatus.TIMED_OUT, grace_s=0, reason=reason)
+        self.stop.stop(JobStatus.TIMED_OUT, grace_s=0, reason=timed_out_reason(self.job))
         return await self._stopped()
 
     async def _stopped(self) -> RunResult:
@@ -470,9 +477,7 @@ class _Run:
                 follow.changed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(follow.changed.wait(), max(0.05, deadline - time.monotonic()))
-        verb = "killed" if self.stop.grace_s <= 0 else "stopped"
-        detail = self.stop.reason or str(self.stop.status)
-        return await self._interrupt(f"{verb}: {detail}", self.stop.status)
+        return await self._interrupt(stop_reason(self.stop))
 
     def _running_step(self) -> Step | None:
         """The started step whose container has not ended yet, if any."""
@@ -483,11 +488,6 @@ class _Run:
         pod = self.follow_state.pod or {}
         state = (podstate.container_statuses(pod).get(manifest.container_name(step)) or {}).get("state") or {}
         return None if "terminated" in state else step
-
-
-def _stopped(rest: Sequence[Step], results: list[StepResult], stop: StopSignal) -> RunResult:
-    reason = f"skipped: {stop.reason}" if stop.reason else f"skipped: job {stop.status}"
-    return RunResult(status=stop.status, steps=(*results, *skipped(rest, reason=reason)), reason=stop.reason or None)
 
 
 def _now_k8s() -> str:
