@@ -36,6 +36,8 @@ RECORDS_BUCKET = "HADES_RECORDS"
 """KV bucket (stream ``KV_HADES_RECORDS``) with the latest record per job, kept by the log collector."""
 IDEMPOTENCY_BUCKET = "HADES_IDEMPOTENCY"
 """KV bucket: per ``Idempotency-Key`` (hashed), the body digest and job id of its first POST, for one window."""
+LEASES_BUCKET = "HADES_LEASES"
+"""KV bucket: per running job, the attempt (and dispatcher) that owns it, claimed by compare-and-set; dispatch only."""
 
 
 def jobs_subject(lane: Lane) -> str:

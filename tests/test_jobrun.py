@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
-from functions.dispatch import jobrun, statusqueue
+from functions.dispatch import jobrun, ownership, statusqueue
 from functions.dispatch.dispatcher import Dispatcher
 from functions.dispatch.executors.base import Capabilities, RunHooks, RunResult, StepResult, StopSignal
 from runtime import eventlog, messaging, subjects
 from runtime.errors import Unavailable
 from runtime.jobs import Job, JobStatus, StepStatus, job_from_document, new_job_id, utc_now
+from runtime.messaging import topology
 from runtime.settings import LimitSettings, Settings
 from tests.fakes import FakeDelivery
 from tests.helpers import make_settings, poll
@@ -148,3 +149,61 @@ async def test_a_redelivery_is_handed_back_when_its_end_cannot_be_read(
     redelivered = FakeDelivery(data=json.dumps(job.to_message()).encode(), attempt=2)
     await handle(conn, executor, redelivered)
     assert executor.runs == 0 and redelivered.done == ["nak"]
+
+
+async def test_an_attempt_taken_over_while_paused_stands_down_without_touching_the_job(
+    conn: messaging.Messaging, stored: StoredEvents, settings: Settings
+) -> None:
+    """Attempt 1's dispatcher is paused (SIGSTOP) past AckWait; the job is redelivered and attempt 2 runs it to
+    its end. When attempt 1 resumes, it must not publish events or lines, act on the job's containers, or answer
+    its message: the lease says attempt 2 owns the job."""
+    paused, resumed = asyncio.Event(), asyncio.Event()
+    touched: list[str] = []
+
+    class Pausing(FakeExecutor):
+        async def run(self, job: Job, *, attempt: int, hooks: RunHooks, stop: StopSignal) -> RunResult:
+            self.runs += 1
+            step = job.steps[0]
+            await hooks.step_started(step, started_at=utc_now())
+            if attempt == 1:
+                paused.set()
+                await resumed.wait()  # the pause: attempt 2 takes the job over meanwhile
+                hooks.log(step.id, "stdout", "attempt 1 after the pause", at=utc_now())
+                if await stop.owned():  # as the Docker executor asks before removing its containers
+                    touched.append("containers removed by attempt 1")
+            await hooks.step_finished(StepResult(step.id, StepStatus.SUCCEEDED, exit_code=0))
+            return RunResult(status=JobStatus.SUCCEEDED, steps=())
+
+    executor, job = Pausing(), a_job()
+    leases = ownership.Leases(await conn.bucket(topology.leases_bucket_config(settings)))
+    deps = jobrun.Deps(conn=conn, executor=executor, settings=settings, dispatcher_id="a", leases=leases)  # type: ignore[arg-type]
+    first = FakeDelivery(data=json.dumps(job.to_message()).encode(), attempt=1)
+    task = asyncio.create_task(jobrun.handle(deps, first, stop=StopSignal()))  # type: ignore[arg-type]
+    await asyncio.wait_for(paused.wait(), 30)
+
+    other = jobrun.Deps(conn=conn, executor=executor, settings=settings, dispatcher_id="b", leases=leases)  # type: ignore[arg-type]
+    second = FakeDelivery(data=json.dumps(job.to_message()).encode(), attempt=2)
+    await jobrun.handle(other, second, stop=StopSignal())  # type: ignore[arg-type]
+    assert second.done == ["ack"]
+    before = await stored.status(job.id)
+
+    await asyncio.sleep(ownership.FRESH_S)  # past the last check attempt 1 made before its pause
+    resumed.set()
+    await asyncio.wait_for(task, 30)
+
+    assert first.done == []  # neither acked nor naked: the message was attempt 2's to answer
+    assert touched == []
+    assert await stored.status(job.id) == before  # no event of attempt 1 after the take-over
+    assert "attempt 1 after the pause" not in await stored.lines(job.id)
+    holder = await leases.holder(job.id)
+    assert holder is not None and (holder.attempt, holder.dispatcher) == (2, "b")
+
+
+async def test_a_delivery_older_than_the_jobs_owner_does_not_run(conn: messaging.Messaging, settings: Settings) -> None:
+    executor, job = FakeExecutor(), a_job()
+    leases = ownership.Leases(await conn.bucket(topology.leases_bucket_config(settings)))
+    await leases.claim(job.id, holder=ownership.Holder(3, "c"))
+    deps = jobrun.Deps(conn=conn, executor=executor, settings=settings, dispatcher_id="a", leases=leases)  # type: ignore[arg-type]
+    late = FakeDelivery(data=json.dumps(job.to_message()).encode(), attempt=2)
+    await jobrun.handle(deps, late, stop=StopSignal())  # type: ignore[arg-type]
+    assert executor.runs == 0 and late.done == []

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from functions.dispatch import jobrun, settle
+from functions.dispatch import jobrun, ownership, settle
 from functions.dispatch.executors.base import Executor, StopSignal
 from runtime import eventlog, events, messaging, metrics, subjects, tasks
 from runtime.errors import HadesError, Unavailable
@@ -70,6 +70,7 @@ class Dispatcher:
             metrics.EXECUTOR_ERRORS.labels(executor.name, kind)
 
     async def start(self) -> None:
+        self.deps.leases = ownership.Leases(await self.conn.bucket(topology.leases_bucket_config(self.settings)))
         for lane in subjects.LANES:
             config = topology.dispatch_consumer_config(self.settings, lane)
             self.pulls[lane] = await self.conn.pull_consumer(subjects.JOBS_STREAM, config)
@@ -119,17 +120,14 @@ class Dispatcher:
         """Nak the delivery of a job whose latest attempt runs for a dispatcher of this host that no longer
         exists: it is redelivered now (and its running step followed), not after AckWait. Only for an executor whose
         containers run on the dispatcher's host (Docker): a Kubernetes dispatcher's pod is another host, and its
-        jobs come back after AckWait."""
-        running = await _latest_running(self.conn, job_id)
-        if running is None or "ack_reply" not in running:
+        jobs come back after AckWait. Who runs it, and its delivery, are in the job's lease (``ownership``)."""
+        holder = await self.deps.leases.holder(job_id)
+        if holder is None or not holder.delivery or holder.host != socket.gethostname():
             return
-        if running.get("dispatcher_host") != socket.gethostname():
+        if not holder.pid or _dispatcher_alive(holder.pid):
             return
-        pid = running.get("dispatcher_pid")
-        if pid is None or _dispatcher_alive(pid):
-            return
-        log.info("job %s: its dispatcher %s is gone; handing its delivery back", job_id, running.get("dispatcher"))
-        await self.conn.nak_delivery(running["ack_reply"])
+        log.info("job %s: its dispatcher %s is gone; handing its delivery back", job_id, holder.dispatcher)
+        await self.conn.nak_delivery(holder.delivery)
 
     async def _ready_lanes(self) -> list[Lane]:
         ready = []
@@ -243,21 +241,6 @@ class Dispatcher:
             for _, _, msg in handed_back:
                 await settle.hand_back(msg)
         await _close([self.cancel_subscription] if self.cancel_subscription else [])
-
-
-async def _latest_running(conn: messaging.Messaging, job_id: str) -> events.JobEvent | None:
-    """The job's latest job event, when it says ``running`` (a step event may have come after it)."""
-    latest: events.JobEvent | None = None
-    async for stored in conn.read(stream=subjects.EVENTS_STREAM, subject=subjects.status_subject(job_id)):
-        try:
-            event = events.decode_status(stored.data)
-        except ValueError:
-            continue
-        if event["kind"] != "job":
-            continue
-        if latest is None or (event["attempt"], event["seq"]) > (latest["attempt"], latest["seq"]):
-            latest = event
-    return latest if latest is not None and latest["status"] == JobStatus.RUNNING else None
 
 
 def _dispatcher_alive(pid: int) -> bool:

@@ -17,8 +17,9 @@ import time
 from opentelemetry import trace as otel_trace
 
 from functions.dispatch import settle
-from functions.dispatch.executors.base import Cause, RunResult, StopSignal, cause_of, timed_out_reason
+from functions.dispatch.executors.base import Cause, RunResult, StopSignal, Superseded, cause_of, timed_out_reason
 from functions.dispatch.logsink import LogSink
+from functions.dispatch.ownership import Holder
 from functions.dispatch.reporter import Reporter, secrets_of
 from functions.dispatch.settle import Deps, Outcome
 from runtime import eventlog, events, logconfig, metrics, subjects, tracing
@@ -32,10 +33,14 @@ tracer = tracing.tracer(__name__)
 __all__ = ["Deps", "handle"]
 
 
-async def keep_alive(msg: Delivery, interval_s: float) -> None:
-    """In-progress acks well inside AckWait while the job runs."""
+async def keep_alive(msg: Delivery, interval_s: float, *, run: Reporter, stop: StopSignal) -> None:
+    """In-progress acks well inside AckWait while the job runs, as long as this attempt owns the job; once another
+    took it over, none (they would keep the new owner's delivery alive) and the run is told to stand down."""
     while True:
         await asyncio.sleep(interval_s)
+        if not await run.owned():
+            stop.supersede()
+            return
         with contextlib.suppress(Unavailable):
             await msg.in_progress()
 
@@ -71,7 +76,8 @@ async def _handle(deps: Deps, msg: Delivery, job: Job, attempt: int, stop: StopS
         deps.conn, job_id=job.id, attempt=attempt, settings=settings.dispatch, secrets=secrets_of(job, settings)
     )
     run = Reporter(deps.conn, job, attempt, sink, job_span=otel_trace.get_current_span())
-    heartbeat = asyncio.create_task(keep_alive(msg, max(settings.dispatch.ack_wait_s / 3, 0.5)))
+    interval_s = max(settings.dispatch.ack_wait_s / 3, 0.5)
+    heartbeat = asyncio.create_task(keep_alive(msg, interval_s, run=run, stop=stop))
     try:
         outcome = await _attempt(deps, msg, job, attempt, stop, run)
         await settle.settle(deps, msg, outcome, run=run)
@@ -92,6 +98,12 @@ async def _attempt(deps: Deps, msg: Delivery, job: Job, attempt: int, stop: Stop
         ended = await _already_ended(deps, job)
         if ended is not None:
             return ended
+    holder = Holder(attempt, deps.dispatcher_id, host=deps.host, pid=deps.pid, delivery=msg.reply)
+    lease = await deps.leases.claim(job.id, holder=holder)
+    if lease is None:  # a later attempt runs it already (this delivery waited while paused)
+        return Outcome(settle.Kind.SUPERSEDED)
+    run.own(lease)
+    stop.guard = lease.held
     if attempt > settings.dispatch.max_deliver:
         return Outcome.gave_up(f"gave up after {settings.dispatch.max_deliver} attempts")
     if stop.requested:  # cancelled while queued
@@ -106,7 +118,6 @@ async def _attempt(deps: Deps, msg: Delivery, job: Job, attempt: int, stop: Stop
         dispatcher=deps.dispatcher_id,
         dispatcher_host=deps.host,
         dispatcher_pid=deps.pid,
-        **({"ack_reply": msg.reply} if msg.reply else {}),
         started_at=utc_now(),
     )
     timer = None
@@ -117,6 +128,8 @@ async def _attempt(deps: Deps, msg: Delivery, job: Job, attempt: int, stop: Stop
     started = time.monotonic()
     try:
         result = await deps.executor.run(job, attempt=attempt, hooks=run, stop=stop)
+    except Superseded:
+        return Outcome(settle.Kind.SUPERSEDED)
     except JobError as exc:
         metrics.EXECUTOR_ERRORS.labels(deps.executor.name, "job").inc()
         return Outcome.finished(_refused(exc))

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import orjson
 
@@ -43,6 +43,10 @@ FLUSH_WAIT_S = 10.0
 """How long a step's end waits for its lines to be stored; they stay buffered (and retried) after that."""
 RETRY_DELAY_S = (0.2, 2.0)
 """A failed publish is retried after the first delay, doubling up to the second."""
+
+
+async def _owned() -> bool:
+    return True
 
 
 def split_line(line: str, max_bytes: int) -> list[str]:
@@ -98,6 +102,8 @@ class LogSink:
         self._closed = False
         self._closing = asyncio.Event()
         self._publishing = asyncio.Lock()  # the flush loop and flush() must not interleave batches
+        self.guard: Callable[[], Awaitable[bool]] = _owned
+        """Asked before each batch leaves: whether this attempt still owns the job (dispatch's lease)."""
         self._flusher = asyncio.create_task(self._flush_loop(), name=f"logs-{job_id}")
 
     def mask(self, text: str) -> str:
@@ -198,6 +204,10 @@ class LogSink:
         (right away without ``until``, else once it has passed); the unstored ones stay buffered."""
         delay_s = RETRY_DELAY_S[0]
         while self._pending is not None or self._buffer:
+            if not await self.guard():  # another attempt owns the job now: its lines are not ours to add to
+                self._pending, self._buffer_bytes = None, 0
+                self._buffer.clear()
+                return True
             if self._pending is None:
                 self._pending = self._next_batch()
             body = self._pending

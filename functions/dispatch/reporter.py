@@ -16,6 +16,7 @@ from opentelemetry import trace as otel_trace
 
 from functions.dispatch.executors.base import RunResult, StepResult
 from functions.dispatch.logsink import LogSink
+from functions.dispatch.ownership import Lease
 from functions.dispatch.statusqueue import StatusQueue
 from runtime import events, messaging, metrics, tracing
 from runtime.jobs import Job, JobStatus, Step, StepStatus
@@ -42,9 +43,19 @@ class Reporter:
     dequeued_at: float = field(default_factory=time.monotonic)
     first_step_started: bool = False
     step_spans: dict[int, Any] = field(default_factory=dict)
+    lease: Lease | None = None
+    """This attempt's hold on the job, once claimed: every event and log batch asks it before leaving."""
 
     def __post_init__(self) -> None:
         self.statuses = StatusQueue(self.conn, job_id=self.job.id)
+
+    def own(self, lease: Lease) -> None:
+        self.lease = lease
+        self.statuses.guard = lease.held
+        self.sink.guard = lease.held
+
+    async def owned(self) -> bool:
+        return self.lease is None or await self.lease.held()
 
     def event(self, status: JobStatus | StepStatus, *, step: Step | None = None, **fields: Any) -> events.StatusEvent:
         """The attempt's next status event (its seq taken now), of the job or of ``step``, masked: the one place

@@ -23,6 +23,7 @@ from enum import Enum, auto
 from typing import Any
 
 from functions.dispatch.executors.base import Cause, Executor, RunResult, StepResult
+from functions.dispatch.ownership import Leases
 from functions.dispatch.reporter import Reporter
 from runtime import metrics, subjects
 from runtime.errors import HadesError, Unavailable
@@ -46,6 +47,8 @@ class Deps:
     dispatcher_id: str
     host: str = field(default_factory=socket.gethostname)  # with the pid: a restarted dispatcher on this host
     pid: int = field(default_factory=os.getpid)  # can tell the process that took a job is gone
+    leases: Leases = field(default_factory=lambda: Leases(None))
+    """Who owns each running job (the KV bucket, opened when the dispatcher starts)."""
 
 
 class Kind(Enum):
@@ -55,6 +58,7 @@ class Kind(Enum):
     ALREADY_ENDED = auto()  # a redelivery of a job with a stored end
     UNDECIDED = auto()  # whether it ended cannot be told now
     HANDED_BACK = auto()  # the dispatcher stops: another one runs it
+    SUPERSEDED = auto()  # a later attempt owns the job (this one was paused past AckWait): stand down
     MALFORMED = auto()  # not a job message
 
 
@@ -85,11 +89,16 @@ class Verdict(Enum):
     NAK_LATER = auto()  # after RETRY_DELAY_S
     NAK_NOW = auto()
     TERM = auto()
+    NONE = auto()  # superseded: the message is the new owner's to answer
 
 
 async def settle(deps: Deps | None, msg: Delivery, outcome: Outcome, *, run: Reporter | None = None) -> None:
-    """Make the delivery's one decision and send it."""
+    """Make the delivery's one decision and send it; an attempt another one took over sends nothing."""
     verdict = await _verdict(deps, msg, outcome, run)
+    if run is not None and not await run.owned():
+        verdict = Verdict.NONE
+    if verdict is Verdict.NONE and run is not None:
+        log.warning("job %s attempt %d: superseded by a later attempt; left to it", run.job.id, run.attempt)
     await _answer(msg, verdict)
 
 
@@ -99,6 +108,8 @@ async def hand_back(msg: Delivery) -> None:
 
 
 async def _verdict(deps: Deps | None, msg: Delivery, outcome: Outcome, run: Reporter | None) -> Verdict:
+    if outcome.kind is Kind.SUPERSEDED:
+        return Verdict.NONE
     if outcome.kind is Kind.MALFORMED:
         return Verdict.TERM
     if outcome.kind is Kind.ALREADY_ENDED:
@@ -124,6 +135,8 @@ async def _verdict(deps: Deps | None, msg: Delivery, outcome: Outcome, run: Repo
 
 async def _answer(msg: Delivery, verdict: Verdict) -> None:
     """The one place a job message is answered."""
+    if verdict is Verdict.NONE:
+        return
     if verdict is Verdict.ACK:
         await msg.ack()  # a lost ack is seen by the redelivery, which finds the stored end
         return

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 
 from runtime import eventlog, events, messaging
 from runtime.errors import HadesError, Unavailable
@@ -25,10 +26,18 @@ MAX_UNSENT_STATUS_EVENTS = 1000
 """Status events of one attempt kept while NATS is unreachable; past it the oldest step event is dropped."""
 
 
+async def _owned() -> bool:
+    return True
+
+
 class StatusQueue:
-    def __init__(self, conn: messaging.Messaging, *, job_id: str) -> None:
+    def __init__(
+        self, conn: messaging.Messaging, *, job_id: str, guard: Callable[[], Awaitable[bool]] = _owned
+    ) -> None:
         self.conn = conn
         self.job_id = job_id
+        self.guard = guard
+        """Asked before each event leaves: whether this attempt still owns the job (dispatch's lease)."""
         self.unsent: deque[events.StatusEvent] = deque()
         """Status events not stored yet, in seq order: the first is the one being (or next to be) sent."""
         self.lost_status_events = 0
@@ -44,12 +53,20 @@ class StatusQueue:
             await self._send_unsent(retries=False)
             self._bound()
 
+    async def _stand_down(self) -> bool:
+        """True (and nothing kept) when another attempt owns the job: its events are not ours to add to."""
+        if await self.guard():
+            return False
+        self.unsent.clear()
+        return True
+
     async def publish_last(self, event: events.StatusEvent) -> None:
         """Store every kept event, then ``event`` (the terminal one), each with retries; ``Unavailable`` if NATS
         stays away (the kept events stay kept, ``event`` is not stored)."""
         async with self._sending:
             await self._send_unsent(retries=True)
-            await publish_with_retries(self.conn, event)
+            if not await self._stand_down():
+                await publish_with_retries(self.conn, event)
 
     def _bound(self) -> None:
         """Past ``MAX_UNSENT_STATUS_EVENTS`` kept (NATS away that long), drop the oldest step event (a job event, say
@@ -71,6 +88,8 @@ class StatusQueue:
 
     async def _send_unsent(self, *, retries: bool) -> None:
         while self.unsent:
+            if await self._stand_down():
+                return
             event = self.unsent[0]
             try:
                 if retries:

@@ -93,21 +93,51 @@ class RunResult:
     """What the run produced beyond statuses (test reports, artifacts: later features attach theirs here)."""
 
 
+class Superseded(Exception):
+    """Another attempt took this job over (this dispatcher was paused past AckWait): touch nothing of it."""
+
+
+async def _always_owned() -> bool:
+    return True
+
+
 @dataclass
 class StopSignal:
     """Set by dispatch to stop a running job: it ends with ``status`` (cancelled or timed out) for ``reason`` (text);
-    ``grace_s`` is how long SIGTERM gets before SIGKILL."""
+    ``grace_s`` is how long SIGTERM gets before SIGKILL.
+
+    ``superseded`` is the other way a run ends: another attempt owns the job now, and the executor must leave its
+    containers as they are (the new owner follows or removes them) and raise ``Superseded``. Before acting on a
+    container the executor asks ``owned()``."""
 
     event: asyncio.Event = field(default_factory=asyncio.Event)
     status: JobStatus = JobStatus.CANCELLED
     grace_s: float = 0.0
     reason: str = ""
+    superseded: bool = False
+    guard: Callable[[], Awaitable[bool]] = _always_owned
+    """Whether this attempt still owns the job (dispatch's lease); set by dispatch."""
 
     def stop(self, status: JobStatus, *, grace_s: float, reason: str) -> None:
         if self.event.is_set():
             return  # the first stop wins (a timeout during a cancel's grace stays a cancel)
         self.status, self.grace_s, self.reason = status, grace_s, reason
         self.event.set()
+
+    def supersede(self) -> None:
+        self.superseded = True
+        self.event.set()
+
+    async def owned(self) -> bool:
+        """Whether this attempt may still act on the job's containers (False once superseded)."""
+        if not self.superseded and not await self.guard():
+            self.supersede()
+        return not self.superseded
+
+    async def check_owned(self) -> None:
+        """``Superseded`` unless this attempt still owns the job."""
+        if not await self.owned():
+            raise Superseded
 
     @property
     def requested(self) -> bool:
@@ -157,7 +187,9 @@ def run_result(results: Sequence[StepResult], steps: Sequence[Step]) -> RunResul
 
 
 def stopped(rest: Sequence[Step], results: Sequence[StepResult], stop: StopSignal) -> RunResult:
-    """A job the stop signal ended: what ran, then the rest skipped."""
+    """A job the stop signal ended: what ran, then the rest skipped (``Superseded`` when another attempt owns it)."""
+    if stop.superseded:
+        raise Superseded
     reason = f"skipped: {stop.reason}" if stop.reason else f"skipped: job {stop.status}"
     cause = Cause.TIMED_OUT if stop.status is JobStatus.TIMED_OUT else Cause.CANCELLED
     steps = (*results, *skipped(rest, reason=reason))

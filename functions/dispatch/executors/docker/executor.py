@@ -23,6 +23,7 @@ from functions.dispatch.executors.base import (
     RunResult,
     StepResult,
     StopSignal,
+    Superseded,
     cleanup_shielded,
     run_result,
     skipped,
@@ -87,12 +88,18 @@ class DockerExecutor:
     async def run(self, job: Job, *, attempt: int, hooks: RunHooks, stop: StopSignal) -> RunResult:
         # A redelivery whose earlier attempt's dispatcher died follows that attempt's step containers (one may
         # still run) in its volume instead of running the job again from step 1; anything else it left goes.
+        # Every action on the job's containers first asks whether this attempt still owns the job
+        # (``stop.check_owned``): one that was paused past AckWait and taken over leaves them to the new owner.
         adopted = await adopt.adoptable(self._engine, job, attempt, scope=self._scope) if attempt > 1 else None
         if attempt > 1 and adopted is None:
+            await stop.check_owned()
             await self.cleanup(job.id)  # what an earlier attempt of this job left behind
         created = _Created()
         try:
             result = await self._run(job, attempt=attempt, hooks=hooks, stop=stop, created=created, adopted=adopted)
+            await stop.check_owned()
+        except Superseded:
+            raise  # touch nothing: the new owner follows (or removes) these containers
         except BaseException:
             await self._cleanup_shielded(job.id)  # by label: also finds what a cancelled create left behind
             raise
@@ -135,6 +142,7 @@ class DockerExecutor:
         if adopted is not None:
             volume = adopted.volume
         else:
+            await stop.check_owned()
             volume = created.volume = await self._create_volume(job, attempt)
             dispatch = self._settings.dispatch
             if spec.shared_volume_options(dispatch.shared_max_bytes, dispatch.step_user):
@@ -164,6 +172,7 @@ class DockerExecutor:
     ) -> tuple[StepResult, bool]:
         """Run one step's container; the flag says whether the stop signal ended it."""
         engine = self._engine
+        await stop.check_owned()
         container = await self._create_container(job, step, attempt=attempt, volume=volume)
         created.containers.append(container)
         # Attached before the start, so not a byte of output can be written before someone reads it; and so
@@ -172,6 +181,7 @@ class DockerExecutor:
         stream = await engine.call(container.attach, stdout=True, stderr=True, stream=True, logs=False, demux=True)
         reader = steps.read_output(engine, stream, hooks, job_id=job.id, step_id=step.id)
         try:
+            await stop.check_owned()
             refusal = await engine.start(container)
             if refusal is not None:  # the engine refused the command (e.g. no ``sh`` in the image): the step's fault
                 return StepResult(step.id, StepStatus.FAILED, reason=f"could not start: {refusal}"), False

@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 from functions.dispatch.executors import output
-from functions.dispatch.executors.base import Cause, RunHooks, StepResult, StopSignal, stop_reason
+from functions.dispatch.executors.base import Cause, RunHooks, StepResult, StopSignal, Superseded, stop_reason
 from functions.dispatch.executors.docker.engine import API_TIMEOUT_S, Engine, close_quietly
 from runtime import units
 from runtime.errors import Unavailable
@@ -38,6 +38,8 @@ async def await_exit(engine: Engine, job: Job, step: Step, container: Any, stop:
         interrupted = not await unless_stopped(exit_task, stop)
         if not interrupted:
             return exit_task.result(), False
+        if stop.superseded:  # the container is the new owner's now: leave it running
+            raise Superseded
         log.info("job %s: stopping step %d (%s)", job.id, step.id, stop.reason or stop.status)
         await engine.stop_container(container, grace_s=stop.grace_s)
         try:

@@ -29,6 +29,7 @@ from functions.dispatch.executors.base import (
     RunResult,
     StepResult,
     StopSignal,
+    Superseded,
     Unschedulable,
     cleanup_shielded,
     run_result,
@@ -167,15 +168,17 @@ class KubernetesExecutor:
             if adopted:
                 await self.try_resync(follow)
             result = await run.follow()
-        except asyncio.CancelledError:
-            raise  # dispatch is shutting down: the Job runs on and the redelivered message adopts it
+        except (asyncio.CancelledError, Superseded):
+            # Dispatch is shutting down, or another attempt owns the job now: the Job runs on, and the redelivered
+            # message (or the new owner) follows it.
+            raise
         except BaseException:
             await self._cleanup_shielded(job.id)
             raise
         finally:
             run.close_logs()
             self._forget(follow)
-        if not run.deleted:
+        if not run.deleted and await stop.owned():
             await self._cleanup_shielded(job.id)
         return result
 
@@ -465,6 +468,7 @@ class _Run:
         return await self._stopped()
 
     async def _stopped(self) -> RunResult:
+        await self.stop.check_owned()  # superseded: the Job is the new owner's, not to be deleted from here
         follow = self.follow_state
         pod = follow.pod["metadata"]["name"] if follow.pod else None
         log.info("job %s: stopping its Kubernetes Job (%s)", self.job.id, self.stop.reason or self.stop.status)
