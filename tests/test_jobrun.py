@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
+import socket
+import sys
 from typing import Any
 
 import pytest
@@ -11,7 +14,7 @@ import pytest
 from functions.dispatch import jobrun, ownership, statusqueue
 from functions.dispatch.dispatcher import Dispatcher
 from functions.dispatch.executors.base import Capabilities, RunHooks, RunResult, StepResult, StopSignal
-from runtime import eventlog, messaging, subjects
+from runtime import eventlog, events, messaging, subjects
 from runtime.errors import Unavailable
 from runtime.jobs import Job, JobStatus, StepStatus, job_from_document, new_job_id, utc_now
 from runtime.messaging import topology
@@ -207,3 +210,109 @@ async def test_a_delivery_older_than_the_jobs_owner_does_not_run(conn: messaging
     late = FakeDelivery(data=json.dumps(job.to_message()).encode(), attempt=2)
     await jobrun.handle(deps, late, stop=StopSignal())  # type: ignore[arg-type]
     assert executor.runs == 0 and late.done == []
+
+
+class Recording(FakeExecutor):
+    """Records whether it ran, whether it was already told to stop, and what it removed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cleanups: list[str] = []
+        self.stopped_at_start: list[bool] = []
+
+    async def run(self, job: Job, *, attempt: int, hooks: RunHooks, stop: StopSignal) -> RunResult:
+        self.stopped_at_start.append(stop.requested)
+        return await super().run(job, attempt=attempt, hooks=hooks, stop=stop)
+
+    async def cleanup(self, job_id: str) -> None:
+        self.cleanups.append(job_id)
+
+
+async def a_first_attempt_started(conn: messaging.Messaging, job: Job, *, seconds_ago: float) -> str:
+    """Attempt 1's running event, as a dispatcher that then died left it."""
+    started_at = utc_now_minus(seconds_ago)
+    event = events.job_event(job.id, attempt=1, seq=1, status=JobStatus.RUNNING, started_at=started_at)
+    await eventlog.publish_status(conn, event)
+    return started_at
+
+
+def utc_now_minus(seconds: float) -> str:
+    moment = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=seconds)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def a_job_with_timeout(timeout_s: int) -> Job:
+    document = {"name": "j", "timeout_seconds": timeout_s, "steps": [{"id": 1, "image": "x", "script": "true"}]}
+    return job_from_document(document, job_id=new_job_id(), limits=LimitSettings(), submitted_at=utc_now())
+
+
+async def test_a_redelivered_job_keeps_the_deadline_of_its_first_start(
+    conn: messaging.Messaging, stored: StoredEvents
+) -> None:
+    """Issue 20: timeout 8 s, its dispatcher dead 10 s: the adopting attempt must not start the clock again."""
+    job = a_job_with_timeout(8)
+    first = await a_first_attempt_started(conn, job, seconds_ago=10)
+    executor = Recording()
+    msg = FakeDelivery(data=json.dumps(job.to_message()).encode(), attempt=2)
+
+    await handle(conn, executor, msg)
+
+    assert executor.runs == 0  # past its deadline: not run again
+    assert executor.cleanups == [job.id]  # what attempt 1 left is stopped and removed now
+    assert msg.done == ["ack"]
+    last = await eventlog.latest_status(conn, job.id)
+    assert last is not None and last["status"] == "timed_out", last
+    assert [e["started_at"] for e in await stored.jobs(job.id) if e.get("started_at")] == [first]
+
+
+async def test_a_redelivered_job_within_its_deadline_runs_with_the_first_start(
+    conn: messaging.Messaging, stored: StoredEvents
+) -> None:
+    job = a_job_with_timeout(3600)
+    first = await a_first_attempt_started(conn, job, seconds_ago=5)
+    executor = Recording()
+    await handle(conn, executor, FakeDelivery(data=json.dumps(job.to_message()).encode(), attempt=2))
+
+    assert executor.runs == 1 and executor.stopped_at_start == [False]
+    running = [e for e in await stored.jobs(job.id) if e["status"] == "running" and e["attempt"] == 2]
+    assert [e["started_at"] for e in running] == [first]  # the record's started_at is not reset
+
+
+async def test_a_job_cancelled_while_its_dispatcher_was_dead_has_its_containers_removed_at_once(
+    conn: messaging.Messaging,
+) -> None:
+    job = a_job()
+    await a_first_attempt_started(conn, job, seconds_ago=3)
+    executor = Recording()
+    stop = StopSignal()
+    stop.stop(JobStatus.CANCELLED, grace_s=0, reason="cancelled before it started")  # as the dispatcher finds it
+    settings = make_settings("nats://unused")
+    deps = jobrun.Deps(conn=conn, executor=executor, settings=settings, dispatcher_id="t")  # type: ignore[arg-type]
+    msg = FakeDelivery(data=json.dumps(job.to_message()).encode(), attempt=2)
+
+    await jobrun.handle(deps, msg, stop=stop)  # type: ignore[arg-type]
+
+    assert executor.runs == 0 and executor.cleanups == [job.id]
+    last = await eventlog.latest_status(conn, job.id)
+    assert last is not None and last["status"] == "cancelled"
+
+
+async def test_a_cancel_reaches_the_containers_of_a_job_whose_dispatcher_died_on_this_host(
+    conn: messaging.Messaging, settings: Settings
+) -> None:
+    """No dispatcher holds the job: a live one on the same host removes its containers when the cancel comes."""
+
+    class Local(Recording):
+        capabilities = Capabilities(host_local=True)
+
+    gone = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await gone.wait()
+    job, executor = a_job(), Local()
+    dispatcher = Dispatcher(conn, executor, settings)  # type: ignore[arg-type]
+    dispatcher.deps.leases = ownership.Leases(await conn.bucket(topology.leases_bucket_config(settings)))
+    holder = ownership.Holder(1, "dead", host=socket.gethostname(), pid=gone.pid)
+    await dispatcher.deps.leases.claim(job.id, holder=holder)
+
+    await dispatcher._on_cancel(subjects.cancel_subject(job.id), b"{}")
+
+    assert executor.cleanups == [job.id]

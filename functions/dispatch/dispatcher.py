@@ -95,6 +95,12 @@ class Dispatcher:
         if stop is not None:
             log.info("job %s: cancel requested, stopping it", job_id)
             stop.stop(JobStatus.CANCELLED, grace_s=self.settings.dispatch.cancel_grace_s, reason="cancelled")
+        elif self.executor.capabilities.host_local and not self.stopping:
+            # Not ours: if its dispatcher died on this host, nobody else would stop its containers until AckWait.
+            try:
+                await self._recover(job_id, cancelled=True)
+            except HadesError as exc:
+                log.warning("job %s: its cancel could not reach its containers: %s", job_id, exc.detail)
 
     async def sweep_leftovers(self) -> None:
         """Remove what ended jobs left behind (a dispatcher that crashed mid-job). A job that is still queued or
@@ -112,22 +118,29 @@ class Dispatcher:
                     log.info("removing leftovers of ended job %s", job_id)
                     await self.executor.cleanup(job_id)
                 elif self.executor.capabilities.host_local:
-                    await self._hand_back(job_id)
+                    await self._recover(job_id, cancelled=await self._cancel_requested(job_id))
             except HadesError as exc:  # one stuck leftover must not keep the dispatcher from starting
                 log.warning("leftovers of job %s not removed: %s", job_id, exc.detail)
 
-    async def _hand_back(self, job_id: str) -> None:
-        """Nak the delivery of a job whose latest attempt runs for a dispatcher of this host that no longer
-        exists: it is redelivered now (and its running step followed), not after AckWait. Only for an executor whose
-        containers run on the dispatcher's host (Docker): a Kubernetes dispatcher's pod is another host, and its
-        jobs come back after AckWait. Who runs it, and its delivery, are in the job's lease (``ownership``)."""
+    async def _recover(self, job_id: str, *, cancelled: bool) -> None:
+        """Hand back the delivery of a job whose latest attempt runs for a dispatcher of this host that no longer
+        exists: it is redelivered now (and its running step followed, or the job settled), not after AckWait. A job
+        cancelled meanwhile has its containers removed first, at once. Only for an executor whose containers run on
+        the dispatcher's host (Docker): a Kubernetes dispatcher's pod is another host, and its jobs come back after
+        AckWait. Who runs it, and its delivery, are in the job's lease (``ownership``)."""
         holder = await self.deps.leases.holder(job_id)
-        if holder is None or not holder.delivery or holder.host != socket.gethostname():
+        if holder is None or holder.host != socket.gethostname():
             return
         if not holder.pid or _dispatcher_alive(holder.pid):
             return
-        log.info("job %s: its dispatcher %s is gone; handing its delivery back", job_id, holder.dispatcher)
-        await self.conn.nak_delivery(holder.delivery)
+        if cancelled:
+            log.info(
+                "job %s: cancelled while its dispatcher %s is gone; removing its containers", job_id, holder.dispatcher
+            )
+            await self.executor.cleanup(job_id)
+        if holder.delivery:
+            log.info("job %s: its dispatcher %s is gone; handing its delivery back", job_id, holder.dispatcher)
+            await self.conn.nak_delivery(holder.delivery)
 
     async def _ready_lanes(self) -> list[Lane]:
         ready = []

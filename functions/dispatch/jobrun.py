@@ -106,7 +106,15 @@ async def _attempt(deps: Deps, msg: Delivery, job: Job, attempt: int, stop: Stop
     stop.guard = lease.held
     if attempt > settings.dispatch.max_deliver:
         return Outcome.gave_up(f"gave up after {settings.dispatch.max_deliver} attempts")
-    if stop.requested:  # cancelled while queued
+    # The deadline is absolute from the job's first start: a redelivery (its dispatcher died) keeps it.
+    started_at = (await _first_start(deps, job) if attempt > 1 else None) or utc_now()
+    left_s = job.timeout_s - max(0.0, time.time() - parse_time(started_at).timestamp())
+    owns_deadline = deps.executor.capabilities.owns_deadline
+    if left_s <= 0 and not owns_deadline:  # it ran out while no dispatcher held it
+        stop.stop(JobStatus.TIMED_OUT, grace_s=0, reason=timed_out_reason(job))
+    if stop.requested:  # cancelled while queued, or (redelivered) cancelled or timed out while nobody held it
+        if attempt > 1 and await run.owned():  # an earlier attempt's containers may still run: remove them now
+            await _remove_leftovers(deps, job)
         return Outcome.finished(_not_run(stop))
     queue_wait = max(0.0, time.time() - parse_time(job.submitted_at).timestamp())
     metrics.JOBS_STARTED.labels(str(job.lane)).inc()
@@ -118,12 +126,12 @@ async def _attempt(deps: Deps, msg: Delivery, job: Job, attempt: int, stop: Stop
         dispatcher=deps.dispatcher_id,
         dispatcher_host=deps.host,
         dispatcher_pid=deps.pid,
-        started_at=utc_now(),
+        started_at=started_at,
     )
     timer = None
-    if not deps.executor.capabilities.owns_deadline:  # one owner of the deadline: the engine's, else this timer
+    if not owns_deadline:  # one owner of the deadline: the engine's, else this timer
         timer = asyncio.get_running_loop().call_later(
-            job.timeout_s, lambda: stop.stop(JobStatus.TIMED_OUT, grace_s=0, reason=timed_out_reason(job))
+            left_s, lambda: stop.stop(JobStatus.TIMED_OUT, grace_s=0, reason=timed_out_reason(job))
         )
     started = time.monotonic()
     try:
@@ -144,7 +152,35 @@ async def _attempt(deps: Deps, msg: Delivery, job: Job, attempt: int, stop: Stop
 
 
 def _not_run(stop: StopSignal) -> RunResult:
-    return RunResult(status=stop.status, steps=(), reason=stop.reason or None, cause=Cause.CANCELLED)
+    cause = Cause.TIMED_OUT if stop.status is JobStatus.TIMED_OUT else Cause.CANCELLED
+    return RunResult(status=stop.status, steps=(), reason=stop.reason or None, cause=cause)
+
+
+async def _first_start(deps: Deps, job: Job) -> str | None:
+    """When the job's first attempt started (its earliest ``running`` event's ``started_at``), if it did."""
+    first: tuple[tuple[int, int], str] | None = None
+    try:
+        async for stored in deps.conn.read(stream=subjects.EVENTS_STREAM, subject=subjects.status_subject(job.id)):
+            try:
+                event = events.decode_status(stored.data)
+            except ValueError:
+                continue
+            started = event.get("started_at") if event["kind"] == "job" else None
+            if event["status"] == JobStatus.RUNNING and isinstance(started, str) and "reason" not in event:
+                key = (event["attempt"], event["seq"])
+                if first is None or key < first[0]:
+                    first = (key, started)
+    except Unavailable as exc:
+        log.warning("job %s: its first start cannot be read (%s); its deadline counts from now", job.id, exc.detail)
+        return None
+    return first[1] if first is not None else None
+
+
+async def _remove_leftovers(deps: Deps, job: Job) -> None:
+    try:
+        await deps.executor.cleanup(job.id)
+    except HadesError as exc:
+        log.warning("job %s: an earlier attempt's leftovers not removed: %s", job.id, exc.detail)
 
 
 def _refused(exc: JobError) -> RunResult:
