@@ -90,3 +90,103 @@ async def test_a_restarted_dispatcher_recovers_a_killed_ones_job_before_ack_wait
         await poll(no_leftovers, timeout_s=30, interval_s=0.5)
     finally:
         engine.close()
+
+
+def _containers_of(job_id: str) -> int:
+    engine = docker.from_env()
+    try:
+        label = f"hades.job-id={job_id}"
+        return len(engine.containers.list(all=True, sparse=True, filters={"label": label})) + len(
+            engine.volumes.list(filters={"label": label})
+        )
+    finally:
+        engine.close()
+
+
+async def _submit(client: Any, script: str, **fields: Any) -> str:
+    step = {"id": 1, "name": "step 1", "image": fields.pop("image"), "script": script}
+    response = await client.post("/jobs", json={"name": "dead dispatcher", "steps": [step], **fields})
+    assert response.status == 202, await response.text()
+    return str((await response.json())["id"])
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+async def test_a_cancel_reaches_the_containers_of_a_job_whose_dispatcher_is_dead(
+    dispatcher_processes: Callable[..., subprocess.Popen[bytes]],
+    aiohttp_client: Any,
+    clean_nats: str,
+    stored: StoredEvents,
+    busybox_image: str,
+) -> None:
+    """Issue 20: cancelled while its dispatcher was dead, the step ran on to its end (Up 43 s after the cancel).
+    Now the live dispatcher on the host removes its containers when the cancel comes, well before AckWait."""
+    first, second = dispatcher_processes(**ENV), dispatcher_processes(**ENV)
+    client = await aiohttp_client(create_submit(make_settings(clean_nats)))
+    job_id = await _submit(client, "echo working; sleep 60; echo done", image=busybox_image)
+
+    async def working() -> bool:
+        return "working" in await stored.lines(job_id)
+
+    await poll(working, timeout_s=60, interval_s=0.2)
+    running = [e for e in await stored.jobs(job_id) if e["status"] == "running"]
+    holder = {first.pid: first, second.pid: second}[running[-1]["dispatcher_pid"]]
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    response = await client.delete(f"/jobs/{job_id}")
+    assert response.status == 202, await response.text()
+    cancelled_at = time.monotonic()
+
+    async def removed() -> bool:
+        return _containers_of(job_id) == 0
+
+    await poll(removed, timeout_s=ACK_WAIT_S / 2, interval_s=0.2)  # not AckWait: the live dispatcher did it
+    print(f"[dead dispatcher] cancel: containers gone {time.monotonic() - cancelled_at:.1f} s after it")
+    final = await stored.terminal(job_id, timeout_s=60)
+    assert final["status"] == "cancelled", final
+    assert "done" not in await stored.lines(job_id)
+    assert _containers_of(job_id) == 0
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+async def test_a_job_whose_dispatcher_was_dead_past_its_deadline_times_out_from_its_first_start(
+    dispatcher_processes: Callable[..., subprocess.Popen[bytes]],
+    aiohttp_client: Any,
+    clean_nats: str,
+    stored: StoredEvents,
+    busybox_image: str,
+) -> None:
+    """Issue 20: timeout 8 s, dispatcher down 10 s: the step ran 20.6 s and ``started_at`` was reset. Now the
+    restarted dispatcher ends it at once as timed out, with the first start kept and nothing left running."""
+    first = dispatcher_processes(**ENV)
+    client = await aiohttp_client(create_submit(make_settings(clean_nats)))
+    job_id = await _submit(client, "echo working; sleep 20; echo done", image=busybox_image, timeout_seconds=8)
+
+    async def working() -> bool:
+        return "working" in await stored.lines(job_id)
+
+    await poll(working, timeout_s=60, interval_s=0.2)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    started_at = next(e["started_at"] for e in await stored.jobs(job_id) if e["status"] == "running")
+
+    async def past_deadline() -> bool:
+        return time.time() - parse_time(started_at).timestamp() > 10
+
+    await poll(past_deadline, timeout_s=30, interval_s=0.2)  # the dispatcher stays down past the deadline
+    dispatcher_processes(**ENV)
+
+    final = await stored.terminal(job_id, timeout_s=60)
+    assert final["status"] == "timed_out", final
+    assert {e["started_at"] for e in await stored.jobs(job_id) if e.get("started_at")} == {started_at}
+    ran_s = parse_time(final["at"]).timestamp() - parse_time(started_at).timestamp()
+    print(f"[dead dispatcher] timeout 8 s: ended {ran_s:.1f} s after its first start, containers left 0")
+    assert "done" not in await stored.lines(job_id)
+
+    async def removed() -> bool:
+        return _containers_of(job_id) == 0
+
+    await poll(removed, timeout_s=30, interval_s=0.5)
