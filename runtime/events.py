@@ -32,6 +32,7 @@ class JobEvent(TypedDict):
     dispatcher_host: NotRequired[str]  # on running: that process's host name and pid, so that a dispatcher
     dispatcher_pid: NotRequired[int]  # restarted on the same host can tell it is gone
     log_lost_lines: NotRequired[int]  # on the terminal one, when > 0: log lines of this attempt never stored
+    log_truncated: NotRequired[bool]  # on the terminal one, when true: dispatch's log cap cut this attempt's output
 
 
 class StepEvent(TypedDict):

@@ -13,7 +13,15 @@ import pytest
 
 from functions.dispatch import jobrun, ownership, statusqueue
 from functions.dispatch.dispatcher import Dispatcher
-from functions.dispatch.executors.base import Capabilities, RunHooks, RunResult, StepResult, StopSignal
+from functions.dispatch.executors.base import (
+    Capabilities,
+    ImageUnavailable,
+    RunHooks,
+    RunResult,
+    StepResult,
+    StopSignal,
+)
+from functions.logs import records
 from runtime import eventlog, events, messaging, subjects
 from runtime.errors import Unavailable
 from runtime.jobs import Job, JobStatus, StepStatus, job_from_document, new_job_id, utc_now
@@ -316,3 +324,69 @@ async def test_a_cancel_reaches_the_containers_of_a_job_whose_dispatcher_died_on
     await dispatcher._on_cancel(subjects.cancel_subject(job.id), b"{}")
 
     assert executor.cleanups == [job.id]
+
+
+class FailsStep(FakeExecutor):
+    """Step 1 exits with 3 after printing ``lines`` lines of 100 bytes."""
+
+    def __init__(self, lines: int = 0) -> None:
+        super().__init__()
+        self.lines = lines
+
+    async def run(self, job: Job, *, attempt: int, hooks: RunHooks, stop: StopSignal) -> RunResult:
+        step = job.steps[0]
+        await hooks.step_started(step, started_at=utc_now())
+        for n in range(self.lines):
+            hooks.log(step.id, "stdout", f"{n:04d}" + "x" * 95, at=utc_now())
+        failed = StepResult(step.id, StepStatus.FAILED, exit_code=3, reason="exited with code 3")
+        await hooks.step_finished(failed)
+        return RunResult(JobStatus.FAILED, (failed,), reason=f"step 1 ({step.name}) exited with code 3")
+
+
+async def test_the_dispatchers_own_line_about_a_failed_step_is_masked(
+    conn: messaging.Messaging, stored: StoredEvents
+) -> None:
+    """Issue 20: ``step 1 (<step name>) exited with code 3`` showed a secret in the step's name; the reason did not."""
+    document = {
+        "name": "j",
+        "metadata": {"API_TOKEN": "s3cr3t-value"},
+        "steps": [{"id": 1, "name": "deploy with s3cr3t-value", "image": "x", "script": "false"}],
+    }
+    job = job_from_document(document, job_id=new_job_id(), limits=LimitSettings(), submitted_at=utc_now())
+    await handle(conn, FailsStep(), FakeDelivery(data=json.dumps(job.to_message()).encode(), attempt=1))
+
+    lines = await stored.lines(job.id)
+    assert "[hades] step 1 (deploy with ***) exited with code 3" in lines, lines
+    texts = [str(e.get(key, "")) for e in await stored.status(job.id) for key in ("reason", "step_name")]
+    assert not any("s3cr3t-value" in text for text in texts), texts
+
+
+async def test_a_job_that_did_not_start_says_why_once(conn: messaging.Messaging, stored: StoredEvents) -> None:
+    """Issue 20: a later step's image missing showed "skipped (image … is not available)" under every step."""
+    document = {"name": "j", "steps": [{"id": i, "image": f"img{i}", "script": "true"} for i in (1, 2, 3)]}
+    job = job_from_document(document, job_id=new_job_id(), limits=LimitSettings(), submitted_at=utc_now())
+    refused = ImageUnavailable("image 'img3' is not available: not found in the registry")
+    await handle(conn, FakeExecutor(run_error=refused), FakeDelivery(data=json.dumps(job.to_message()).encode()))
+
+    last = await eventlog.latest_status(conn, job.id)
+    assert last is not None and last["status"] == "failed" and "img3" in last.get("reason", "")
+    steps = await stored.steps(job.id)
+    assert [steps[i]["status"] for i in (1, 2, 3)] == ["skipped"] * 3
+    assert not any("img3" in steps[i].get("reason", "") for i in (1, 2, 3)), steps  # said once, by the job
+
+
+async def test_output_cut_by_dispatchs_cap_marks_the_record_truncated(
+    conn: messaging.Messaging, stored: StoredEvents
+) -> None:
+    """Issue 20: with HADES_JOB_LOG_MAX_BYTES below the logs function's cap, output was cut but the record said
+    ``log_truncated: false``: the terminal event says so, and the record follows it."""
+    job = a_job()
+    msg = FakeDelivery(data=json.dumps(job.to_message()).encode())
+    await handle(conn, FailsStep(lines=50), msg, HADES_JOB_LOG_MAX_BYTES="1024")
+
+    terminal = (await stored.terminals(job.id))[-1]
+    assert terminal.get("log_truncated") is True, terminal
+    record = None
+    for event in await stored.status(job.id):
+        record = records.apply_status(record, event, now=utc_now()) or record  # type: ignore[arg-type]
+    assert record is not None and record["log_truncated"] is True

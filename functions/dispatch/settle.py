@@ -153,8 +153,10 @@ async def _finished(run: Reporter, result: RunResult) -> Verdict:
     """Store the terminal event after every earlier one; ACK once it is stored, else hand the job back."""
     await run.report_unreported(result)
     await run.sink.close()  # every line stored before the terminal event, so readers of the end see them all
-    lost: dict[str, Any] = {"log_lost_lines": run.sink.lost_lines} if run.sink.lost_lines else {}  # record says so
-    terminal = run.event(result.status, reason=result.reason, finished_at=utc_now(), **lost)
+    logs: dict[str, Any] = {"log_lost_lines": run.sink.lost_lines} if run.sink.lost_lines else {}  # record says so
+    if run.sink.truncated:  # cut by dispatch's cap (HADES_JOB_LOG_MAX_BYTES), which may be below the logs' own
+        logs["log_truncated"] = True
+    terminal = run.event(result.status, reason=result.reason, finished_at=utc_now(), **logs)
     try:
         await run.statuses.publish_last(terminal)  # every earlier status event first: the terminal one is the last
     except Unavailable as exc:

@@ -365,6 +365,8 @@ def _apply_job(record: JobRecord, event: JobEvent) -> bool:
     lost = event.get("log_lost_lines")
     if isinstance(lost, int) and lost > 0:
         record["log_lost_lines"], record["log_incomplete"] = lost, True
+    if event.get("log_truncated") is True:  # dispatch's own cap cut the output (it may be below this function's)
+        record["log_truncated"] = True
     return True
 
 

@@ -109,7 +109,7 @@ class Engine:
         try:
             await asyncio.wait_for(self.blocking(_pull, self.client.api, image, timeout_s), timeout_s)
         except docker.errors.APIError as exc:
-            raise PullFailed(f"HTTP {exc.status_code or 'error'} from the engine") from exc
+            raise PullFailed(f"HTTP {exc.status_code or 'error'}: {pull_error(explain(exc))}") from exc
         except _ENGINE_ERRORS as exc:
             raise unavailable(exc) from exc
 
@@ -206,9 +206,26 @@ def _pull(api: Any, image: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     for event in api.pull(image, stream=True, decode=True):
         if isinstance(event, dict) and event.get("error"):
-            raise PullFailed("the registry refused it or could not be reached")
+            raise PullFailed(pull_error(str(event["error"])))
         if time.monotonic() > deadline:
             raise PullFailed(f"did not finish within {timeout_s:g} s")
+
+
+_PULL_ERRORS = (
+    (("manifest unknown", "not found", "does not exist"), "not found in the registry"),
+    (("unauthorized", "denied", "authentication required"), "access denied by the registry"),
+    (("timeout", "timed out"), "the registry did not answer in time"),
+)
+
+
+def pull_error(text: str) -> str:
+    """A pull's failure as one of a few fixed texts: the engine's own words can quote what an internal service
+    answered (issue 20), so none of them is passed on."""
+    lowered = text.lower()
+    for keys, fixed in _PULL_ERRORS:
+        if any(key in lowered for key in keys):
+            return fixed
+    return "the registry refused it or could not be reached"
 
 
 def _state(container: Any) -> dict[str, Any]:

@@ -251,25 +251,33 @@ class DockerExecutor:
 
     async def _hold_shared(self, job: Job, *, attempt: int, volume: str, created: _Created) -> None:
         """Keep a tmpfs /shared mounted between steps: the engine unmounts (and so empties) a tmpfs volume as soon
-        as no running container uses it."""
-        step = job.steps[0]
-        holder_spec = spec.shared_holder(
-            job,
-            image=step.image,
-            attempt=attempt,
-            volume=volume,
-            scope=self._scope,
-            user=self._settings.dispatch.step_user,
-        )
-        refused = f"/shared of step {step.id} ({step.name}) cannot be held"
-        try:
-            holder = await self._engine.create_container(holder_spec, refused=refused)
-        except ImageMissing:
-            raise ImageUnavailable(f"image {step.image!r} is not available: removed while the job ran") from None
-        created.containers.append(holder)
-        refusal = await self._engine.start(holder)
-        if refusal is not None:
-            raise JobError(f"{refused}: {refusal}")
+        as no running container uses it. A job of one step needs none. The holder runs ``sh`` (``read`` on its
+        never-written stdin) from the first of the job's images that has one: a step image without a shell (it
+        runs its own command) must not fail the job."""
+        if len(job.steps) < 2:
+            return
+        refused = "/shared cannot be held between the steps"
+        for image in dict.fromkeys(step.image for step in job.steps):
+            holder_spec = spec.shared_holder(
+                job,
+                image=image,
+                attempt=attempt,
+                volume=volume,
+                scope=self._scope,
+                user=self._settings.dispatch.step_user,
+            )
+            try:
+                holder = await self._engine.create_container(holder_spec, refused=refused)
+            except ImageMissing:
+                raise ImageUnavailable(f"image {image!r} is not available: removed while the job ran") from None
+            created.containers.append(holder)
+            refusal = await self._engine.start(holder)
+            if refusal is None:
+                return
+            log.info("job %s: image %s cannot hold /shared (%s); trying the next", job.id, image, refusal)
+            created.containers.remove(holder)
+            await self._engine.remove(holder.remove, force=True, v=True)
+        raise JobError(f"{refused}: none of the job's images has sh (needed with HADES_SHARED_MAX_BYTES)")
 
     # -- images ---------------------------------------------------------------------------------------------------
 
