@@ -4,6 +4,7 @@ rerun. The delivery's NATS ack subject stays out of the public ``running`` event
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -190,3 +191,63 @@ async def test_a_job_whose_dispatcher_was_dead_past_its_deadline_times_out_from_
         return _containers_of(job_id) == 0
 
     await poll(removed, timeout_s=30, interval_s=0.5)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+async def test_a_dispatcher_paused_past_ack_wait_stands_down_when_it_resumes(
+    dispatcher_processes: Callable[..., subprocess.Popen[bytes]],
+    aiohttp_client: Any,
+    clean_nats: str,
+    stored: StoredEvents,
+    busybox_image: str,
+) -> None:
+    """Issue 21: a dispatcher SIGSTOPped past AckWait, its job redelivered to another, then SIGCONTed: before the
+    ownership lease both followed the job (two ends, containers removed under the new owner). Now the resumed one
+    finds a later attempt in the lease and touches nothing: one end, attempt 2's, and no event of attempt 1 after
+    the take-over."""
+    env = {"HADES_ACK_WAIT_SECONDS": "3"}
+    first, second = dispatcher_processes(**env), dispatcher_processes(**env)
+    client = await aiohttp_client(create_submit(make_settings(clean_nats)))
+    job_id = await _submit(client, f"echo {RUN_TOKEN}; echo working; sleep 12; echo done", image=busybox_image)
+
+    async def working() -> bool:
+        return "working" in await stored.lines(job_id)
+
+    await poll(working, timeout_s=60, interval_s=0.2)
+    running = [e for e in await stored.jobs(job_id) if e["status"] == "running"]
+    paused = {first.pid: first, second.pid: second}[running[-1]["dispatcher_pid"]]
+    paused.send_signal(signal.SIGSTOP)
+    try:
+
+        async def taken_over() -> bool:
+            return any(e["status"] == "running" and e["attempt"] >= 2 for e in await stored.jobs(job_id))
+
+        await poll(taken_over, timeout_s=60, interval_s=0.2)
+    finally:
+        paused.send_signal(signal.SIGCONT)
+    final = await stored.terminal(job_id, timeout_s=90)
+    await poll(lambda: _settled(stored, job_id), timeout_s=10, interval_s=0.5)  # what a resumed one might add
+
+    events = await stored.status(job_id)
+    terminals = [e for e in events if e["kind"] == "job" and e["status"] in ("succeeded", "failed", "timed_out")]
+    assert [e["attempt"] for e in terminals] == [final["attempt"]] and final["attempt"] >= 2, terminals
+    assert final["status"] == "succeeded", final
+    takeover = next(i for i, e in enumerate(events) if e["kind"] == "job" and e["attempt"] >= 2)
+    assert not [e for e in events[takeover:] if e["attempt"] == 1], events  # attempt 1 stood down
+    lines = await stored.lines(job_id)
+    assert len({line for line in lines if line.startswith("run ")}) == 1, lines  # the step ran once
+    assert paused.poll() is None  # the paused dispatcher lives on
+
+    async def removed() -> bool:
+        return _containers_of(job_id) == 0
+
+    await poll(removed, timeout_s=30, interval_s=0.5)
+
+
+async def _settled(stored: StoredEvents, job_id: str) -> bool:
+    """True once the job's stored status events stop changing for a moment."""
+    before = len(await stored.status(job_id))
+    await asyncio.sleep(2)
+    return len(await stored.status(job_id)) == before

@@ -110,7 +110,7 @@ async def _attempt(deps: Deps, msg: Delivery, job: Job, attempt: int, stop: Stop
     started_at = (await _first_start(deps, job) if attempt > 1 else None) or utc_now()
     left_s = job.timeout_s - max(0.0, time.time() - parse_time(started_at).timestamp())
     owns_deadline = deps.executor.capabilities.owns_deadline
-    if left_s <= 0 and not owns_deadline:  # it ran out while no dispatcher held it
+    if left_s <= 0:  # it ran out while no dispatcher held it (on any executor: a redelivery decides, no timer)
         stop.stop(JobStatus.TIMED_OUT, grace_s=0, reason=timed_out_reason(job))
     if stop.requested:  # cancelled while queued, or (redelivered) cancelled or timed out while nobody held it
         if attempt > 1 and await run.owned():  # an earlier attempt's containers may still run: remove them now

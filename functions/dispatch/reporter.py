@@ -60,20 +60,17 @@ class Reporter:
     def event(self, status: JobStatus | StepStatus, *, step: Step | None = None, **fields: Any) -> events.StatusEvent:
         """The attempt's next status event (its seq taken now), of the job or of ``step``, masked: the one place
         an event's text is made safe to leave dispatch."""
-        for key in ("reason", "step_name"):
-            if isinstance(fields.get(key), str):
-                fields[key] = self.sink.mask(fields[key])
+        if step is not None:
+            fields["step_name"] = step.name
+        texts = {
+            key: self.sink.mask(value) for key in ("reason", "step_name") if isinstance(value := fields.get(key), str)
+        }
+        fields.update(texts)
         seq = self.sequence.next()
         if step is None:
             return events.job_event(self.job.id, attempt=self.attempt, seq=seq, status=JobStatus(status), **fields)
         return events.step_event(
-            self.job.id,
-            attempt=self.attempt,
-            seq=seq,
-            step_id=step.id,
-            step_name=self.sink.mask(step.name),
-            status=StepStatus(status),
-            **fields,
+            self.job.id, attempt=self.attempt, seq=seq, step_id=step.id, status=StepStatus(status), **fields
         )
 
     async def job_status(self, status: JobStatus, reason: str | None = None, **extra: Any) -> None:
