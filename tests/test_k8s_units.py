@@ -4,6 +4,7 @@ a transient kubelet error and a duplicate run of one job do to a run."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -349,3 +350,33 @@ def _follows_of(executor: k8s_executor.KubernetesExecutor, job_id: str) -> list[
 
 async def _true(value: Any) -> bool:
     return bool(value)
+
+
+# -- issue 20: a Job made afresh on a redelivery gets what is left of the job's deadline ----------------------------
+
+
+async def test_a_job_made_afresh_for_a_redelivery_keeps_the_deadline_of_its_first_start(
+    k8s_settings: Settings, api: FakeApi
+) -> None:
+    bodies: list[dict[str, Any]] = []
+    real_request = api.request
+
+    async def request(method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        if method == "POST":
+            bodies.append(kwargs["body"])
+        return await real_request(method, path, **kwargs)
+
+    api.request = request  # type: ignore[method-assign]
+    executor = k8s_executor.KubernetesExecutor(api, settings=k8s_settings)  # type: ignore[arg-type]
+    job = make_job(k8s_settings)
+    stop = StopSignal()
+    stop.deadline_at = time.time() + 5  # the first attempt started timeout_s - 5 s ago
+    run = asyncio.ensure_future(executor.run(job, attempt=2, hooks=Hooks(), stop=stop))
+    await poll(lambda: _true(bodies))
+    show(executor, api, pod(job, states={1: TERMINATED_OK}, phase="Succeeded"))
+    await asyncio.wait_for(run, 10)
+    await executor.close()
+
+    spec = bodies[0]["spec"]
+    assert job.timeout_s > 5 and 1 <= spec["template"]["spec"]["activeDeadlineSeconds"] <= 5
+    assert spec["activeDeadlineSeconds"] == spec["template"]["spec"]["activeDeadlineSeconds"] + 30

@@ -108,7 +108,8 @@ async def _attempt(deps: Deps, msg: Delivery, job: Job, attempt: int, stop: Stop
         return Outcome.gave_up(f"gave up after {settings.dispatch.max_deliver} attempts")
     # The deadline is absolute from the job's first start: a redelivery (its dispatcher died) keeps it.
     started_at = (await _first_start(deps, job) if attempt > 1 else None) or utc_now()
-    left_s = job.timeout_s - max(0.0, time.time() - parse_time(started_at).timestamp())
+    stop.deadline_at = parse_time(started_at).timestamp() + job.timeout_s
+    left_s = stop.deadline_at - time.time()
     owns_deadline = deps.executor.capabilities.owns_deadline
     if left_s <= 0:  # it ran out while no dispatcher held it (on any executor: a redelivery decides, no timer)
         stop.stop(JobStatus.TIMED_OUT, grace_s=0, reason=timed_out_reason(job))

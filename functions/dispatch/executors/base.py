@@ -115,6 +115,9 @@ class StopSignal:
     grace_s: float = 0.0
     reason: str = ""
     superseded: bool = False
+    deadline_at: float | None = None
+    """The job's deadline on the wall clock (epoch seconds), from its first start: an executor that owns the
+    deadline and starts the job afresh on a redelivery gives it only what is left."""
     guard: Callable[[], Awaitable[bool]] = _always_owned
     """Whether this attempt still owns the job (dispatch's lease); set by dispatch."""
 

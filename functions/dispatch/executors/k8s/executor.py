@@ -131,7 +131,7 @@ class KubernetesExecutor:
         self._follows.setdefault(job.id, []).append(follow)
         run = Run(self, job, follow, api=self._api, settings=self._settings.kubernetes, hooks=hooks, stop=stop)
         try:
-            adopted = await self._create_or_adopt(job, attempt, follow)
+            adopted = await self._create_or_adopt(job, attempt, follow, deadline_at=stop.deadline_at)
             if adopted:
                 await self.try_resync(follow)
             result = await run.follow()
@@ -149,9 +149,11 @@ class KubernetesExecutor:
             await self._cleanup_shielded(job.id)
         return result
 
-    async def _create_or_adopt(self, job: Job, attempt: int, follow: Follow) -> bool:
-        """Create the job's Job; True when one existed already and is followed instead."""
-        body = manifest.build_job(job, attempt=attempt, settings=self._settings)
+    async def _create_or_adopt(self, job: Job, attempt: int, follow: Follow, *, deadline_at: float | None) -> bool:
+        """Create the job's Job; True when one existed already and is followed instead (its pod keeps its own
+        deadline). A Job made afresh gets what is left of the job's deadline, counted from its first start."""
+        left_s = None if deadline_at is None else max(1, math.ceil(deadline_at - time.time()))
+        body = manifest.build_job(job, attempt=attempt, settings=self._settings, timeout_s=left_s)
         name = body["metadata"]["name"]
         deadline = time.monotonic() + DELETING_WAIT_S
         while True:
