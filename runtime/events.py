@@ -31,10 +31,9 @@ class JobEvent(TypedDict):
     dispatcher: NotRequired[str]  # on running: which process took it
     dispatcher_host: NotRequired[str]  # on running: that process's host name and pid, so that a dispatcher
     dispatcher_pid: NotRequired[int]  # restarted on the same host can tell it is gone
-    ack_reply: NotRequired[str]  # on running: the delivery's ack subject, to nak it once that process is gone
-    # (an internal handle, never copied into the job record)
     log_lost_lines: NotRequired[int]  # on the terminal one, when > 0: log lines of this attempt never stored
     results: NotRequired[dict[str, Any]]  # on the terminal one of a job that asked for artifacts or reports
+    log_truncated: NotRequired[bool]  # on the terminal one, when true: dispatch's log cap cut this attempt's output
 
 
 class StepEvent(TypedDict):

@@ -185,7 +185,7 @@ CALLBACK_DURATION = Histogram(
     registry=REGISTRY,
 )
 
-# results (t23): what jobs kept (functions/dispatch/results)
+# results: what jobs kept (functions/dispatch/results)
 TESTS = Counter(
     "hades_tests_total",
     "Test cases read from jobs' JUnit reports, by outcome (passed, failed, error, skipped).",

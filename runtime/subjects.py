@@ -39,6 +39,8 @@ RESULTS_BUCKET = "HADES_RESULTS"
 named ``<job id>/<name>``."""
 IDEMPOTENCY_BUCKET = "HADES_IDEMPOTENCY"
 """KV bucket: per ``Idempotency-Key`` (hashed), the body digest and job id of its first POST, for one window."""
+LEASES_BUCKET = "HADES_LEASES"
+"""KV bucket: per running job, the attempt (and dispatcher) that owns it, claimed by compare-and-set; dispatch only."""
 
 
 def jobs_subject(lane: Lane, tenant: str = tenants.DEFAULT) -> str:

@@ -3,9 +3,12 @@ system, and a size limit on /shared — on a real engine, plus the settings that
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +17,7 @@ from functions.dispatch.executors.base import StepResult, StopSignal
 from functions.dispatch.executors.docker import DockerExecutor, shared_volume_options
 from runtime.jobs import Job, JobId, JobStatus, Step, StepStatus, job_from_document, utc_now
 from runtime.settings import LimitSettings, Settings, SettingsError
+from tests.dockerfixtures import BUSYBOX_BINARY
 from tests.helpers import SCOPE
 
 
@@ -156,3 +160,36 @@ async def test_a_read_only_root_leaves_tmp_and_shared_writable(
 
     assert result.status is JobStatus.SUCCEEDED, (result, hooks.lines)
     assert hooks.output(1) == ["root-refused", "tmp-ok", "shared-ok"]
+
+
+NO_SHELL_IMAGE = "hades-test-no-shell:1"
+
+
+@pytest.fixture
+def no_shell_image(docker_client: Any, busybox_image: str) -> Iterator[str]:
+    """An image with no ``sh``: only a static busybox at /busybox, which its own command runs."""
+    with tempfile.TemporaryDirectory() as context:
+        shutil.copy(BUSYBOX_BINARY, Path(context) / "busybox")
+        (Path(context) / "Dockerfile").write_text('FROM scratch\nCOPY busybox /busybox\nCMD ["/busybox", "true"]\n')
+        docker_client.images.build(path=context, tag=NO_SHELL_IMAGE, rm=True)
+    yield NO_SHELL_IMAGE
+    docker_client.images.remove(NO_SHELL_IMAGE, force=True)
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(60)
+async def test_a_first_step_without_a_shell_runs_with_a_limited_shared(
+    executor_with: Callable[..., Any], busybox_image: str, no_shell_image: str
+) -> None:
+    """Issue 20: with HADES_SHARED_MAX_BYTES set, /shared was held by a container running ``sh`` from the first
+    step's image, so a first step whose image has none failed the job before it ran."""
+    executor = await executor_with(HADES_SHARED_MAX_BYTES=str(1024 * 1024))
+    steps = [{"id": 1, "image": no_shell_image, "script": ""}, {"id": 2, "image": busybox_image, "script": "echo ok"}]
+    document = {"name": "no shell", "steps": steps}
+    job = job_from_document(document, job_id=JobId(str(uuid.uuid4())), limits=LimitSettings(), submitted_at=utc_now())
+    hooks = Hooks()
+
+    result = await executor.run(job, attempt=1, hooks=hooks, stop=StopSignal())
+
+    assert result.status is JobStatus.SUCCEEDED, result
+    assert hooks.output(2) == ["ok"]

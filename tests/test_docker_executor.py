@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from functions.dispatch.executors import docker as docker_executor
 from functions.dispatch.executors.base import RunResult, StepResult, StopSignal
 from functions.dispatch.executors.docker import LABEL_JOB_ID, LABEL_SCOPE, DockerExecutor
+from functions.dispatch.executors.docker import engine as docker_engine
 from runtime.errors import JobError, Unavailable
 from runtime.jobs import Job, JobId, JobStatus, Step, StepStatus, job_from_document, utc_now
 from runtime.settings import LimitSettings, Settings
@@ -234,7 +234,7 @@ async def test_a_final_burst_of_output_arrives_before_the_step_is_finished(execu
 
 
 async def test_a_step_outlasting_one_wait_request_is_still_waited_for(executor, remaining, busybox_image, monkeypatch):
-    monkeypatch.setattr(docker_executor, "WAIT_SLICE_S", 0.3)  # each wait request times out; the executor asks again
+    monkeypatch.setattr(docker_engine, "WAIT_SLICE_S", 0.3)  # each wait request times out; the executor asks again
     job = make_job(busybox_image, [{"id": 1, "script": "sleep 1.2; echo done"}])
 
     result, hooks = await run_job(executor, remaining, job)

@@ -4,6 +4,7 @@ a transient kubelet error and a duplicate run of one job do to a run."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -15,6 +16,7 @@ from functions.dispatch.executors.base import RunResult, StepResult, StopSignal
 from functions.dispatch.executors.k8s import api as k8s_api
 from functions.dispatch.executors.k8s import executor as k8s_executor
 from functions.dispatch.executors.k8s import manifest, podlogs, podstate
+from functions.dispatch.executors.k8s import progress as k8s_progress
 from runtime import jobs
 from runtime.errors import JobError, Unavailable
 from runtime.jobs import Job, JobStatus, Step
@@ -127,7 +129,7 @@ TERMINATED_OK = {
 async def test_an_api_outage_during_the_resync_does_not_end_the_run(
     k8s_settings: Settings, api: FakeApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(k8s_executor, "RESYNC_S", 0.1)
+    monkeypatch.setattr(k8s_progress, "RESYNC_S", 0.1)
     executor = k8s_executor.KubernetesExecutor(api, settings=k8s_settings)  # type: ignore[arg-type]
     job = make_job(k8s_settings)
     run = asyncio.ensure_future(executor.run(job, attempt=1, hooks=Hooks(), stop=StopSignal()))
@@ -147,7 +149,7 @@ async def test_an_api_outage_during_the_resync_does_not_end_the_run(
 async def test_an_adopted_job_survives_an_outage_on_its_first_read(
     k8s_settings: Settings, api: FakeApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(k8s_executor, "RESYNC_S", 0.1)
+    monkeypatch.setattr(k8s_progress, "RESYNC_S", 0.1)
     executor = k8s_executor.KubernetesExecutor(api, settings=k8s_settings)  # type: ignore[arg-type]
     job = make_job(k8s_settings)
     api.exists, api.outage = True, True  # the Job is there (a crashed dispatcher's); reading its pod fails
@@ -264,7 +266,7 @@ async def _seen(executor: k8s_executor.KubernetesExecutor, job_id: str) -> bool:
 async def test_a_transient_create_container_error_is_waited_out(
     k8s_settings: Settings, api: FakeApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(k8s_executor, "CREATE_ERROR_WAIT_S", 30.0)
+    monkeypatch.setattr(k8s_progress, "CREATE_ERROR_WAIT_S", 30.0)
     executor = k8s_executor.KubernetesExecutor(api, settings=k8s_settings)  # type: ignore[arg-type]
     job = make_job(k8s_settings)
     run = asyncio.ensure_future(executor.run(job, attempt=1, hooks=Hooks(), stop=StopSignal()))
@@ -281,7 +283,7 @@ async def test_a_transient_create_container_error_is_waited_out(
 async def test_a_lasting_create_container_error_fails_the_job_with_the_kubelets_message(
     k8s_settings: Settings, api: FakeApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(k8s_executor, "CREATE_ERROR_WAIT_S", 0.2)
+    monkeypatch.setattr(k8s_progress, "CREATE_ERROR_WAIT_S", 0.2)
     executor = k8s_executor.KubernetesExecutor(api, settings=k8s_settings)  # type: ignore[arg-type]
     job = make_job(k8s_settings)
     run = asyncio.ensure_future(executor.run(job, attempt=1, hooks=Hooks(), stop=StopSignal()))
@@ -348,3 +350,33 @@ def _follows_of(executor: k8s_executor.KubernetesExecutor, job_id: str) -> list[
 
 async def _true(value: Any) -> bool:
     return bool(value)
+
+
+# -- issue 20: a Job made afresh on a redelivery gets what is left of the job's deadline ----------------------------
+
+
+async def test_a_job_made_afresh_for_a_redelivery_keeps_the_deadline_of_its_first_start(
+    k8s_settings: Settings, api: FakeApi
+) -> None:
+    bodies: list[dict[str, Any]] = []
+    real_request = api.request
+
+    async def request(method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        if method == "POST":
+            bodies.append(kwargs["body"])
+        return await real_request(method, path, **kwargs)
+
+    api.request = request  # type: ignore[method-assign]
+    executor = k8s_executor.KubernetesExecutor(api, settings=k8s_settings)  # type: ignore[arg-type]
+    job = make_job(k8s_settings)
+    stop = StopSignal()
+    stop.deadline_at = time.time() + 5  # the first attempt started timeout_s - 5 s ago
+    run = asyncio.ensure_future(executor.run(job, attempt=2, hooks=Hooks(), stop=stop))
+    await poll(lambda: _true(bodies))
+    show(executor, api, pod(job, states={1: TERMINATED_OK}, phase="Succeeded"))
+    await asyncio.wait_for(run, 10)
+    await executor.close()
+
+    spec = bodies[0]["spec"]
+    assert job.timeout_s > 5 and 1 <= spec["template"]["spec"]["activeDeadlineSeconds"] <= 5
+    assert spec["activeDeadlineSeconds"] == spec["template"]["spec"]["activeDeadlineSeconds"] + 30

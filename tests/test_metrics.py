@@ -10,8 +10,8 @@ import logging
 import pytest
 from opentelemetry import trace
 
-from functions.dispatch.executors.base import RunResult, StepResult
-from functions.dispatch.jobrun import failure_reason
+from functions.dispatch.executors.base import Cause, RunResult, StepResult
+from functions.dispatch.settle import failure_reason
 from runtime import logconfig, metrics, subjects, tracing
 from runtime.jobs import JobStatus, StepStatus
 from runtime.messaging import Messaging, topology
@@ -21,21 +21,23 @@ from runtime.settings import Settings
 JOB_ID = "6c0c2b1e-8f5a-4c4e-9d59-2a8f0a3b7c11"
 
 
-def failed_step(reason: str) -> RunResult:
-    return RunResult(JobStatus.FAILED, (StepResult(1, StepStatus.FAILED, exit_code=137, reason=reason),))
+def failed_step(reason: str, cause: Cause) -> RunResult:
+    return RunResult(JobStatus.FAILED, (StepResult(1, StepStatus.FAILED, exit_code=137, reason=reason, cause=cause),))
 
 
 @pytest.mark.parametrize(
     ("result", "reason"),
     [
         (RunResult(JobStatus.SUCCEEDED, ()), "succeeded"),
-        (failed_step("exited with code 3"), "failed"),
+        (failed_step("exited with code 3", Cause.STEP_FAILED), "failed"),
         (RunResult(JobStatus.TIMED_OUT, (), reason="job timed out after 2 s"), "timed_out"),
         (RunResult(JobStatus.CANCELLED, (), reason="cancelled"), "cancelled"),
-        (failed_step("killed: out of memory (limit 32 MiB)"), "oom"),
-        (RunResult(JobStatus.FAILED, (), reason="image 'x:1' is not available: pull failed: 404"), "image_pull"),
-        (RunResult(JobStatus.FAILED, (), reason="cannot be scheduled within 300 s: 0/3 nodes"), "unschedulable"),
-        (RunResult(JobStatus.FAILED, (), reason="infrastructure: gave up after 5 attempts"), "infrastructure"),
+        (failed_step("killed: out of memory (limit 32 MiB)", Cause.OUT_OF_MEMORY), "oom"),
+        (RunResult(JobStatus.FAILED, (), reason="image 'x:1' is missing", cause=Cause.IMAGE_UNAVAILABLE), "image_pull"),
+        (RunResult(JobStatus.FAILED, (), reason="no node", cause=Cause.UNSCHEDULABLE), "unschedulable"),
+        (RunResult(JobStatus.FAILED, (), reason="gave up", cause=Cause.INFRASTRUCTURE), "infrastructure"),
+        # the label follows the type, not the words: an exit whose text mentions an image stays a plain failure
+        (failed_step("exited with code 1: image 'x' is not available", Cause.STEP_FAILED), "failed"),
     ],
 )
 def test_a_finished_job_gets_one_of_the_bounded_reasons(result: RunResult, reason: str) -> None:

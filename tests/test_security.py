@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from functions.dispatch import jobrun
 from functions.dispatch.executors import docker as docker_executor
-from functions.dispatch.executors.base import RunHooks, RunResult, StepResult, StopSignal
+from functions.dispatch.executors.base import Capabilities, RunHooks, RunResult, StepResult, StopSignal
 from functions.submit.handlers import create_app
 from runtime import messaging, metrics
 from runtime.errors import JobError, Unavailable
@@ -202,6 +202,7 @@ class _QuotingExecutor:
     """An engine whose errors quote the environment, as Docker's did for a value it could not pass."""
 
     name = "quoting"
+    capabilities = Capabilities()
 
     def __init__(self, error: Exception | None = None) -> None:
         self.error = error

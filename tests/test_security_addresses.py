@@ -15,9 +15,9 @@ from aiohttp import web
 from aiohttp.abc import ResolveResult
 from aiohttp.test_utils import TestClient, TestServer
 
-from functions.dispatch.executors import docker as docker_executor
 from functions.dispatch.executors.base import StepResult, StopSignal
 from functions.dispatch.executors.docker import DockerExecutor
+from functions.dispatch.executors.docker import engine as docker_engine
 from functions.dispatch.executors.k8s.executor import KubernetesExecutor
 from functions.logs import callbacks
 from functions.logs.handlers import create_app as create_logs
@@ -160,7 +160,7 @@ async def test_the_docker_executor_refuses_an_internal_registry_without_pulling(
     busybox_image: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pulled: list[str] = []
-    monkeypatch.setattr(docker_executor, "_pull", lambda api, image, timeout_s: pulled.append(image))
+    monkeypatch.setattr(docker_engine, "_pull", lambda api, image, timeout_s: pulled.append(image))
     executor = await DockerExecutor.create(Settings.from_env({"HADES_SCOPE": SCOPE}))
     try:
         with pytest.raises(JobError, match=r"127\.0\.0\.1:1/x:y.*loopback, link-local or private"):

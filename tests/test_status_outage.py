@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
-from functions.dispatch import jobrun
-from functions.dispatch.executors.base import RunHooks, RunResult, StepResult, StopSignal
+from functions.dispatch import jobrun, statusqueue
+from functions.dispatch.executors.base import Capabilities, RunHooks, RunResult, StepResult, StopSignal
 from functions.dispatch.executors.docker import LABEL_JOB_ID, LABEL_STEP_ID
 from functions.dispatch.handlers import create_app as create_dispatch
 from functions.dispatch.logsink import LogSink
+from functions.dispatch.reporter import Reporter
 from functions.logs import records
 from functions.logs.handlers import create_app as create_logs
 from functions.submit.handlers import create_app as create_submit
@@ -39,6 +40,7 @@ class StepsExecutor:
     """Runs every step at once, successfully; ``between`` is awaited before each step's start and end."""
 
     name = "fake"
+    capabilities = Capabilities()
 
     def __init__(self) -> None:
         self.calls = 0
@@ -154,7 +156,7 @@ async def test_events_still_unstored_when_the_job_ends_hand_it_back_and_the_term
     job = a_job()
     broker = Broker(conn, job, monkeypatch)
     broker.down = True
-    monkeypatch.setattr(jobrun, "TERMINAL_PUBLISH_ATTEMPTS", 2)
+    monkeypatch.setattr(statusqueue, "TERMINAL_PUBLISH_ATTEMPTS", 2)
     msg = message_of(job)
 
     await handle(conn, StepsExecutor(), msg)
@@ -167,11 +169,11 @@ async def test_events_still_unstored_when_the_job_ends_hand_it_back_and_the_term
 async def test_kept_events_are_bounded_dropping_the_oldest_step_events(
     conn: messaging.Messaging, stored: StoredEvents, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(jobrun, "MAX_UNSENT_STATUS_EVENTS", 4)
+    monkeypatch.setattr(statusqueue, "MAX_UNSENT_STATUS_EVENTS", 4)
     job = a_job()
     broker = Broker(conn, job, monkeypatch)
     sink = LogSink(conn, job_id=job.id, attempt=1, settings=make_settings("nats://unused").dispatch)
-    run = jobrun.JobRun(conn, job, 1, sink)
+    run = Reporter(conn, job, 1, sink)
     broker.down = True
     await run.job_status(JobStatus.RUNNING)  # 1
     for step in job.steps[:2]:
@@ -179,13 +181,13 @@ async def test_kept_events_are_bounded_dropping_the_oldest_step_events(
         await run.step_status(step, StepStatus.SUCCEEDED)  # 3, 5
     await run.step_status(job.steps[2], StepStatus.RUNNING)  # 6
 
-    assert [e["seq"] for e in run.unsent] == [1, 4, 5, 6]  # the job's event kept, the oldest step events dropped
-    assert run.lost_status_events == 2
+    assert [e["seq"] for e in run.statuses.unsent] == [1, 4, 5, 6]  # the job event kept, the oldest step ones dropped
+    assert run.statuses.lost_status_events == 2
     broker.down = False
     await run.step_status(job.steps[2], StepStatus.SUCCEEDED)  # 7
     await sink.close()
 
-    assert not run.unsent
+    assert not run.statuses.unsent
     assert [e["seq"] for e in await stored.status(job.id)] == [1, 4, 5, 6, 7]
 
 

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from functions.dispatch import jobrun
+from functions.dispatch import jobrun, ownership, settle
 from functions.dispatch.executors.base import Executor, StopSignal
 from runtime import eventlog, events, messaging, metrics, subjects, tasks
 from runtime.errors import HadesError, Unavailable
@@ -54,7 +54,7 @@ class Dispatcher:
         self.executor = executor
         self.settings = settings
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.deps = jobrun.Deps(conn=conn, executor=executor, settings=settings, dispatcher_id=self.id)
+        self.deps = settle.Deps(conn=conn, executor=executor, settings=settings, dispatcher_id=self.id)
         self.picker = LanePicker(settings.dispatch.lane_weights)
         self.slots = asyncio.Semaphore(settings.dispatch.concurrency)
         self.running: dict[str, tuple[asyncio.Task[None], StopSignal, Delivery]] = {}
@@ -70,6 +70,7 @@ class Dispatcher:
             metrics.EXECUTOR_ERRORS.labels(executor.name, kind)
 
     async def start(self) -> None:
+        self.deps.leases = ownership.Leases(await self.conn.bucket(topology.leases_bucket_config(self.settings)))
         for lane in subjects.LANES:
             config = topology.dispatch_consumer_config(self.settings, lane)
             self.pulls[lane] = await self.conn.pull_consumer(subjects.JOBS_STREAM, config)
@@ -94,6 +95,12 @@ class Dispatcher:
         if stop is not None:
             log.info("job %s: cancel requested, stopping it", job_id)
             stop.stop(JobStatus.CANCELLED, grace_s=self.settings.dispatch.cancel_grace_s, reason="cancelled")
+        elif self.executor.capabilities.host_local and not self.stopping:
+            # Not ours: if its dispatcher died on this host, nobody else would stop its containers until AckWait.
+            try:
+                await self._recover(job_id, cancelled=True)
+            except HadesError as exc:
+                log.warning("job %s: its cancel could not reach its containers: %s", job_id, exc.detail)
 
     async def sweep_leftovers(self) -> None:
         """Remove what ended jobs left behind (a dispatcher that crashed mid-job). A job that is still queued or
@@ -110,25 +117,30 @@ class Dispatcher:
                 if last is None or events.is_terminal(last):
                     log.info("removing leftovers of ended job %s", job_id)
                     await self.executor.cleanup(job_id)
-                elif self.executor.name == "docker":
-                    await self._hand_back(job_id)
+                elif self.executor.capabilities.host_local:
+                    await self._recover(job_id, cancelled=await self._cancel_requested(job_id))
             except HadesError as exc:  # one stuck leftover must not keep the dispatcher from starting
                 log.warning("leftovers of job %s not removed: %s", job_id, exc.detail)
 
-    async def _hand_back(self, job_id: str) -> None:
-        """Nak the delivery of a job whose latest attempt runs for a dispatcher of this host that no longer
-        exists: it is redelivered now (and its running step followed), not after AckWait. Docker only (one host,
-        one engine): a Kubernetes dispatcher's pod is another host, and its jobs come back after AckWait."""
-        running = await _latest_running(self.conn, job_id)
-        if running is None or "ack_reply" not in running:
+    async def _recover(self, job_id: str, *, cancelled: bool) -> None:
+        """Hand back the delivery of a job whose latest attempt runs for a dispatcher of this host that no longer
+        exists: it is redelivered now (and its running step followed, or the job settled), not after AckWait. A job
+        cancelled meanwhile has its containers removed first, at once. Only for an executor whose containers run on
+        the dispatcher's host (Docker): a Kubernetes dispatcher's pod is another host, and its jobs come back after
+        AckWait. Who runs it, and its delivery, are in the job's lease (``ownership``)."""
+        holder = await self.deps.leases.holder(job_id)
+        if holder is None or holder.host != socket.gethostname():
             return
-        if running.get("dispatcher_host") != socket.gethostname():
+        if not holder.pid or _dispatcher_alive(holder.pid):
             return
-        pid = running.get("dispatcher_pid")
-        if pid is None or _dispatcher_alive(pid):
-            return
-        log.info("job %s: its dispatcher %s is gone; handing its delivery back", job_id, running.get("dispatcher"))
-        await self.conn.nak_delivery(running["ack_reply"])
+        if cancelled:
+            log.info(
+                "job %s: cancelled while its dispatcher %s is gone; removing its containers", job_id, holder.dispatcher
+            )
+            await self.executor.cleanup(job_id)
+        if holder.delivery:
+            log.info("job %s: its dispatcher %s is gone; handing its delivery back", job_id, holder.dispatcher)
+            await self.conn.nak_delivery(holder.delivery)
 
     async def _ready_lanes(self) -> list[Lane]:
         ready = []
@@ -172,8 +184,7 @@ class Dispatcher:
                 raise
             if self.stopping:  # taken as the stop came: hand it straight back
                 self._release()
-                with contextlib.suppress(Unavailable):
-                    await msg.nak()
+                await settle.hand_back(msg)
                 return
             await self._start(msg)
 
@@ -241,24 +252,8 @@ class Dispatcher:
                 task.cancel()
             await asyncio.gather(*(task for _, task, _ in handed_back), return_exceptions=True)
             for _, _, msg in handed_back:
-                with contextlib.suppress(Unavailable):
-                    await msg.nak()
+                await settle.hand_back(msg)
         await _close([self.cancel_subscription] if self.cancel_subscription else [])
-
-
-async def _latest_running(conn: messaging.Messaging, job_id: str) -> events.JobEvent | None:
-    """The job's latest job event, when it says ``running`` (a step event may have come after it)."""
-    latest: events.JobEvent | None = None
-    async for stored in conn.read(stream=subjects.EVENTS_STREAM, subject=subjects.status_subject(job_id)):
-        try:
-            event = events.decode_status(stored.data)
-        except ValueError:
-            continue
-        if event["kind"] != "job":
-            continue
-        if latest is None or (event["attempt"], event["seq"]) > (latest["attempt"], latest["seq"]):
-            latest = event
-    return latest if latest is not None and latest["status"] == JobStatus.RUNNING else None
 
 
 def _dispatcher_alive(pid: int) -> bool:

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import orjson
 
@@ -43,6 +43,10 @@ FLUSH_WAIT_S = 10.0
 """How long a step's end waits for its lines to be stored; they stay buffered (and retried) after that."""
 RETRY_DELAY_S = (0.2, 2.0)
 """A failed publish is retried after the first delay, doubling up to the second."""
+
+
+async def _owned() -> bool:
+    return True
 
 
 def split_line(line: str, max_bytes: int) -> list[str]:
@@ -98,6 +102,8 @@ class LogSink:
         self._closed = False
         self._closing = asyncio.Event()
         self._publishing = asyncio.Lock()  # the flush loop and flush() must not interleave batches
+        self.guard: Callable[[], Awaitable[bool]] = _owned
+        """Asked before each batch leaves: whether this attempt still owns the job (dispatch's lease)."""
         self._flusher = asyncio.create_task(self._flush_loop(), name=f"logs-{job_id}")
 
     def mask(self, text: str) -> str:
@@ -108,13 +114,25 @@ class LogSink:
         return text
 
     def add(self, step_id: int, stream: str, message: str, *, at: str) -> None:
+        """One line of a step's output (``stdout`` or ``stderr``): masked, split, counted against the cap."""
+        self._enter(step_id, stream, message, at)
+
+    def system(self, step_id: int, message: str) -> None:
+        """A line from Hades itself (pulling an image, a step killed …), shown among the step's output; masked
+        like the step's own lines (it can quote a step's name or an engine's words), not counted against the cap."""
+        self._enter(step_id, "system", message, utc_now())
+
+    def _enter(self, step_id: int, stream: str, message: str, at: str) -> None:
+        message = self.mask(message)  # the one place a line's text is masked, before it is split
+        if stream == "system":
+            self._append(step_id, stream, message, at)
+            return
         if self.truncated:
             self.dropped_lines += 1
             if step_id not in self._dropped_steps:  # a later step must not look as if it printed nothing
                 self._dropped_steps.add(step_id)
                 self._append(step_id, "system", f"[hades] output of step {step_id} dropped: {self._cap_text()}", at)
             return
-        message = self.mask(message)
         for piece in split_line(message, self.settings.log_line_max_bytes):
             size = len(piece.encode()) + 1
             if self.bytes_written + size > self.settings.job_log_max_bytes:
@@ -125,10 +143,6 @@ class LogSink:
                 return
             self.bytes_written += size
             self._append(step_id, stream, piece, at)
-
-    def system(self, step_id: int, message: str) -> None:
-        """A line from Hades itself (pulling an image, a step killed …), shown among the step's output."""
-        self._append(step_id, "system", message, utc_now())
 
     def _cap_text(self) -> str:
         return f"the job's log limit of {self.settings.job_log_max_bytes / 2**20:g} MiB was reached"
@@ -190,6 +204,10 @@ class LogSink:
         (right away without ``until``, else once it has passed); the unstored ones stay buffered."""
         delay_s = RETRY_DELAY_S[0]
         while self._pending is not None or self._buffer:
+            if not await self.guard():  # another attempt owns the job now: its lines are not ours to add to
+                self._pending, self._buffer_bytes = None, 0
+                self._buffer.clear()
+                return True
             if self._pending is None:
                 self._pending = self._next_batch()
             body = self._pending

@@ -280,7 +280,7 @@ def openapi_document() -> dict[str, Any]:
                 },
             }
         },
-        **resultsdoc.paths(_JOB_ID, _NOT_FOUND, _UNAVAILABLE),  # results (t23)
+        **resultsdoc.paths(_JOB_ID, _NOT_FOUND, _UNAVAILABLE),
         "/health": {"get": {"summary": "Liveness, as the original Hades answers", "responses": {"200": status_ok}}},
         **_DASHBOARD_PATHS,
         **openapi.probe_paths(ready_when="NATS is unreachable or the collector stopped"),
@@ -298,6 +298,6 @@ def openapi_document() -> dict[str, Any]:
             **recordshape.openapi_schemas(),
             "LogLine": _LOG_LINE,
             "Logs": _LOGS,
-            **resultsdoc.SCHEMAS,  # results (t23)
+            **resultsdoc.SCHEMAS,
         },
     )

@@ -304,7 +304,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/jobs/{job_id}/status", get_status)
     app.router.add_get("/jobs/{job_id}/logs", get_logs)
     app.router.add_get("/jobs/{job_id}/logs/stream", stream_logs)
-    artifacts.add_routes(app)  # results (t23): /jobs/{id}/tests, /jobs/{id}/artifacts[/{name}]
+    artifacts.add_routes(app)  # results: /jobs/{id}/tests, /jobs/{id}/artifacts[/{name}]
     app.router.add_get("/health", health)
     app.router.add_get("/openapi.json", openapi)
 
@@ -318,7 +318,7 @@ def create_app(settings: Settings) -> web.Application:
         startup.retrying(
             messaging_context(settings, name="hades-logs"),
             recordstore.records_context,
-            artifacts.objects_context,  # results (t23)
+            artifacts.objects_context,
             positions.throughput_context,
             callbacks.callbacks_context,
             collector.collector_context,

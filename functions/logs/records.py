@@ -91,7 +91,7 @@ class PublicRecord(TypedDict):
     trace_id: NotRequired[str | None]
     redrive_of: NotRequired[str | None]  # the dead job this one re-submits (POST /dead-letters/{id}/redrive)
     redriven_as: NotRequired[str | None]  # the job that re-submits this dead one
-    results: NotRequired[dict[str, Any] | None]  # results (t23): test summary, failed cases, kept files (terminal)
+    results: NotRequired[dict[str, Any] | None]  # results: test summary, failed cases, kept files (terminal)
     updated_at: str | None
 
 
@@ -305,12 +305,14 @@ def _apply_job(record: JobRecord, event: JobEvent) -> bool:
             record["queue_wait_s"] = event.get("queue_wait_s")
     elif status.terminal:
         record["finished_at"] = _text(event, "finished_at") or event["at"]
-        kept = dict(event).get("results")  # results (t23): what the job kept, collected after its last step
+        kept = dict(event).get("results")  # results: what the job kept, collected after its last step
         if isinstance(kept, dict):
             record["results"] = kept
     lost = event.get("log_lost_lines")
     if isinstance(lost, int) and lost > 0:
         record["log_lost_lines"], record["log_incomplete"] = lost, True
+    if event.get("log_truncated") is True:  # dispatch's own cap cut the output (it may be below this function's)
+        record["log_truncated"] = True
     return True
 
 

@@ -23,6 +23,7 @@ from runtime.subjects import (
     IDEMPOTENCY_BUCKET,
     JOBS_STREAM,
     LANES,
+    LEASES_BUCKET,
     LOGS_CONSUMER,
     LOGS_SUBJECT_PREFIX,
     RECORDS_BUCKET,
@@ -161,6 +162,19 @@ def results_bucket_config(settings: Settings) -> js_api.ObjectStoreConfig:
     return js_api.ObjectStoreConfig(
         bucket=RESULTS_BUCKET,
         description="Artifacts and test reports of jobs, one object per file (<job id>/<name>)",
+        ttl=settings.nats.events_max_age_s,
+        storage=js_api.StorageType.FILE,
+        replicas=settings.nats.replicas,
+    )
+
+
+def leases_bucket_config(settings: Settings) -> js_api.KeyValueConfig:
+    # A lease matters while its job's message is in flight; it lives as long as the job's events do, so a
+    # redelivery however late still finds who owned the job before it.
+    return js_api.KeyValueConfig(
+        bucket=LEASES_BUCKET,
+        description="Running job -> the attempt and dispatcher that own it (compare-and-set)",
+        history=1,
         ttl=settings.nats.events_max_age_s,
         storage=js_api.StorageType.FILE,
         replicas=settings.nats.replicas,

@@ -99,7 +99,7 @@ async def test_jobs_stream_leader_killed_and_restarted(install: Install) -> None
     strict=False,
     reason="a dispatcher killed after a finished step's container is removed but before the terminal event is "
     "stored leaves nothing to adopt: the redelivery runs the job again (seen on 1-2 of 80 jobs; dispatch's settle "
-    "step, track t18d)",
+    "step)",
 )
 async def test_dispatcher_killed(install: Install) -> None:
     burst = install.burst("one dispatcher SIGKILLed")
@@ -119,7 +119,6 @@ async def test_logs_replica_restarted(install: Install) -> None:
     (await _through(install, burst, fault())).check()
 
 
-@pytest.mark.xfail(reason="needs the ownership lease (track t18d)", strict=True)
 @pytest.mark.parametrize("ack_wait_s", [PAUSE_ACK_WAIT_S])
 async def test_dispatcher_paused_past_ack_wait_stands_down(install: Install, ack_wait_s: int) -> None:
     # Jobs long enough that the paused dispatcher holds some running ones while its deliveries go to the others.

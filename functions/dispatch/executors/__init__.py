@@ -13,7 +13,7 @@ __all__ = ["EXECUTORS", "Executor", "RunHooks", "RunResult", "StepResult", "Stop
 
 EXECUTORS: dict[str, str] = {
     "docker": "functions.dispatch.executors.docker:DockerExecutor",
-    "kubernetes": "functions.dispatch.executors.kubernetes:KubernetesExecutor",
+    "kubernetes": "functions.dispatch.executors.k8s.executor:KubernetesExecutor",
 }
 """``HADES_EXECUTOR`` value → ``module:class``."""
 

@@ -46,7 +46,6 @@ JOB = "/apis/batch/v1/namespaces/{namespace}/jobs/{name}"
 PODS = "/api/v1/namespaces/{namespace}/pods"
 POD = "/api/v1/namespaces/{namespace}/pods/{name}"
 POD_LOG = "/api/v1/namespaces/{namespace}/pods/{name}/log"
-VERSION = "/version"
 
 NETWORK_ERRORS = (urllib3.exceptions.HTTPError, OSError)
 READ_TIMEOUTS = (urllib3.exceptions.ReadTimeoutError, TimeoutError)

@@ -12,68 +12,46 @@ A dispatcher that shuts down (its run is cancelled) leaves the Job running: the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from functions.dispatch.executors import output
 from functions.dispatch.executors.base import (
+    Capabilities,
     RunHooks,
     RunResult,
-    StepResult,
     StopSignal,
+    Superseded,
     cleanup_shielded,
-    job_status,
-    skipped,
+    stopped,
 )
 from functions.dispatch.executors.k8s import api as k8s_api
-from functions.dispatch.executors.k8s import manifest, podlogs, podstate
+from functions.dispatch.executors.k8s import manifest, podstate, progress
+from functions.dispatch.executors.k8s.progress import Follow, Run
 from functions.dispatch.executors.k8s.watch import PodWatch
-from functions.dispatch.results import k8s_collect  # results (t23)
+from functions.dispatch.results import k8s_collect
 from runtime.errors import HadesError, JobError, Unavailable, truncate
-from runtime.jobs import Job, JobStatus, Step, StepStatus, image_refusals
+from runtime.jobs import Job, image_refusals
 from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 
-RESYNC_S = 60.0
-"""A job that heard nothing from the watch this long reads its pods (and Job) once: a safety net, not a poll."""
-DRAIN_TIMEOUT_S = 10.0
-"""How long a step's log may stay open after its container ended."""
-STOP_WAIT_S = 15.0
-"""After deleting a stopped job's pod (past its grace): how long to wait for its last status and lines."""
 DELETING_WAIT_S = 60.0
 """How long a create waits for an earlier Job of the same name that is still being deleted."""
-CREATE_ERROR_WAIT_S = 120.0
-"""How long a step's container may stay in ``CreateContainerError`` before the job fails with the kubelet's
-message: the kubelet retries it with backoff, and the usual causes (a name still held by a container of a
-restarted kubelet, a runtime hiccup) pass; a lasting one (bad working dir, a mount that fails) does not."""
-
-
-@dataclass
-class _Follow:
-    """One running job as the watch sees it."""
-
-    job_id: str
-    uid: str | None = None
-    pod: dict[str, Any] | None = None
-    gone: str | None = None
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    heard_at: float = field(default_factory=time.monotonic)
 
 
 class KubernetesExecutor:
     name = "kubernetes"
+    capabilities = Capabilities(owns_deadline=True)
+    """The pod's ``activeDeadlineSeconds`` is the job's timeout: the cluster ends it with or without a dispatcher,
+    and dispatch keeps no timer of its own for it."""
 
     def __init__(self, api: k8s_api.Api, *, settings: Settings) -> None:
         self._api = api
         self._settings = settings
         self._scope = settings.dispatch.scope
-        self._follows: dict[str, list[_Follow]] = {}
+        self._follows: dict[str, list[Follow]] = {}
         """Per job id every run following it: normally one; two while a redelivery overlaps a live run."""
         self._cleanups: set[asyncio.Task[None]] = set()
         self._watch = PodWatch(
@@ -123,7 +101,7 @@ class KubernetesExecutor:
         for follow in self._follows.get(job_id or "", ()):
             self._heard(follow, kind, pod)
 
-    def _heard(self, follow: _Follow, kind: str, pod: dict[str, Any]) -> None:
+    def _heard(self, follow: Follow, kind: str, pod: dict[str, Any]) -> None:
         uid = podstate.owner_uid(pod)
         if follow.uid is not None and uid != follow.uid:
             return  # a pod of an earlier Job of this job (still being removed)
@@ -146,34 +124,38 @@ class KubernetesExecutor:
 
     async def run(self, job: Job, *, attempt: int, hooks: RunHooks, stop: StopSignal) -> RunResult:
         if stop.requested:
-            return _stopped(job.steps, [], stop)
+            return stopped(job.steps, [], stop)
         refusal = await image_refusals(job, self._settings.limits)  # before the kubelet pulls anything
         if refusal is not None:
             raise JobError(refusal)
-        follow = _Follow(job.id)
+        follow = Follow(job.id)
         self._follows.setdefault(job.id, []).append(follow)
-        run = _Run(self, job, follow, hooks, stop)
+        run = Run(self, job, follow, api=self._api, settings=self._settings.kubernetes, hooks=hooks, stop=stop)
         try:
-            adopted = await self._create_or_adopt(job, attempt, follow)
+            adopted = await self._create_or_adopt(job, attempt, follow, deadline_at=stop.deadline_at)
             if adopted:
                 await self.try_resync(follow)
             result = await run.follow()
-        except asyncio.CancelledError:
-            raise  # dispatch is shutting down: the Job runs on and the redelivered message adopts it
+        except (asyncio.CancelledError, Superseded):
+            # Dispatch is shutting down, or another attempt owns the job now: the Job runs on, and the redelivered
+            # message (or the new owner) follows it.
+            raise
         except BaseException:
             await self._cleanup_shielded(job.id)
             raise
         finally:
             run.close_logs()
             self._forget(follow)
-        await k8s_collect.collect(self._api, hooks, job, pod=follow.pod, stopped=run.deleted)  # results (t23)
-        if not run.deleted:
+        await k8s_collect.collect(self._api, hooks, job, pod=follow.pod, stopped=run.deleted)
+        if not run.deleted and await stop.owned():
             await self._cleanup_shielded(job.id)
         return result
 
-    async def _create_or_adopt(self, job: Job, attempt: int, follow: _Follow) -> bool:
-        """Create the job's Job; True when one existed already and is followed instead."""
-        body = manifest.build_job(job, attempt=attempt, settings=self._settings)
+    async def _create_or_adopt(self, job: Job, attempt: int, follow: Follow, *, deadline_at: float | None) -> bool:
+        """Create the job's Job; True when one existed already and is followed instead (its pod keeps its own
+        deadline). A Job made afresh gets what is left of the job's deadline, counted from its first start."""
+        left_s = None if deadline_at is None else max(1, math.ceil(deadline_at - time.time()))
+        body = manifest.build_job(job, attempt=attempt, settings=self._settings, timeout_s=left_s)
         name = body["metadata"]["name"]
         deadline = time.monotonic() + DELETING_WAIT_S
         while True:
@@ -199,19 +181,19 @@ class KubernetesExecutor:
                 raise Unavailable(f"kubernetes: an earlier Job {name} is still being deleted")
             await asyncio.sleep(1.0)
 
-    def _set_uid(self, follow: _Follow, job_object: dict[str, Any]) -> None:
+    def _set_uid(self, follow: Follow, job_object: dict[str, Any]) -> None:
         follow.uid = str(job_object["metadata"]["uid"])
         if follow.pod is not None and podstate.owner_uid(follow.pod) != follow.uid:
             follow.pod, follow.gone = None, None  # seen before the uid was known: an earlier Job's pod
 
-    def _forget(self, follow: _Follow) -> None:
+    def _forget(self, follow: Follow) -> None:
         """Remove this run's entry only (another run of the same job may still follow)."""
         follows = self._follows.get(follow.job_id, [])
         follows[:] = [f for f in follows if f is not follow]
         if not follows:
             self._follows.pop(follow.job_id, None)
 
-    async def try_resync(self, follow: _Follow) -> None:
+    async def try_resync(self, follow: Follow) -> None:
         """``resync``, where a failed read is only a missed observation: the next tick (or the watch) tries again.
 
         Only a real pod state ends a run; an API server that is down for a while (a control-plane restart) must not
@@ -219,9 +201,11 @@ class KubernetesExecutor:
         try:
             await self.resync(follow)
         except Unavailable as exc:
-            log.warning("job %s: its pod could not be read (tried again in %.0f s): %s", follow.job_id, RESYNC_S, exc)
+            log.warning(
+                "job %s: its pod could not be read (tried again in %.0f s): %s", follow.job_id, progress.RESYNC_S, exc
+            )
 
-    async def resync(self, follow: _Follow) -> None:
+    async def resync(self, follow: Follow) -> None:
         """Read the job's pod (and if it has none, its Job) directly."""
         follow.heard_at = time.monotonic()
         selector = manifest.selector(self._scope, follow.job_id)
@@ -274,226 +258,6 @@ class KubernetesExecutor:
     async def _cleanup_shielded(self, job_id: str) -> None:
         what = "Job not deleted (the leftover sweep or its TTL removes it)"
         await cleanup_shielded(self.cleanup, job_id, self._cleanups, what=what)
-
-
-class _Run:
-    """One job's way through its pod's states, step by step, on the loop."""
-
-    def __init__(self, executor: KubernetesExecutor, job: Job, follow: _Follow, hooks: RunHooks, stop: StopSignal):
-        self.executor = executor
-        self.k8s = executor._settings.kubernetes
-        self.job = job
-        self.follow_state = follow
-        self.hooks = hooks
-        self.stop = stop
-        self.results: list[StepResult] = []
-        self.logs: dict[int, podlogs.StepLog] = {}
-        self.pull_since: dict[int, float] = {}
-        self.create_since: dict[int, float] = {}
-        self.unschedulable_since: float | None = None
-        self.deleted = False
-
-    def close_logs(self) -> None:
-        for reader in self.logs.values():
-            reader.close()
-
-    async def follow(self) -> RunResult:
-        follow = self.follow_state
-        while True:
-            follow.changed.clear()
-            if self.stop.requested:
-                return await self._stopped()
-            result = await self._advance()
-            if result is not None:
-                return result
-            wake_s = self._next_wake_s()
-            stopper = asyncio.ensure_future(self.stop.event.wait())
-            changed = asyncio.ensure_future(follow.changed.wait())
-            try:
-                await asyncio.wait({stopper, changed}, timeout=wake_s, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stopper.cancel()
-                changed.cancel()
-            if time.monotonic() - follow.heard_at >= RESYNC_S:
-                await self.executor.try_resync(follow)
-
-    def _next_wake_s(self) -> float:
-        now = time.monotonic()
-        wakes = [self.follow_state.heard_at + RESYNC_S - now]
-        wakes += [since + self.k8s.image_pull_timeout_s - now for since in self.pull_since.values()]
-        wakes += [since + CREATE_ERROR_WAIT_S - now for since in self.create_since.values()]
-        if self.unschedulable_since is not None:
-            wakes.append(self.unschedulable_since + self.k8s.unschedulable_timeout_s - now)
-        return max(0.05, min(wakes) + 0.05)
-
-    async def _advance(self) -> RunResult | None:
-        follow, job = self.follow_state, self.job
-        if follow.gone:
-            raise Unavailable(f"kubernetes: {follow.gone} (not by Hades); the job is tried again")
-        pod = follow.pod
-        if pod is None:
-            return None
-        if pod["metadata"].get("deletionTimestamp"):
-            raise Unavailable(f"kubernetes: pod {pod['metadata']['name']} is being deleted (not by Hades)")
-        failure = podstate.pod_failure(pod)
-        if failure is not None and failure.startswith(podstate.DEADLINE):
-            return await self._timed_out()
-        if failure is not None:  # evicted, node lost, node shutdown …: the cluster's trouble, not the job's
-            raise Unavailable(f"kubernetes: pod {pod['metadata']['name']} failed: {failure}")
-        self._check_schedule(pod)
-        statuses = podstate.container_statuses(pod)
-        for index in range(len(self.results), len(job.steps)):
-            step = job.steps[index]
-            status = statuses.get(manifest.container_name(step))
-            state = (status or {}).get("state") or {}
-            if "waiting" in state or not state:
-                self._check_waiting(step, state.get("waiting") or {})
-                break
-            self.pull_since.pop(step.id, None)
-            self.create_since.pop(step.id, None)
-            if step.id not in self.logs:
-                await self._start_step(step, pod, state)
-            terminated = state.get("terminated")
-            if terminated is None:
-                break
-            result = await self._finish_step(step, terminated)
-            if result.status is StepStatus.FAILED and not step.continue_on_error:
-                rest = skipped(job.steps[index + 1 :], reason=f"skipped: step {step.id} ({step.name}) failed")
-                return self._result([*self.results, *rest])
-        if len(self.results) == len(job.steps):
-            return self._result(self.results)
-        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-            # The pod ended before every step ran (a continue_on_error step without a script failed as an init
-            # container): what did not run is skipped, and the job failed.
-            last = self.results[-1] if self.results else None
-            why = f"step {last.step_id} ended the pod" if last else "the pod ended before its first step"
-            rest = skipped(job.steps[len(self.results) :], reason=f"skipped: {why}")
-            return RunResult(JobStatus.FAILED, (*self.results, *rest), reason=why)
-        return None
-
-    def _result(self, results: Sequence[StepResult]) -> RunResult:
-        status, reason = job_status(results, self.job.steps)
-        return RunResult(status=status, steps=tuple(results), reason=reason)
-
-    def _check_schedule(self, pod: dict[str, Any]) -> None:
-        message = podstate.unschedulable(pod)
-        if message is None:
-            self.unschedulable_since = None
-            return
-        now = time.monotonic()
-        self.unschedulable_since = self.unschedulable_since or now
-        if now - self.unschedulable_since >= self.k8s.unschedulable_timeout_s:
-            raise JobError(f"cannot be scheduled within {self.k8s.unschedulable_timeout_s:g} s: {truncate(message)}")
-
-    def _check_waiting(self, step: Step, waiting: dict[str, Any]) -> None:
-        reason = str(waiting.get("reason") or "")
-        message = truncate(str(waiting.get("message") or reason))
-        if reason in podstate.IMAGE_BAD:
-            raise JobError(f"image {step.image!r} is not available: {reason}: {message}")
-        if reason in podstate.CONFIG_BAD:
-            raise JobError(f"step {step.id} ({step.name}) cannot run: {reason}: {message}")
-        if reason in podstate.IMAGE_PULL_WAITS:
-            since = self.pull_since.setdefault(step.id, time.monotonic())
-            if time.monotonic() - since >= self.k8s.image_pull_timeout_s:
-                timeout = f"{self.k8s.image_pull_timeout_s:g} s"
-                raise JobError(f"image {step.image!r} is not available: not pulled within {timeout}: {message}")
-        if reason in podstate.CREATE_WAITS:
-            since = self.create_since.setdefault(step.id, time.monotonic())
-            if time.monotonic() - since >= CREATE_ERROR_WAIT_S:
-                within = f"not resolved within {CREATE_ERROR_WAIT_S:g} s"
-                raise JobError(f"step {step.id} ({step.name}) cannot run: {reason}: {message} ({within})")
-
-    async def _start_step(self, step: Step, pod: dict[str, Any], state: dict[str, Any]) -> None:
-        loop = asyncio.get_running_loop()
-        reader = podlogs.StepLog(
-            self.executor._api,
-            pod=pod["metadata"]["name"],
-            container=manifest.container_name(step),
-            emit=output.emitter(loop, self.hooks, step.id),
-            job_id=self.job.id,
-        )
-        self.logs[step.id] = reader
-        reader.start(loop)
-        began = (state.get("running") or state.get("terminated") or {}).get("startedAt")
-        started_at = podstate.hades_time(began) or podstate.hades_time(_now_k8s())
-        log.debug("job %s: step %d started in pod %s", self.job.id, step.id, pod["metadata"]["name"])
-        await self.hooks.step_started(step, started_at=started_at or "")
-
-    async def _finish_step(self, step: Step, terminated: dict[str, Any]) -> StepResult:
-        reader = self.logs.get(step.id)
-        if reader is not None:
-            await reader.drain(DRAIN_TIMEOUT_S)
-        result = podstate.step_result(step, terminated)
-        self.results.append(result)
-        await self.hooks.step_finished(result)
-        return result
-
-    async def _interrupt(self, reason: str, status: JobStatus) -> RunResult:
-        """The running step failed for ``reason`` (the stop or the deadline), the rest skipped."""
-        pod = self.follow_state.pod
-        statuses = podstate.container_statuses(pod) if pod else {}
-        rest_from = len(self.results)
-        if rest_from < len(self.job.steps) and self.job.steps[rest_from].id in self.logs:
-            step = self.job.steps[rest_from]
-            state = (statuses.get(manifest.container_name(step)) or {}).get("state") or {}
-            terminated = state.get("terminated") or {}
-            await self.logs[step.id].drain(2.0)
-            code = manifest.exit_code(terminated) if terminated else None
-            result = StepResult(
-                step_id=step.id,
-                status=StepStatus.FAILED,
-                exit_code=code,
-                started_at=podstate.hades_time((state.get("running") or terminated).get("startedAt")),
-                finished_at=podstate.hades_time(terminated.get("finishedAt")) or podstate.hades_time(_now_k8s()),
-                reason=reason,
-            )
-            self.results.append(result)
-            await self.hooks.step_finished(result)
-            rest_from += 1
-        skip_reason = f"skipped: {self.stop.reason}" if self.stop.reason else f"skipped: job {status}"
-        rest = skipped(self.job.steps[rest_from:], reason=skip_reason)
-        return RunResult(status=status, steps=(*self.results, *rest), reason=self.stop.reason or None)
-
-    async def _timed_out(self) -> RunResult:
-        reason = f"job timed out after {self.job.timeout_s} s"
-        self.stop.stop(JobStatus.TIMED_OUT, grace_s=0, reason=reason)
-        return await self._stopped()
-
-    async def _stopped(self) -> RunResult:
-        follow = self.follow_state
-        pod = follow.pod["metadata"]["name"] if follow.pod else None
-        log.info("job %s: stopping its Kubernetes Job (%s)", self.job.id, self.stop.reason or self.stop.status)
-        await self.executor.delete(self.job.id, pod=pod, grace_s=self.stop.grace_s)
-        self.deleted = True
-        if pod is not None and self._running_step() is not None:
-            # Wait for the container's end: its exit code, and its last lines.
-            deadline = time.monotonic() + self.stop.grace_s + STOP_WAIT_S
-            while not follow.gone and self._running_step() is not None and time.monotonic() < deadline:
-                follow.changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(follow.changed.wait(), max(0.05, deadline - time.monotonic()))
-        verb = "killed" if self.stop.grace_s <= 0 else "stopped"
-        detail = self.stop.reason or str(self.stop.status)
-        return await self._interrupt(f"{verb}: {detail}", self.stop.status)
-
-    def _running_step(self) -> Step | None:
-        """The started step whose container has not ended yet, if any."""
-        index = len(self.results)
-        if index >= len(self.job.steps) or self.job.steps[index].id not in self.logs:
-            return None
-        step = self.job.steps[index]
-        pod = self.follow_state.pod or {}
-        state = (podstate.container_statuses(pod).get(manifest.container_name(step)) or {}).get("state") or {}
-        return None if "terminated" in state else step
-
-
-def _stopped(rest: Sequence[Step], results: list[StepResult], stop: StopSignal) -> RunResult:
-    reason = f"skipped: {stop.reason}" if stop.reason else f"skipped: job {stop.status}"
-    return RunResult(status=stop.status, steps=(*results, *skipped(rest, reason=reason)), reason=stop.reason or None)
-
-
-def _now_k8s() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _refused(exc: k8s_api.ApiError, what: str) -> HadesError:

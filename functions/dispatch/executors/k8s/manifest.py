@@ -13,7 +13,7 @@ import math
 import re
 from typing import Any
 
-from functions.dispatch.results import k8s_collect  # results (t23)
+from functions.dispatch.results import k8s_collect
 from runtime import units
 from runtime.jobs import Job, Step
 from runtime.settings import Settings
@@ -135,15 +135,17 @@ def container(job: Job, step: Step, settings: Settings) -> dict[str, Any]:
     return spec
 
 
-def build_job(job: Job, *, attempt: int, settings: Settings) -> dict[str, Any]:
+def build_job(job: Job, *, attempt: int, settings: Settings, timeout_s: int | None = None) -> dict[str, Any]:
+    """The Job; ``timeout_s`` (default: the job's) is what is left of its deadline for a Job made afresh."""
     k8s = settings.kubernetes
+    timeout_s = job.timeout_s if timeout_s is None else timeout_s
     job_labels = labels(job, scope=settings.dispatch.scope, attempt=attempt)
     *init_steps, last_step = job.steps
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         # The pod's own deadline makes a timeout visible on the pod (reason DeadlineExceeded), so the one pod
         # watch sees it; the Job's deadline below is the backstop when no dispatcher is left to act on it.
-        "activeDeadlineSeconds": job.timeout_s,
+        "activeDeadlineSeconds": timeout_s,
         "terminationGracePeriodSeconds": math.ceil(settings.dispatch.cancel_grace_s),
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -166,14 +168,14 @@ def build_job(job: Job, *, attempt: int, settings: Settings) -> dict[str, Any]:
         pod_spec["tolerations"] = [dict(t) for t in k8s.tolerations]
     if k8s.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": name} for name in k8s.image_pull_secrets]
-    k8s_collect.add_collector(pod_spec, job, settings)  # results (t23): steps as init containers, then a collector
+    k8s_collect.add_collector(pod_spec, job, settings)  # results: steps as init containers, then a collector
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {"name": job_name(job.id), "namespace": k8s.namespace, "labels": job_labels},
         "spec": {
             "backoffLimit": 0,
-            "activeDeadlineSeconds": job.timeout_s + JOB_DEADLINE_MARGIN_S,
+            "activeDeadlineSeconds": timeout_s + JOB_DEADLINE_MARGIN_S,
             "ttlSecondsAfterFinished": k8s.ttl_after_finished_s,
             "template": {"metadata": {"labels": job_labels}, "spec": pod_spec},
         },

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from functions.dispatch.executors.base import StepResult
+from functions.dispatch.executors.base import Cause, StepResult
 from functions.dispatch.executors.k8s import manifest
 from runtime import units
 from runtime.jobs import Step, StepStatus
@@ -89,14 +89,15 @@ def step_result(step: Step, terminated: dict[str, Any]) -> StepResult:
     code = manifest.exit_code(terminated)
     reason = terminated.get("reason")
     started, finished = terminated.get("startedAt"), terminated.get("finishedAt")
-    status, why = StepStatus.SUCCEEDED, None
+    status, why, cause = StepStatus.SUCCEEDED, None, None
     if reason == "OOMKilled" and code != 0:
         status, why = StepStatus.FAILED, f"killed: out of memory (limit {units.format_memory(step.memory_bytes)})"
+        cause = Cause.OUT_OF_MEMORY
     elif reason in START_FAILED:
         message = (terminated.get("message") or reason).strip()
-        status, why = StepStatus.FAILED, f"could not start: {message}"
+        status, why, cause = StepStatus.FAILED, f"could not start: {message}", Cause.REFUSED
     elif code != 0:
-        status, why = StepStatus.FAILED, f"exited with code {code}"
+        status, why, cause = StepStatus.FAILED, f"exited with code {code}", Cause.STEP_FAILED
     return StepResult(
         step_id=step.id,
         status=status,
@@ -105,4 +106,5 @@ def step_result(step: Step, terminated: dict[str, Any]) -> StepResult:
         finished_at=hades_time(finished),
         duration_s=_seconds(started, finished),
         reason=why,
+        cause=cause,
     )

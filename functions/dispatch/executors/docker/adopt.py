@@ -1,13 +1,10 @@
-"""Following an earlier attempt's step containers instead of running them again (the Docker executor's adoption).
+"""Following an earlier attempt's step containers instead of running them again (adoption).
 
 A dispatcher that died mid-job (SIGKILL, a lost node, an engine that went away) leaves its attempt's step
 containers and volume on the engine, labelled with the job, attempt and step. The redelivery's executor asks
 ``adoptable`` for them: when they are the job's first steps, each one started, and the volume is there, it
 ``follow_step``s each of them — the engine's copy of its output, its start and end, a cancel or timeout obeyed
 as on any step — and runs the remaining steps in the same volume. Anything else is removed and the job runs again.
-
-The engine calls go through the executor (its thread pool, its error translation); this module holds only the
-decision and the following.
 """
 
 from __future__ import annotations
@@ -16,16 +13,14 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from functions.dispatch.executors import docker as engine
 from functions.dispatch.executors import output
 from functions.dispatch.executors.base import RunHooks, StepResult, StopSignal
+from functions.dispatch.executors.docker import spec, steps
+from functions.dispatch.executors.docker.engine import Engine, close_quietly
 from runtime import jobs
 from runtime.jobs import Job, Step, utc_now
-
-if TYPE_CHECKING:
-    from functions.dispatch.executors.docker import DockerExecutor
 
 log = logging.getLogger(__name__)
 
@@ -39,74 +34,74 @@ class Adopted:
     steps: dict[int, Any]
 
 
-async def adoptable(executor: DockerExecutor, job: Job, attempt: int) -> Adopted | None:
+async def adoptable(engine: Engine, job: Job, attempt: int, *, scope: str) -> Adopted | None:
     """The latest earlier attempt's started step containers and volume, when they can be followed.
 
     Only a prefix of the job's steps (step 1, 2 … k, each with its container) is adopted: anything else (a
     step container that never started, a missing volume or step) means the job runs again from scratch.
     """
-    selector = {"label": [f"{engine.LABEL_JOB_ID}={job.id}", f"{engine.LABEL_SCOPE}={executor.scope}"]}
-    client = executor.client
+    selector = {"label": [f"{spec.LABEL_JOB_ID}={job.id}", f"{spec.LABEL_SCOPE}={scope}"]}
+    client = engine.client
     # sparse: no inspect per container (one removed meanwhile would 404); its labels and state are in the list
-    containers = await executor.call(client.containers.list, all=True, sparse=True, filters=selector)
+    containers = await engine.call(client.containers.list, all=True, sparse=True, filters=selector)
     by_attempt: dict[int, dict[int, Any]] = {}
     for container in containers:
         labels = container.attrs.get("Labels") or {}
         with contextlib.suppress(KeyError, ValueError):
-            by_attempt.setdefault(int(labels[engine.LABEL_ATTEMPT]), {})[int(labels[engine.LABEL_STEP_ID])] = container
+            by_attempt.setdefault(int(labels[spec.LABEL_ATTEMPT]), {})[int(labels[spec.LABEL_STEP_ID])] = container
     earlier = max((a for a in by_attempt if a < attempt), default=None)
     if earlier is None:
         return None
-    steps = by_attempt[earlier]
-    volume = engine.volume_name(job.id, earlier)
-    volumes = await executor.call(client.volumes.list, filters={"label": f"{engine.LABEL_JOB_ID}={job.id}"})
-    prefix = [step.id for step in job.steps[: len(steps)]]
-    started = all(steps[i].status in ("running", "exited") for i in steps if i in prefix)
-    if volume not in {v.name for v in volumes} or sorted(steps) != prefix or not started:
+    started_steps = by_attempt[earlier]
+    volume = spec.volume_name(job.id, earlier)
+    volumes = await engine.call(client.volumes.list, filters={"label": f"{spec.LABEL_JOB_ID}={job.id}"})
+    prefix = [step.id for step in job.steps[: len(started_steps)]]
+    started = all(started_steps[i].status in ("running", "exited") for i in started_steps if i in prefix)
+    if volume not in {v.name for v in volumes} or sorted(started_steps) != prefix or not started:
         log.info("job %s: attempt %d left nothing to follow; running it again", job.id, earlier)
         return None
     log.info("job %s: attempt %d follows attempt %d's steps %s", job.id, attempt, earlier, prefix)
-    return Adopted(attempt=earlier, volume=volume, steps=steps)
+    return Adopted(attempt=earlier, volume=volume, steps=started_steps)
 
 
 async def follow_step(
-    executor: DockerExecutor, job: Job, step: Step, container: Any, *, hooks: RunHooks, stop: StopSignal
+    engine: Engine, job: Job, step: Step, container: Any, *, hooks: RunHooks, stop: StopSignal
 ) -> tuple[StepResult, bool]:
     """Follow a step container an earlier attempt started: its whole output (read again from the engine's log,
     stdout and stderr each in order), its end, and the stop signal as a step the executor runs itself; the flag
     says whether the stop signal ended it."""
     loop = asyncio.get_running_loop()
-    state = await executor.call(engine.container_state, container)
+    state = await engine.state(container)
     await hooks.step_started(step, started_at=_engine_time(state.get("StartedAt")) or utc_now())
     streams: dict[str, Any] = {}
     try:
         for name in ("stdout", "stderr"):
-            streams[name] = await executor.call(
+            streams[name] = await engine.call(
                 container.logs, stdout=name == "stdout", stderr=name == "stderr", stream=True, follow=True
             )
     except BaseException:  # the engine failed between the two: close what was opened
         for stream in streams.values():
-            executor.close_stream(stream)
+            engine.close_stream(stream)
         raise
     readers = {
-        name: loop.run_in_executor(executor.pool, _pump_one, stream, name, output.emitter(loop, hooks, step.id), job.id)
+        name: loop.run_in_executor(engine.pool, _pump_one, stream, name, output.emitter(loop, hooks, step.id), job.id)
         for name, stream in streams.items()
     }
     try:
-        exit_code, interrupted = await executor.await_exit(job, step, container, stop)
+        exit_code, interrupted = await steps.await_exit(engine, job, step, container, stop)
         for name, reader in readers.items():
-            await executor.drain(reader, streams[name], job_id=job.id, step_id=step.id)
-        state = await executor.call(engine.container_state, container)
+            await steps.drain(engine, reader, streams[name], job_id=job.id, step_id=step.id)
+        state = await engine.state(container)
     finally:
         for name, reader in readers.items():
             if not reader.done():
-                executor.close_stream(streams[name])
+                engine.close_stream(streams[name])
     started_at = _engine_time(state.get("StartedAt"))
     finished_at = _engine_time(state.get("FinishedAt")) or utc_now()
     duration_s = None
     if started_at:
         duration_s = round((jobs.parse_time(finished_at) - jobs.parse_time(started_at)).total_seconds(), 3)
-    result = engine.step_result(
+    result = steps.step_result(
         step,
         exit_code=exit_code,
         state=state,
@@ -122,7 +117,7 @@ async def follow_step(
 def _pump_one(stream: Any, name: str, emit: output.Emit, job_id: str) -> None:
     """One of a container's output streams (a followed log carries one only) as ``output.pump`` reads them."""
     pairs = ((chunk, None) if name == "stdout" else (None, chunk) for chunk in stream)
-    output.pump(pairs, emit, job_id, release=lambda: engine.close_quietly(stream))
+    output.pump(pairs, emit, job_id, release=lambda: close_quietly(stream))
 
 
 def _engine_time(text: str | None) -> str | None:
