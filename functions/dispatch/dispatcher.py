@@ -74,7 +74,7 @@ class Dispatcher:
         for lane in subjects.LANES:
             config = topology.dispatch_consumer_config(self.settings, lane)
             self.pulls[lane] = await self.conn.pull_consumer(subjects.JOBS_STREAM, config)
-        self.hint_subscription = await self.conn.subscribe(f"{subjects.JOBS_SUBJECT_PREFIX}.*", self._on_job_published)
+        self.hint_subscription = await self.conn.subscribe(subjects.JOBS_WAKE_SUBJECT, self._on_job_published)
         self.cancel_subscription = await self.conn.subscribe(f"{subjects.CANCEL_SUBJECT_PREFIX}.*", self._on_cancel)
         await self.sweep_leftovers()
         self.loop_task = asyncio.create_task(self._loop(), name="dispatch-loop")
