@@ -1,6 +1,7 @@
 """What a job made is removed only once its end is stored (``RunResult.release``, called by settle after the terminal
 event is stored): a job whose end NATS refuses is handed back with its finished containers in place, and the
-redelivery adopts them (their output and exit codes) instead of running the job again. A redelivery that finds the
+redelivery adopts them (Docker: their output and exit codes; Kubernetes: the finished Job) instead of running the
+job again. A redelivery that finds the
 job already ended removes what the earlier attempt left."""
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ import pytest
 from functions.dispatch import jobrun, statusqueue
 from functions.dispatch.executors.base import Capabilities, RunHooks, RunResult, StepResult, StopSignal
 from functions.dispatch.executors.docker import LABEL_JOB_ID, DockerExecutor
+from functions.dispatch.executors.k8s.executor import KubernetesExecutor
 from runtime import eventlog, messaging, subjects
 from runtime.errors import Unavailable
 from runtime.jobs import Job, JobStatus, StepStatus, job_from_document, new_job_id, utc_now
 from runtime.settings import LimitSettings
 from tests.fakes import FakeDelivery
 from tests.faults.harness import RUN_TOKEN
-from tests.helpers import make_settings
+from tests.helpers import make_settings, poll
+from tests.k8sfixtures import K8S_IMAGE, k8s_leftovers
 from tests.observe import StoredEvents
 
 
@@ -29,8 +32,9 @@ def message_of(job: Job, attempt: int) -> FakeDelivery:
     return FakeDelivery(data=json.dumps(job.to_message()).encode(), attempt=attempt)
 
 
-async def handle(conn: messaging.Messaging, executor: Any, msg: FakeDelivery) -> None:
-    deps = jobrun.Deps(conn=conn, executor=executor, settings=make_settings("nats://unused"), dispatcher_id="test")
+async def handle(conn: messaging.Messaging, executor: Any, msg: FakeDelivery, **env: str) -> None:
+    settings = make_settings("nats://unused", **env)
+    deps = jobrun.Deps(conn=conn, executor=executor, settings=settings, dispatcher_id="test")
     await jobrun.handle(deps, msg, stop=StopSignal())  # type: ignore[arg-type]
 
 
@@ -100,6 +104,46 @@ async def test_a_job_whose_end_was_refused_is_adopted_by_its_redelivery_not_run_
     assert len(tokens) == 2, lines  # step 1 and step 2 each ran once; attempt 2 read their output again
     assert "one" in lines
     assert await asyncio.to_thread(made_by, docker_client, job.id) == []  # removed once the end was stored
+
+
+K8S_ENV = {"HADES_EXECUTOR": "kubernetes", "HADES_K8S_REQUEST_FRACTION": "0.01"}  # a 2-core test node
+
+
+@pytest.mark.k8s
+@pytest.mark.timeout(240)
+async def test_a_kubernetes_job_whose_end_was_refused_is_adopted_by_its_redelivery_not_run_again(
+    conn: messaging.Messaging,
+    stored: StoredEvents,
+    monkeypatch: pytest.MonkeyPatch,
+    k8s_client: Any,
+    k8s_namespace: str,
+) -> None:
+    env = {**K8S_ENV, "HADES_K8S_NAMESPACE": k8s_namespace}
+    executor = await KubernetesExecutor.create(make_settings("nats://unused", **env))
+    try:
+        document = {"name": "end refused", "steps": [{"id": 1, "image": K8S_IMAGE, "script": f"echo {RUN_TOKEN}"}]}
+        job = job_from_document(document, job_id=new_job_id(), limits=LimitSettings(), submitted_at=utc_now())
+        refuse_the_end_once(conn, job, monkeypatch)
+
+        first = message_of(job, attempt=1)
+        await handle(conn, executor, first, **env)
+        assert first.done == ["nak"]
+        assert await asyncio.to_thread(k8s_leftovers, k8s_client, k8s_namespace, job.id)  # the Job is kept
+
+        second = message_of(job, attempt=2)
+        await handle(conn, executor, second, **env)
+        assert second.done == ["ack"]
+        last = await eventlog.latest_status(conn, job.id)
+        assert last is not None and last["status"] == "succeeded" and last["attempt"] == 2, last
+        lines = await stored.lines(job.id)
+        assert len({line for line in lines if line.startswith("run ")}) == 1, lines  # the Job adopted, not rerun
+
+        async def gone() -> bool:
+            return not await asyncio.to_thread(k8s_leftovers, k8s_client, k8s_namespace, job.id)
+
+        await poll(gone, timeout_s=60, interval_s=0.5)
+    finally:
+        await executor.close()
 
 
 class LeftoversExecutor:
