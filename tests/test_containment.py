@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from functions.dispatch.executors.base import StepResult, StopSignal
+from functions.dispatch.executors.base import RunResult, StepResult, StopSignal
 from functions.dispatch.executors.docker import DockerExecutor, shared_volume_options
 from runtime.jobs import Job, JobId, JobStatus, Step, StepStatus, job_from_document, utc_now
 from runtime.settings import LimitSettings, Settings, SettingsError
@@ -52,6 +52,12 @@ async def executor_with() -> AsyncIterator[Callable[..., Any]]:
     yield make
     for executor in made:
         await executor.close()
+
+
+async def release(result: RunResult) -> None:
+    """What dispatch does once the job's end is stored: remove what the run made."""
+    if result.release is not None:
+        await result.release()
 
 
 def make_job(image: str, *scripts: str) -> Job:
@@ -105,6 +111,7 @@ async def test_writing_past_the_shared_limit_fails_the_step_with_no_space_left(
     job = make_job(busybox_image, "dd if=/dev/zero of=/shared/big bs=65536 count=64 2>&1; echo written $(du -k big)")
     hooks = Hooks()
     result = await executor.run(job, attempt=1, hooks=hooks, stop=StopSignal())
+    await release(result)
 
     # dd's status is lost behind the echo: the script decides; what /shared holds is what matters.
     out = "\n".join(hooks.output(1))
@@ -123,6 +130,7 @@ async def test_a_step_that_stops_on_the_full_shared_fails_with_its_exit_code(
     job = make_job(busybox_image, "set -e; dd if=/dev/zero of=/shared/big bs=65536 count=64; echo never")
     hooks = Hooks()
     result = await executor.run(job, attempt=1, hooks=hooks, stop=StopSignal())
+    await release(result)
 
     assert result.status is JobStatus.FAILED
     assert hooks.finished[0].status is StepStatus.FAILED and hooks.finished[0].exit_code != 0
@@ -139,6 +147,7 @@ async def test_steps_run_as_the_configured_user_and_share_a_writable_shared(
     job = make_job(busybox_image, "id -u; id -g; echo kept > /shared/f", "id -u; cat /shared/f")
     hooks = Hooks()
     result = await executor.run(job, attempt=1, hooks=hooks, stop=StopSignal())
+    await release(result)
 
     assert result.status is JobStatus.SUCCEEDED, (result, hooks.lines)
     assert hooks.output(1) == ["65534", "65534"]
@@ -157,6 +166,7 @@ async def test_a_read_only_root_leaves_tmp_and_shared_writable(
     )
     hooks = Hooks()
     result = await executor.run(make_job(busybox_image, script), attempt=1, hooks=hooks, stop=StopSignal())
+    await release(result)
 
     assert result.status is JobStatus.SUCCEEDED, (result, hooks.lines)
     assert hooks.output(1) == ["root-refused", "tmp-ok", "shared-ok"]
@@ -190,6 +200,7 @@ async def test_a_first_step_without_a_shell_runs_with_a_limited_shared(
     hooks = Hooks()
 
     result = await executor.run(job, attempt=1, hooks=hooks, stop=StopSignal())
+    await release(result)
 
     assert result.status is JobStatus.SUCCEEDED, result
     assert hooks.output(2) == ["ok"]

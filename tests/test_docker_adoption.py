@@ -101,6 +101,8 @@ async def test_a_running_step_is_followed_and_the_next_runs_in_its_volume(
     assert [m for s, m in step1 if s == "stdout"][1:] == ["end"] and ("stderr", "err") in step1
     assert len([m for _, m in step1 if m.startswith("run ")]) == 1  # its whole output once, not a second run
     assert (2, "stdout", "kept") in hooks.lines  # step 2 read what step 1 wrote: the same volume
+    assert result.release is not None
+    await result.release()  # what dispatch does once the job's end is stored
     assert await asyncio.to_thread(remaining, docker_client, job.id) == []
 
 
@@ -113,6 +115,8 @@ async def test_a_step_container_that_never_started_is_run_again(
     result = await executor.run(job, attempt=2, hooks=hooks, stop=StopSignal())
     assert result.status is JobStatus.SUCCEEDED
     assert [m for _, _, m in hooks.lines] == ["fresh", "fresh"]
+    assert result.release is not None
+    await result.release()  # what dispatch does once the job's end is stored
     assert await asyncio.to_thread(remaining, docker_client, job.id) == []
 
 
@@ -132,4 +136,6 @@ async def test_a_followed_step_still_obeys_a_cancel(
     result = await asyncio.wait_for(run, 30)
     assert result.status is JobStatus.CANCELLED
     assert [(r.step_id, r.status) for r in result.steps] == [(1, StepStatus.FAILED), (2, StepStatus.SKIPPED)]
+    assert result.release is not None
+    await result.release()  # what dispatch does once the job's end is stored
     assert await asyncio.to_thread(remaining, docker_client, job.id) == []

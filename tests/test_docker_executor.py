@@ -103,11 +103,18 @@ def make_job(busybox: str, steps: list[dict[str, Any]], **document: Any) -> Job:
 async def run_job(
     executor: DockerExecutor, remaining: Callable[[str], Any], job: Job, stop: StopSignal | None = None
 ) -> tuple[RunResult, Recorder]:
-    """Run a job to its end and check that nothing of it is left on the engine."""
+    """Run a job to its end and check that nothing of it is left on the engine once dispatch releases it."""
     hooks = Recorder()
     result = await executor.run(job, attempt=1, hooks=hooks, stop=stop or StopSignal())
+    await release(result)
     assert await remaining(job.id) == []
     return result, hooks
+
+
+async def release(result: RunResult) -> None:
+    """What dispatch does once the job's end is stored: remove what the run made."""
+    assert result.release is not None
+    await result.release()
 
 
 def statuses(result: RunResult) -> list[tuple[int, StepStatus]]:
@@ -220,6 +227,7 @@ async def test_output_streams_live_and_keeps_stdout_and_stderr_apart(executor, r
     assert hooks.output(1, "stderr") == ["err1", "err2"]
     assert hooks.lines_when_finished[1] == 6  # every line was delivered before the step was reported finished
     assert all(at.endswith("Z") for *_, at in hooks.lines)
+    await release(result)
     assert await remaining(job.id) == []
 
 
@@ -274,6 +282,7 @@ async def test_timeout_kills_the_running_step_and_skips_the_rest(executor, remai
     assert result.steps[0].exit_code == 137  # SIGKILL
     assert result.steps[1].reason == "skipped: job timed out after 1 s"
     assert hooks.started == [1]
+    await release(result)
     assert await remaining(job.id) == []
 
 
@@ -291,6 +300,7 @@ async def test_cancel_sends_sigterm_first_and_the_step_may_exit_gracefully(execu
     assert result.steps[0].reason == "stopped: cancelled"
     assert result.steps[0].exit_code == 0
     assert hooks.output(1) == ["ready", "got TERM"]  # ended by its own trap (exit 0), not by SIGKILL
+    await release(result)
     assert await remaining(job.id) == []
 
 
@@ -305,6 +315,7 @@ async def test_cancel_stops_a_script_that_does_not_trap_sigterm(executor, remain
 
     assert result.status is JobStatus.CANCELLED
     assert result.steps[0].exit_code == 143  # SIGTERM, not SIGKILL (137) after the grace
+    await release(result)
     assert await remaining(job.id) == []
 
 
@@ -468,6 +479,7 @@ async def test_a_new_attempt_removes_what_an_earlier_one_left(executor, remainin
     result = await executor.run(job, attempt=2, hooks=Recorder(), stop=StopSignal())
 
     assert result.status is JobStatus.SUCCEEDED
+    await release(result)
     assert await remaining(job.id) == []
 
 
@@ -499,8 +511,9 @@ async def test_the_engine_keeps_a_capped_copy_of_the_output_and_an_init_process(
 
     config = await asyncio.to_thread(host_config)
     stop.stop(JobStatus.CANCELLED, grace_s=0, reason="cancelled")
-    await asyncio.wait_for(run, 30)
+    result = await asyncio.wait_for(run, 30)
 
     assert config["LogConfig"] == {"Type": "json-file", "Config": {"max-file": "1", "max-size": "10m"}}
     assert config["Init"] is True
+    await release(result)
     assert await remaining(job.id) == []

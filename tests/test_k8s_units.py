@@ -142,7 +142,10 @@ async def test_an_api_outage_during_the_resync_does_not_end_the_run(
     show(executor, api, pod(job, states={1: TERMINATED_OK}, phase="Succeeded"))
     result: RunResult = await asyncio.wait_for(run, 10)
     assert result.status is JobStatus.SUCCEEDED
-    assert ("DELETE", k8s_api.JOB) in api.calls  # the ended job's Job is removed, as usual
+    assert ("DELETE", k8s_api.JOB) not in api.calls  # kept until dispatch has stored the job's end
+    assert result.release is not None
+    await result.release()
+    assert ("DELETE", k8s_api.JOB) in api.calls  # then the ended job's Job is removed, as usual
     await executor.close()
 
 

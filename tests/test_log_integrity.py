@@ -84,6 +84,8 @@ async def test_hundreds_of_short_steps_log_every_line_exactly_once_and_in_order(
         hooks = Recorder()
         async with gate:
             result = await executor.run(job, attempt=1, hooks=hooks, stop=StopSignal())
+            if result.release is not None:  # what dispatch does once the job's end is stored
+                await result.release()
         lines = hooks.lines.get(1, [])
         stdout = [m for s, m in lines if s == "stdout"]
         stderr = [m for s, m in lines if s == "stderr"]

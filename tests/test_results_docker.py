@@ -88,6 +88,8 @@ async def run(
 ) -> tuple[JobStatus, dict[str, Any], Hooks]:
     hooks = Hooks(results=Collector(conn, job, settings))
     result = await executor.run(job, attempt=1, hooks=hooks, stop=stop or StopSignal())
+    if result.release is not None:  # collected before: what dispatch does once the job's end is stored
+        await result.release()
     return result.status, attach.terminal_fields(hooks.results)["results"], hooks
 
 

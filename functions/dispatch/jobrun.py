@@ -99,6 +99,8 @@ async def _attempt(deps: Deps, msg: Delivery, job: Job, attempt: int, stop: Stop
     if attempt > 1:
         ended = await _already_ended(deps, job)
         if ended is not None:
+            if ended.kind is settle.Kind.ALREADY_ENDED:  # its attempt may have stopped before removing what it made
+                await _remove_leftovers(deps, job)
             return ended
     holder = Holder(attempt, deps.dispatcher_id, host=deps.host, pid=deps.pid, delivery=msg.reply)
     lease = await deps.leases.claim(job.id, holder=holder)

@@ -4,7 +4,9 @@ Every answer to a job message is decided here, in ``settle`` (``_verdict`` picks
 a typed outcome, never from an executor's wording:
 
 - the job ended (``finished``): its terminal event is stored after every earlier event, then the message is
-  acked; a terminal event that cannot be stored hands the message back (nak): never acked without a stored end;
+  acked and what the run made is removed (``RunResult.release``); a terminal event that cannot be stored hands the
+  message back (nak) and removes nothing, so its redelivery adopts the finished run: never acked without a stored
+  end, never run twice for want of one;
 - infrastructure trouble (``retry``): nak with a delay for another attempt, or on the last attempt (``max_deliver``)
   the job fails for good and is copied to the dead letters (``gave_up``);
 - a redelivery of a job that already ended (``already_ended``): ack, nothing runs twice; one whose end cannot be
@@ -101,6 +103,8 @@ async def settle(deps: Deps | None, msg: Delivery, outcome: Outcome, *, run: Rep
     if verdict is Verdict.NONE and run is not None:
         log.warning("job %s attempt %d: superseded by a later attempt; left to it", run.job.id, run.attempt)
     await _answer(msg, verdict)
+    if verdict is Verdict.ACK and outcome.result is not None:
+        await _release(outcome.result)
 
 
 async def hand_back(msg: Delivery) -> None:
@@ -173,6 +177,17 @@ async def _finished(run: Reporter, result: RunResult) -> Verdict:
     reason = terminal.get("reason")
     log.info("job %s attempt %d: %s%s", run.job.id, run.attempt, result.status, f" ({reason})" if reason else "")
     return Verdict.ACK
+
+
+async def _release(result: RunResult) -> None:
+    """Remove what the run made, now that its end is stored (never before: a job handed back with its end unstored
+    is adopted by its redelivery, not run again). Shielded in the executor; a failure never fails the settle."""
+    if result.release is None:
+        return
+    try:
+        await result.release()
+    except Exception:  # the leftover sweep (or a redelivery) removes it later
+        log.exception("removing what a job made failed")
 
 
 async def _retrying(run: Reporter, detail: str) -> None:

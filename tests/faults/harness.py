@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,17 @@ async def submit(
         return None
 
 
+async def settled_leftovers(find: Callable[[], list[str]], *, timeout_s: float = 30.0) -> list[str]:
+    """What ``find`` (a blocking look at the engine) still finds once the removals have had time: dispatch removes
+    what a job made only after its end is stored (``RunResult.release``), so a moment after it, not before."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = await asyncio.to_thread(find)
+        if not found or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.5)
+
+
 def leftovers(job_ids: list[str], *, engine: Any = None) -> list[str]:
     """Containers and volumes still labelled with one of these jobs (on ``engine``, a docker client; by default
     the local engine's)."""
@@ -250,5 +262,5 @@ async def count(figures: Figures, events: StoredEvents, job_ids: list[str]) -> F
         figures.duplicated_lines += sum(n - 1 for n in seen.values())
         if len({t["status"] for t in terminals}) > 1 or any(len(tokens) > 1 for tokens in runs.values()):
             figures.run_twice += 1
-    figures.leftovers = len(await asyncio.to_thread(leftovers, job_ids))
+    figures.leftovers = len(await settled_leftovers(lambda: leftovers(job_ids)))
     return figures

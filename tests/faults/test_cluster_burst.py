@@ -95,12 +95,6 @@ async def test_jobs_stream_leader_killed_and_restarted(install: Install) -> None
     (await _through(install, burst, fault())).check()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="a dispatcher killed after a finished step's container is removed but before the terminal event is "
-    "stored leaves nothing to adopt: the redelivery runs the job again (seen on 1-2 of 80 jobs; dispatch's settle "
-    "step)",
-)
 async def test_dispatcher_killed(install: Install) -> None:
     burst = install.burst("one dispatcher SIGKILLed")
 

@@ -30,7 +30,15 @@ from typing import Any
 import docker
 import pytest
 
-from tests.faults.harness import RUN_TOKEN, Figures, count, job, leftovers, submit_and_wait_running
+from tests.faults.harness import (
+    RUN_TOKEN,
+    Figures,
+    count,
+    job,
+    leftovers,
+    settled_leftovers,
+    submit_and_wait_running,
+)
 from tests.helpers import poll
 from tests.observe import StoredEvents
 
@@ -251,7 +259,7 @@ async def test_the_docker_engine_restarted_during_a_job(
     await poll(all_ended, timeout_s=120, interval_s=0.5)
     figures.recovery_s = time.monotonic() - killed_at
     await count(figures, stored, ids)
-    figures.leftovers = len(await asyncio.to_thread(_leftovers, private_engine, ids))  # on the private engine
+    figures.leftovers = len(await settled_leftovers(lambda: _leftovers(private_engine, ids)))  # the private engine
     figures.seconds = time.monotonic() - began
     figures.check()
     assert figures.statuses == {"succeeded": len(ids)}

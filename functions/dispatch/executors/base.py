@@ -91,6 +91,10 @@ class RunResult:
     """Why the job ended so, as a type; None for a success (or when the failing step's cause says it)."""
     results: dict[str, Any] = field(default_factory=dict)
     """What the run produced beyond statuses (test reports, artifacts: later features attach theirs here)."""
+    release: Callable[[], Awaitable[None]] | None = field(default=None, compare=False, repr=False)
+    """Removes what the run made (containers and volume, the Kubernetes Job). Dispatch calls it only once the job's
+    terminal event is stored: until then a redelivery (this dispatcher killed, the end refused by NATS) adopts the
+    finished run instead of running it again. Never raises (a failure is logged; the leftover sweep retries it)."""
 
 
 class Superseded(Exception):
@@ -163,7 +167,9 @@ class Executor(Protocol):
     capabilities: Capabilities
 
     async def run(self, job: Job, *, attempt: int, hooks: RunHooks, stop: StopSignal) -> RunResult:
-        """Run every step; return when the job ended (also when stopped). Cleans up what the job created."""
+        """Run every step; return when the job ended (also when stopped). What the job created stays until dispatch
+        calls the result's ``release`` (after the job's end is stored); a run that raises cleans up itself (except
+        ``Superseded`` and a cancelled Kubernetes run, which leave the job to its next owner)."""
 
     async def cleanup(self, job_id: str) -> None:
         """Remove everything this job created (containers, volume, Kubernetes Job); idempotent."""

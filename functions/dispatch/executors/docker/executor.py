@@ -2,8 +2,9 @@
 
 Owns: images (pulled when missing), the job's volume and containers (``spec``: labelled, limited, hardened), each
 step's output streamed line by line to ``RunHooks.log`` (``steps``), stopping the running step when dispatch asks,
-and removing everything afterwards; on a redelivery, following the steps a dead dispatcher's attempt left running
-(``adopt``) instead of running them again. Every engine call goes through the one door (``engine``). Leaves to
+and removing everything once dispatch has stored the job's end (``RunResult.release``); on a redelivery, following
+the steps an earlier attempt left (``adopt``: one still running, or all finished but their end never stored)
+instead of running them again. Every engine call goes through the one door (``engine``). Leaves to
 dispatch: the job's deadline and cancels (it sets the ``StopSignal``), events, log caps and secret masking (in the
 hooks), retries.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from functions.dispatch.executors.base import (
@@ -108,15 +109,22 @@ class DockerExecutor:
         shared = adopted.volume if adopted is not None else created.volume
         labels = {spec.LABEL_JOB_ID: job.id, spec.LABEL_SCOPE: self._scope}
         await docker_volume.collect(self._engine, hooks, job, volume=shared, labels=labels)
+        # Removed only when dispatch has stored the job's end (``release``): until then a redelivery adopts these
+        # exited containers and takes their exit codes instead of running the steps again.
         if adopted is not None:  # the earlier attempt's containers and volume are this run's to remove
-            await self._cleanup_shielded(job.id)
-            return result
-        # The usual path removes exactly what it made, without listing the engine's containers by label.
-        try:
-            await self._remove_created(created)
-        except HadesError:
-            await self._cleanup_shielded(job.id)
-        return result
+            return replace(result, release=lambda: self._cleanup_shielded(job.id))
+        return replace(result, release=lambda: self._release_created(job.id, created))
+
+    async def _release_created(self, job_id: str, created: _Created) -> None:
+        """The usual path removes exactly what it made, without listing the engine's containers by label."""
+
+        async def remove(_: str) -> None:
+            try:
+                await self._remove_created(created)
+            except HadesError:
+                await self.cleanup(job_id)
+
+        await cleanup_shielded(remove, job_id, self._cleanups, what="cleanup failed (the sweep retries it)")
 
     async def _remove_created(self, created: _Created) -> None:
         for container in created.containers:

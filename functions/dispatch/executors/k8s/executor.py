@@ -3,7 +3,8 @@
 Owns: creating the Job (or adopting the one a crashed dispatcher left: a 409 on create reads it and follows it),
 following its pod through the one pod watch of this dispatcher, each step's live log, per-step results from the
 container statuses, telling failures apart (the job's fault: ``JobError``; the cluster's: ``Unavailable``, which
-dispatch retries), deleting the Job when the job ended, was cancelled or timed out. Leaves to dispatch what it
+dispatch retries), deleting the Job when the job was cancelled or timed out, or (``RunResult.release``) once
+dispatch has stored the end of a job that ended. Leaves to dispatch what it
 leaves to every executor: timeouts and cancels (``StopSignal``), events, retries.
 
 A dispatcher that shuts down (its run is cancelled) leaves the Job running: the redelivered message adopts it.
@@ -15,6 +16,7 @@ import asyncio
 import logging
 import math
 import time
+from dataclasses import replace
 from typing import Any
 
 from functions.dispatch.executors.base import (
@@ -148,7 +150,8 @@ class KubernetesExecutor:
             self._forget(follow)
         await k8s_collect.collect(self._api, hooks, job, pod=follow.pod, stopped=run.deleted)
         if not run.deleted and await stop.owned():
-            await self._cleanup_shielded(job.id)
+            # Deleted only once dispatch has stored the job's end: until then a redelivery adopts the finished Job.
+            return replace(result, release=lambda: self._cleanup_shielded(job.id))
         return result
 
     async def _create_or_adopt(self, job: Job, attempt: int, follow: Follow, *, deadline_at: float | None) -> bool:
