@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -100,8 +101,17 @@ def pod_trouble(kubectl: Kubectl, namespace: str) -> str:
     return "\n".join(lines)
 
 
-def import_images(*images: str) -> None:
-    """``docker save … | ctr … images import -``: the node's containerd is not Docker's and no registry is reachable."""
+def containerd_name(image: str) -> str:
+    """The fully qualified name containerd (and the kubelet) use: ``hades:dev`` → ``docker.io/library/hades:dev``."""
+    first, _, rest = image.partition("/")
+    if not rest:
+        return f"docker.io/library/{image}"
+    return image if ("." in first or ":" in first or first == "localhost") else f"docker.io/{image}"
+
+
+def import_images(images: dict[str, str]) -> None:
+    """``docker save … | ctr … images import -`` (the node's containerd is not Docker's and no registry is
+    reachable), each image then tagged in containerd as the manifests name it: {built: named}."""
     save = subprocess.Popen(["docker", "save", *images], stdout=subprocess.PIPE)
     assert save.stdout is not None
     out = subprocess.run(
@@ -115,23 +125,59 @@ def import_images(*images: str) -> None:
     save.stdout.close()
     assert save.wait(timeout=60) == 0, f"docker save {images} failed"
     assert out.returncode == 0, f"ctr images import: {out.stderr}"
+    for built, named in images.items():
+        if containerd_name(built) != containerd_name(named):
+            tag = ["ctr", "-a", CONTAINERD_SOCKET, "-n", "k8s.io", "images", "tag", "--force"]
+            subprocess.run([*tag, containerd_name(built), containerd_name(named)], check=True, capture_output=True)
 
 
-def metric_sum(text: str, name: str) -> float:
-    """The sum of every sample of one metric in a Prometheus text exposition."""
+def metric_sum(text: str, name: str, label: str = "") -> float:
+    """The sum of the samples of one metric in a Prometheus text exposition (those with ``label``, e.g.
+    ``method="POST"``, when given)."""
     total = 0.0
     for line in text.splitlines():
         match = re.match(rf"{re.escape(name)}(\{{[^}}]*\}})? ([0-9.e+-]+)$", line)
-        if match:
+        if match and label in (match.group(1) or ""):
             total += float(match.group(2))
     return total
 
 
-def dispatch_api_requests(kubectl: Kubectl) -> float:
+def dispatch_api_requests(kubectl: Kubectl, label: str = "") -> float:
     """hades_k8s_api_requests_total summed over the running dispatch pods (read from each pod's :8082/metrics)."""
     total = 0.0
     for pod in kubectl.pods("hades", "app.kubernetes.io/component=dispatch"):
         if ready(pod):
             text = httpx.get(f"http://{pod['status']['podIP']}:8082/metrics", timeout=10).text
-            total += metric_sum(text, "hades_k8s_api_requests_total")
+            total += metric_sum(text, "hades_k8s_api_requests_total", label)
     return total
+
+
+class JobWatch:
+    """``kubectl get jobs --watch`` in a namespace: every Job seen, as (name, job-id label, pod service account)."""
+
+    FORMAT = (
+        'jsonpath={.metadata.name} {.metadata.labels.hades\\.io/job-id} {.spec.template.spec.serviceAccountName}{"\\n"}'
+    )
+
+    def __init__(self, kubectl: Kubectl, namespace: str) -> None:
+        self.process = subprocess.Popen(
+            [kubectl.binary, "get", "jobs", "-n", namespace, "--watch", "-o", self.FORMAT],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.seen: set[tuple[str, ...]] = set()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.strip():
+                self.seen.add(tuple(line.split()))
+
+    def stop(self) -> set[tuple[str, ...]]:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self._reader.join(timeout=10)
+        return self.seen
