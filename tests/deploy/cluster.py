@@ -180,4 +180,6 @@ class JobWatch:
         self.process.terminate()
         self.process.wait(timeout=10)
         self._reader.join(timeout=10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         return self.seen

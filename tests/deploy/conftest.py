@@ -12,7 +12,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     asked = "deploy" in (config.getoption("markexpr", "") or "")
     reason = "run with make test-deploy (pytest -m deploy)" if not asked else "needs KUBECONFIG (tools/k8s_up.sh)"
     for item in items:
-        if "deploy" in item.keywords and (not asked or not os.environ.get("KUBECONFIG")):
+        if item.get_closest_marker("deploy") and (not asked or not os.environ.get("KUBECONFIG")):
             item.add_marker(pytest.mark.skip(reason=reason))
 
 

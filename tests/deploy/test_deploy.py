@@ -252,15 +252,6 @@ def first_line_after(deployment: Deployed, job_id: str, submitted: float) -> flo
 # ------------------------------------------------------------------------------------------------------------
 
 
-def test_the_test_overlay_is_the_dev_overlay_but_for_dispatch_scaling() -> None:
-    kubectl = mc.kubectl_binary()
-    dev = mc.render(kubectl, mc.Target("overlays/dev", mc.OVERLAYS / "dev"))
-    test = mc.render(kubectl, mc.Target("deploy-test", ROOT / "tests" / "deploy" / "overlay"))
-    key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731
-    changed = [key(a) for a, b in zip(sorted(dev, key=key), sorted(test, key=key), strict=True) if a != b]
-    assert changed == [("ScaledObject", "hades-dispatch")]
-
-
 def test_jobs_and_builds_run_in_cluster_through_the_services(deployed: Deployed) -> None:
     d = deployed
     # The in-cluster dispatcher's own requests while idle (its readiness probe lists Jobs), to subtract.

@@ -109,3 +109,12 @@ def test_a_consumer_keda_cannot_find_is_reported(test_overlay: list[keda.ScaledT
     fake.run(emulator, 1)
     assert fake.replicas == 1, "KEDA wakes dispatch on the stream's last sequence (7 > 0)"
     assert len(emulator.mismatches) == 2 and "'dispatch-normal' not in stream HADES_JOBS" in emulator.mismatches[0]
+
+
+def test_the_test_overlay_is_the_dev_overlay_but_for_dispatch_scaling() -> None:
+    kubectl = mc.kubectl_binary()
+    dev = mc.render(kubectl, mc.Target("overlays/dev", mc.OVERLAYS / "dev"))
+    test = mc.render(kubectl, mc.Target("deploy-test", mc.ROOT / "tests" / "deploy" / "overlay"))
+    key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731
+    changed = [key(a) for a, b in zip(sorted(dev, key=key), sorted(test, key=key), strict=True) if a != b]
+    assert changed == [("ScaledObject", "hades-dispatch")]
