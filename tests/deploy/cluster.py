@@ -21,11 +21,11 @@ CONTAINERD_SOCKET = os.environ.get("HADES_K8S_CONTAINERD_SOCKET", "/run/k8s-cont
 
 
 def wait_for(check: Callable[[], T | None], *, timeout_s: float, interval_s: float = 0.5, what: str = "") -> T:
-    """``check()`` until it returns something other than None/False, or fail naming ``what``."""
+    """``check()`` until it returns something true (a non-empty list, a record), or fail naming ``what``."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = check()
-        if value is not None and value is not False:
+        if value:
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
