@@ -44,8 +44,8 @@ class Kubectl:
             raise AssertionError(f"kubectl {' '.join(args)}: {out.stderr.strip()}")
         return out.stdout
 
-    def get(self, *args: str) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.run("get", *args, "-o", "json"))
+    def get(self, *args: str, timeout_s: float = 180) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.run("get", *args, "-o", "json", timeout_s=timeout_s))
         return data
 
     def exists(self, kind: str, name: str, namespace: str | None = None) -> bool:
@@ -56,10 +56,12 @@ class Kubectl:
         return str(self.get("service", service, "-n", namespace)["spec"]["clusterIP"])
 
     def replicas(self, namespace: str, deployment: str) -> int:
-        return int(self.get("deployment", deployment, "-n", namespace)["spec"].get("replicas", 1))
+        # Short timeouts: the KEDA emulator calls these every poll and retries the next one (as KEDA would).
+        spec = self.get("deployment", deployment, "-n", namespace, timeout_s=30)["spec"]
+        return int(spec.get("replicas", 1))
 
     def scale(self, namespace: str, deployment: str, replicas: int) -> None:
-        self.run("scale", f"deployment/{deployment}", "-n", namespace, f"--replicas={replicas}")
+        self.run("scale", f"deployment/{deployment}", "-n", namespace, f"--replicas={replicas}", timeout_s=30)
 
     def pods(self, namespace: str, selector: str = "") -> list[dict[str, Any]]:
         args = ["pods", "-n", namespace] + (["-l", selector] if selector else [])

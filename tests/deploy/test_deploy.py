@@ -430,7 +430,7 @@ def test_dispatch_scales_on_lag_as_keda_would(deployed: Deployed) -> None:
             "/jobs",
             {"name": "from-zero", "steps": [{"id": 1, "name": "z", "image": STEP_IMAGE, "script": "echo woke"}]},
         )
-        record = d.terminal(job_id, timeout_s=240)
+        record = d.terminal(job_id, timeout_s=300)
         from_zero = time.monotonic() - submitted
         assert record["status"] == "succeeded" and d.lines(job_id) == ["woke"], record
         assert emulator.mismatches == [], emulator.mismatches
