@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-k8s lint typecheck bench clean image manifests manifests-check
+.PHONY: run test test-k8s test-deploy lint typecheck bench clean image manifests manifests-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,11 @@ test-k8s: $(STAMP)  ## the Kubernetes tests (marker k8s) on the cluster of KUBEC
 	@test -n "$$KUBECONFIG" || { echo "set KUBECONFIG, e.g.: K8S_LOCAL=/var/lib/hades-k8s tools/k8s_up.sh && export KUBECONFIG=/var/lib/hades-k8s/admin.kubeconfig"; exit 2; }
 	$(BIN)/pytest -m k8s
 
-image: $(STAMP)  ## the one container image, hades:dev (IMAGE=…); builds a Debian base when none can be pulled
+test-deploy: $(STAMP) image  ## the dev overlay applied into the cluster of KUBECONFIG; jobs through its Services, KEDA emulated
+	@test -n "$$KUBECONFIG" || { echo "set KUBECONFIG, e.g.: K8S_LOCAL=/var/lib/hades-k8s tools/k8s_up.sh && export KUBECONFIG=/var/lib/hades-k8s/admin.kubeconfig"; exit 2; }
+	$(BIN)/pytest -m deploy tests/deploy
+
+image: $(STAMP)  ## the Hades image hades:dev (IMAGE=…) and the dev overlay's NATS image hades-nats:dev (NATS_IMAGE=…)
 	PYTHON=$(BIN)/python bash tools/build_image.sh
 
 manifests: $(STAMP)  ## regenerate kustomize/components/monitoring from manifests/ (Prometheus rules, dashboard)

@@ -154,6 +154,12 @@ EXECUTOR_ERRORS = Counter(
     ["executor", "kind"],
     registry=REGISTRY,
 )
+K8S_API_REQUESTS = Counter(
+    "hades_k8s_api_requests_total",
+    "Requests a dispatcher sent to the Kubernetes API server (retries included), by HTTP method.",
+    ["method"],
+    registry=REGISTRY,
+)
 LOG_LINES = Counter("hades_log_lines_total", "Log lines published by dispatchers.", registry=REGISTRY)
 LOG_BYTES = Counter("hades_log_bytes_total", "Log bytes published by dispatchers.", registry=REGISTRY)
 LOG_TRUNCATIONS = Counter(

@@ -310,6 +310,7 @@ class Settings:
             raw = env.get(var)
             if raw is None or raw == "":
                 continue
+            _refuse_service_link(var, raw)
             try:
                 value = parse(raw)
             except (TypeError, ValueError) as exc:
@@ -367,6 +368,21 @@ class Settings:
             raise SettingsError("HADES_SUBMIT_API_KEYS_FILE must not hold HADES_API_KEY: it would name a tenant")
         if self.nats.duplicate_window_s < 600:
             raise SettingsError("HADES_DUPLICATE_WINDOW_SECONDS must be at least 600 (10 minutes)")
+
+
+_SERVICE_LINK = re.compile(r"(tcp|udp|sctp)://[0-9a-fA-F.:\[\]]+:\d+")
+
+
+def _refuse_service_link(var: str, raw: str) -> None:
+    """Kubernetes injects ``<SERVICE>_PORT=tcp://<cluster ip>:<port>`` for every Service in the namespace unless
+    the pod sets ``enableServiceLinks: false``; a Service named ``hades-submit`` thus overwrites
+    ``HADES_SUBMIT_PORT``. Name that cause instead of failing on the value."""
+    if var.endswith("_PORT") and _SERVICE_LINK.fullmatch(raw.strip()):
+        service = var.removesuffix("_PORT").lower().replace("_", "-")
+        raise SettingsError(
+            f"{var} is {raw!r}, a Kubernetes service link (the Service {service!r} in the pod's namespace), not a "
+            "setting: set `enableServiceLinks: false` in the pod spec (the shipped manifests do)"
+        )
 
 
 def _int(minimum: int) -> Callable[[str], int]:

@@ -111,7 +111,11 @@ def test_the_invariants_catch_a_grace_shorter_than_the_shutdown(dev: Objects) ->
     find(broken, "Deployment", "hades-dispatch")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 30
     find(broken, "PodDisruptionBudget", "hades-logs")["spec"] = {"minAvailable": 1}
     find(broken, "Role", "hades-dispatch")["rules"][0]["verbs"].append("patch")
+    del find(broken, "Deployment", "hades-submit")["spec"]["template"]["spec"]["enableServiceLinks"]
+    find(broken, "StatefulSet", "nats")["spec"]["template"]["spec"]["enableServiceLinks"] = True
     errors = "\n".join(mc.invariants("dev", broken))
+    assert "Deployment/hades-submit: needs enableServiceLinks: false" in errors
+    assert "StatefulSet/nats: needs enableServiceLinks: false" in errors
     assert "terminationGracePeriodSeconds 30 < HADES_SHUTDOWN_GRACE_SECONDS 20" in errors
     assert "PodDisruptionBudget/hades-logs" in errors
     assert "Role/hades-dispatch" in errors

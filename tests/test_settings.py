@@ -73,3 +73,15 @@ def test_a_dashboard_that_cancels_with_the_submit_key_cannot_be_open() -> None:
         Settings.from_env({"HADES_UI_SUBMIT_URL": "http://submit:8080", "HADES_UI_SUBMIT_API_KEY": "s"})
     both = {"HADES_UI_SUBMIT_URL": "http://submit:8080", "HADES_UI_SUBMIT_API_KEY": "s", "HADES_LOGS_API_KEY": "r"}
     assert Settings.from_env(both).logs.ui_submit_api_key == "s"
+
+
+@pytest.mark.parametrize("var", ["HADES_SUBMIT_PORT", "HADES_LOGS_PORT", "HADES_DISPATCH_PORT"])
+def test_a_kubernetes_service_link_is_named_as_the_cause(var: str) -> None:
+    """A Service `hades-submit` in the pod's namespace sets HADES_SUBMIT_PORT=tcp://<ip>:8080 (service links):
+    the error names the variable, the Service and the fix, not just a bad integer."""
+    service = var.removesuffix("_PORT").lower().replace("_", "-")
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({var: "tcp://10.96.0.33:8080"})
+    message = str(caught.value)
+    assert var in message and f"'{service}'" in message
+    assert "service link" in message and "enableServiceLinks: false" in message

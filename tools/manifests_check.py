@@ -225,14 +225,17 @@ def _settings(objects: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def invariants(target: str, objects: list[dict[str, Any]]) -> list[str]:
-    """What must hold in every rendering, beyond schemas: the restricted profile, probes, grace vs settings,
-    drain-friendly budgets, exact RBAC, the KEDA triggers' consumers."""
+    """What must hold in every rendering, beyond schemas: the restricted profile, no service links, probes, grace
+    vs settings, drain-friendly budgets, exact RBAC, the KEDA triggers' consumers."""
     errors: list[str] = []
     settings = _settings(objects)
     for dep in (o for o in objects if o["kind"] in ("Deployment", "StatefulSet")):
         name = f"{dep['kind']}/{dep['metadata']['name']}"
         pod = dep["spec"]["template"]["spec"]
         psc = pod.get("securityContext", {})
+        if pod.get("enableServiceLinks") is not False:
+            # Service links put <SERVICE>_PORT=tcp://… into the environment: Service hades-submit → HADES_SUBMIT_PORT.
+            errors.append(f"{name}: needs enableServiceLinks: false (service links shadow HADES_* settings)")
         if not psc.get("runAsNonRoot") or psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
             errors.append(f"{name}: pod needs runAsNonRoot and the RuntimeDefault seccomp profile")
         for c in pod["containers"]:

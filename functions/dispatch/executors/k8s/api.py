@@ -27,6 +27,7 @@ import kubernetes.client
 import kubernetes.config
 import urllib3.exceptions
 
+from runtime import metrics
 from runtime.errors import Unavailable, truncate
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,7 @@ class Api:
     ) -> Any:
         """Send a request, return the urllib3 response unread (2xx), or raise ``ApiError`` / ``Retry``."""
         self.requests += 1
+        metrics.K8S_API_REQUESTS.labels(method).inc()
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
