@@ -390,3 +390,46 @@ async def test_output_cut_by_dispatchs_cap_marks_the_record_truncated(
     for event in await stored.status(job.id):
         record = records.apply_status(record, event, now=utc_now()) or record  # type: ignore[arg-type]
     assert record is not None and record["log_truncated"] is True
+
+
+class ReportsAFailedTest(FakeExecutor):
+    """The job's JUnit report has one failed case whose message and output quote the job's secret."""
+
+    async def run(self, job: Job, *, attempt: int, hooks: RunHooks, stop: StopSignal) -> RunResult:
+        from functions.dispatch.results import junit
+
+        step = job.steps[0]
+        await hooks.step_started(step, started_at=utc_now())
+        collector = hooks.results  # type: ignore[attr-defined]
+        collector.started = True
+        report = (
+            b'<testsuite name="s" tests="1" failures="1"><testcase classname="c" name="login">'
+            b'<failure message="expected token s3cr3t-value">got s3cr3t-value back</failure>'
+            b"<system-out>TOKEN=s3cr3t-value</system-out></testcase></testsuite>"
+        )
+        collector.results.tests.add(junit.parse(report, max_bytes=1 << 20))
+        collector.results.warn("/shared/s3cr3t-value/report.xml matched no file")
+        failed = StepResult(step.id, StepStatus.FAILED, exit_code=1, reason="exited with code 1")
+        await hooks.step_finished(failed)
+        return RunResult(JobStatus.FAILED, (failed,), reason="step 1 failed")
+
+
+async def test_a_secret_in_a_failed_tests_message_never_reaches_the_results(
+    conn: messaging.Messaging, stored: StoredEvents
+) -> None:
+    """Review (t23 + t20): the failed cases' messages and output travel in the terminal event and land on the
+    record (``GET /jobs/{id}/tests``, callbacks, the CLI); the logs and reasons were masked, they were not."""
+    document = {
+        "name": "j",
+        "metadata": {"API_TOKEN": "s3cr3t-value"},
+        "reports": {"junit": ["reports/*.xml"]},
+        "steps": [{"id": 1, "image": "x", "script": "false"}],
+    }
+    job = job_from_document(document, job_id=new_job_id(), limits=LimitSettings(), submitted_at=utc_now())
+    await handle(conn, ReportsAFailedTest(), FakeDelivery(data=json.dumps(job.to_message()).encode(), attempt=1))
+
+    terminal = (await stored.terminals(job.id))[-1]
+    results = terminal["results"]
+    assert results["failed_tests"] and results["failed_tests"][0]["name"] == "login", results
+    assert "s3cr3t-value" not in json.dumps(results), results
+    assert "***" in results["failed_tests"][0]["message"], results
