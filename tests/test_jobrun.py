@@ -402,12 +402,15 @@ class ReportsAFailedTest(FakeExecutor):
         await hooks.step_started(step, started_at=utc_now())
         collector = hooks.results  # type: ignore[attr-defined]
         collector.started = True
+        cut = "x" * (junit.MAX_OUTPUT_CHARS - 5)  # the excerpt's end falls inside the secret
         report = (
-            b'<testsuite name="s" tests="1" failures="1"><testcase classname="c" name="login">'
+            b'<testsuite name="s" tests="2" failures="2"><testcase classname="c" name="login">'
             b'<failure message="expected token s3cr3t-value">got s3cr3t-value back</failure>'
-            b"<system-out>TOKEN=s3cr3t-value</system-out></testcase></testsuite>"
+            b"<system-out>TOKEN=s3cr3t-value</system-out></testcase>"
+            b'<testcase classname="c" name="long"><failure>' + cut.encode() + b"s3cr3t-value</failure></testcase>"
+            b"</testsuite>"
         )
-        collector.results.tests.add(junit.parse(report, max_bytes=1 << 20))
+        await collector._parse("reports/r.xml", report, len(report))
         collector.results.warn("/shared/s3cr3t-value/report.xml matched no file")
         failed = StepResult(step.id, StepStatus.FAILED, exit_code=1, reason="exited with code 1")
         await hooks.step_finished(failed)
@@ -433,3 +436,4 @@ async def test_a_secret_in_a_failed_tests_message_never_reaches_the_results(
     assert results["failed_tests"] and results["failed_tests"][0]["name"] == "login", results
     assert "s3cr3t-value" not in json.dumps(results), results
     assert "***" in results["failed_tests"][0]["message"], results
+    assert "s3cr" not in results["failed_tests"][1]["output"], results  # masked before the excerpt was cut
