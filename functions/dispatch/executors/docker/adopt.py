@@ -35,7 +35,7 @@ class Adopted:
 
 
 async def adoptable(engine: Engine, job: Job, attempt: int, *, scope: str) -> Adopted | None:
-    """The latest earlier attempt's started step containers and volume, when they can be followed.
+    """The earlier attempts' started step containers (the latest of each step) and volume, when they can be followed.
 
     Only a prefix of the job's steps (step 1, 2 … k, each with its container) is adopted: anything else (a
     step container that never started, a missing volume or step) means the job runs again from scratch.
