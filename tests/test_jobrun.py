@@ -437,3 +437,26 @@ async def test_a_secret_in_a_failed_tests_message_never_reaches_the_results(
     assert "s3cr3t-value" not in json.dumps(results), results
     assert "***" in results["failed_tests"][0]["message"], results
     assert "s3cr" not in results["failed_tests"][1]["output"], results  # masked before the excerpt was cut
+
+
+async def test_a_job_whose_cancel_cannot_be_read_at_dequeue_is_handed_back_not_run(
+    conn: messaging.Messaging, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review (t20's queued cancel): a job cancelled while queued already reads ``cancelled`` (its attempt-0 end);
+    a first delivery that could not read the cancel request took "no request" for an answer and ran the job, the
+    record saying ``cancelled`` all along. Whether it was cancelled is undecided: the message comes back later."""
+
+    async def broker_down(*args: Any, **kwargs: Any) -> bool:
+        raise Unavailable("the message broker is not reachable")
+
+    monkeypatch.setattr(eventlog, "cancel_requested", broker_down)
+    executor = FakeExecutor()
+    dispatcher = Dispatcher(conn, executor, settings)  # type: ignore[arg-type]
+    job = a_job()
+    msg = FakeDelivery(data=json.dumps(job.to_message()).encode(), attempt=1, headers={"Nats-Msg-Id": job.id})
+    await dispatcher.slots.acquire()
+    await dispatcher._start(msg)  # type: ignore[arg-type]
+    for task, _, _ in list(dispatcher.running.values()):
+        await task
+    assert executor.runs == 0 and msg.done == ["nak"], msg.done
+    assert dispatcher.slots._value == settings.dispatch.concurrency  # its slot given back
