@@ -139,3 +139,28 @@ async def test_a_followed_step_still_obeys_a_cancel(
     assert result.release is not None
     await result.release()  # what dispatch does once the job's end is stored
     assert await asyncio.to_thread(remaining, docker_client, job.id) == []
+
+
+async def test_a_third_attempt_follows_what_an_adopting_second_one_ran(
+    executor: DockerExecutor, docker_client: Any, busybox_image: str
+) -> None:
+    """Review (tfix + adoption): attempt 2 followed attempt 1's step 1 and ran step 2 itself (labelled attempt 2, in
+    attempt 1's volume), then its end could not be stored (NATS refused it: nothing released). Attempt 3 found
+    attempt 2's step 2 alone, no prefix, and ran the whole job again: a finished job ran twice."""
+    script = "echo run $(cat /proc/sys/kernel/random/uuid); echo kept > /shared/f; sleep 1"
+    job = two_step_job(busybox_image, script)
+    await asyncio.to_thread(leave_attempt_one, docker_client, job, start=True)
+    second = Hooks()
+    result = await executor.run(job, attempt=2, hooks=second, stop=StopSignal())
+    assert result.status is JobStatus.SUCCEEDED and second.started == [1, 2]
+    # its terminal event was refused: dispatch hands the message back and releases nothing
+
+    third = Hooks()
+    result = await executor.run(job, attempt=3, hooks=third, stop=StopSignal())
+    assert result.status is JobStatus.SUCCEEDED
+    runs = [m for step_id, _, m in [*second.lines, *third.lines] if step_id == 1 and m.startswith("run ")]
+    assert len(set(runs)) == 1, runs  # step 1's output read again from the engine, not a second run of it
+    assert (2, "stdout", "kept") in third.lines
+    assert result.release is not None
+    await result.release()
+    assert await asyncio.to_thread(remaining, docker_client, job.id) == []

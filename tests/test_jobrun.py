@@ -390,3 +390,73 @@ async def test_output_cut_by_dispatchs_cap_marks_the_record_truncated(
     for event in await stored.status(job.id):
         record = records.apply_status(record, event, now=utc_now()) or record  # type: ignore[arg-type]
     assert record is not None and record["log_truncated"] is True
+
+
+class ReportsAFailedTest(FakeExecutor):
+    """The job's JUnit report has one failed case whose message and output quote the job's secret."""
+
+    async def run(self, job: Job, *, attempt: int, hooks: RunHooks, stop: StopSignal) -> RunResult:
+        from functions.dispatch.results import junit
+
+        step = job.steps[0]
+        await hooks.step_started(step, started_at=utc_now())
+        collector = hooks.results  # type: ignore[attr-defined]
+        collector.started = True
+        cut = "x" * (junit.MAX_OUTPUT_CHARS - 5)  # the excerpt's end falls inside the secret
+        report = (
+            b'<testsuite name="s" tests="2" failures="2"><testcase classname="c" name="login">'
+            b'<failure message="expected token s3cr3t-value">got s3cr3t-value back</failure>'
+            b"<system-out>TOKEN=s3cr3t-value</system-out></testcase>"
+            b'<testcase classname="c" name="long"><failure>' + cut.encode() + b"s3cr3t-value</failure></testcase>"
+            b"</testsuite>"
+        )
+        await collector._parse("reports/r.xml", report, len(report))
+        collector.results.warn("/shared/s3cr3t-value/report.xml matched no file")
+        failed = StepResult(step.id, StepStatus.FAILED, exit_code=1, reason="exited with code 1")
+        await hooks.step_finished(failed)
+        return RunResult(JobStatus.FAILED, (failed,), reason="step 1 failed")
+
+
+async def test_a_secret_in_a_failed_tests_message_never_reaches_the_results(
+    conn: messaging.Messaging, stored: StoredEvents
+) -> None:
+    """Review (t23 + t20): the failed cases' messages and output travel in the terminal event and land on the
+    record (``GET /jobs/{id}/tests``, callbacks, the CLI); the logs and reasons were masked, they were not."""
+    document = {
+        "name": "j",
+        "metadata": {"API_TOKEN": "s3cr3t-value"},
+        "reports": {"junit": ["reports/*.xml"]},
+        "steps": [{"id": 1, "image": "x", "script": "false"}],
+    }
+    job = job_from_document(document, job_id=new_job_id(), limits=LimitSettings(), submitted_at=utc_now())
+    await handle(conn, ReportsAFailedTest(), FakeDelivery(data=json.dumps(job.to_message()).encode(), attempt=1))
+
+    terminal = (await stored.terminals(job.id))[-1]
+    results = terminal["results"]
+    assert results["failed_tests"] and results["failed_tests"][0]["name"] == "login", results
+    assert "s3cr3t-value" not in json.dumps(results), results
+    assert "***" in results["failed_tests"][0]["message"], results
+    assert "s3cr" not in results["failed_tests"][1]["output"], results  # masked before the excerpt was cut
+
+
+async def test_a_job_whose_cancel_cannot_be_read_at_dequeue_is_handed_back_not_run(
+    conn: messaging.Messaging, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review (t20's queued cancel): a job cancelled while queued already reads ``cancelled`` (its attempt-0 end);
+    a first delivery that could not read the cancel request took "no request" for an answer and ran the job, the
+    record saying ``cancelled`` all along. Whether it was cancelled is undecided: the message comes back later."""
+
+    async def broker_down(*args: Any, **kwargs: Any) -> bool:
+        raise Unavailable("the message broker is not reachable")
+
+    monkeypatch.setattr(eventlog, "cancel_requested", broker_down)
+    executor = FakeExecutor()
+    dispatcher = Dispatcher(conn, executor, settings)  # type: ignore[arg-type]
+    job = a_job()
+    msg = FakeDelivery(data=json.dumps(job.to_message()).encode(), attempt=1, headers={"Nats-Msg-Id": job.id})
+    await dispatcher.slots.acquire()
+    await dispatcher._start(msg)  # type: ignore[arg-type]
+    for task, _, _ in list(dispatcher.running.values()):
+        await task
+    assert executor.runs == 0 and msg.done == ["nak"], msg.done
+    assert dispatcher.slots._value == settings.dispatch.concurrency  # its slot given back

@@ -75,3 +75,18 @@ async def test_the_bucket_takes_replicas_and_age_from_the_event_settings(clean_n
         assert (await js.stream_info(f"OBJ_{subjects.RESULTS_BUCKET}")).config.max_age == 7200
     finally:
         await conn.close()
+
+
+async def test_a_file_stored_again_replaces_its_bytes_instead_of_adding_to_them(
+    conn: messaging.Messaging, settings: Settings, js: Any
+) -> None:
+    """Review (t23 with tfix): every redelivery that collects a job's results again puts the same names again; the
+    earlier put's chunks stayed stored (only the description is rolled up) until the bucket's age limit."""
+    objects = await conn.objects(topology.results_bucket_config(settings))
+    stream = f"OBJ_{subjects.RESULTS_BUCKET}"
+    await objects.put("job-2/app.jar", pieces(os.urandom(3 * CHUNK_BYTES), CHUNK_BYTES), max_bytes=10 * CHUNK_BYTES)
+    once = (await js.stream_info(stream)).state.messages
+    data = os.urandom(3 * CHUNK_BYTES)
+    await objects.put("job-2/app.jar", pieces(data, CHUNK_BYTES), max_bytes=10 * CHUNK_BYTES)
+    assert (await js.stream_info(stream)).state.messages == once
+    assert await read_all(conn, objects, "job-2/app.jar") == data

@@ -202,7 +202,18 @@ class Dispatcher:
             self._release()
             return
         stop = self.stops[job_id] = StopSignal()  # before the check: a cancel arriving meanwhile is not lost
-        if job_id and await self._cancel_requested(job_id):
+        try:
+            cancelled = bool(job_id) and await eventlog.cancel_requested(self.conn, job_id)
+        except Unavailable as exc:
+            # A job cancelled while queued already reads "cancelled": taking "no request" for an answer would run
+            # it behind that record. Undecided, so it comes back later (as a redelivery whose end is unreadable).
+            log.warning("job %s: whether it was cancelled cannot be read (%s); later", job_id, exc.detail)
+            if self.stops.get(job_id) is stop:
+                del self.stops[job_id]
+            self._release()
+            await settle.settle(None, msg, settle.Outcome(settle.Kind.UNDECIDED))
+            return
+        if cancelled:
             stop.stop(JobStatus.CANCELLED, grace_s=0, reason="cancelled before it started")
         task = asyncio.create_task(jobrun.handle(self.deps, msg, stop=stop), name=f"job-{job_id}")
         self.running[job_id] = (task, stop, msg)

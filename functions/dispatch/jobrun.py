@@ -77,7 +77,7 @@ async def _handle(deps: Deps, msg: Delivery, job: Job, attempt: int, stop: StopS
         deps.conn, job_id=job.id, attempt=attempt, settings=settings.dispatch, secrets=secrets_of(job, settings)
     )
     run = Reporter(deps.conn, job, attempt, sink, job_span=otel_trace.get_current_span())
-    run.results = attach.start(deps.conn, job, settings)
+    run.results = attach.start(deps.conn, job, settings, mask=sink.mask)
     interval_s = max(settings.dispatch.ack_wait_s / 3, 0.5)
     heartbeat = asyncio.create_task(keep_alive(msg, interval_s, run=run, stop=stop))
     try:

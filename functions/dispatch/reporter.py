@@ -70,12 +70,28 @@ class Reporter:
             key: self.sink.mask(value) for key in ("reason", "step_name") if isinstance(value := fields.get(key), str)
         }
         fields.update(texts)
+        if isinstance(results := fields.get("results"), dict):
+            fields["results"] = self._masked_results(results)
         seq = self.sequence.next()
         if step is None:
             return events.job_event(self.job.id, attempt=self.attempt, seq=seq, status=JobStatus(status), **fields)
         return events.step_event(
             self.job.id, attempt=self.attempt, seq=seq, step_id=step.id, status=StepStatus(status), **fields
         )
+
+    def _masked_results(self, results: dict[str, Any]) -> dict[str, Any]:
+        """The results' free text masked: a failed case's message and output quote whatever the test saw (its
+        environment too), a warning or a reason quotes paths. Kept files keep their names (they name the objects)."""
+        mask = self.sink.mask
+
+        def texts(item: dict[str, Any]) -> dict[str, Any]:
+            return {k: mask(v) if isinstance(v, str) else v for k, v in item.items()}
+
+        masked = dict(results)
+        for key in ("failed_tests", "skipped", "reports"):
+            masked[key] = [texts(item) if isinstance(item, dict) else item for item in results.get(key) or ()]
+        masked["warnings"] = [mask(w) if isinstance(w, str) else w for w in results.get("warnings") or ()]
+        return masked
 
     async def job_status(self, status: JobStatus, reason: str | None = None, **extra: Any) -> None:
         await self.statuses.publish(self.event(status, reason=reason, **extra))

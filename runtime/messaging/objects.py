@@ -97,6 +97,7 @@ class Objects:
                     chunks += 1
                 while inflight:
                     await self._acked(inflight.popleft())
+                replaced = await self._previous_nuid(name)
                 info = js_api.ObjectInfo(
                     name=name,
                     bucket=self.bucket,
@@ -120,7 +121,17 @@ class Objects:
                     await asyncio.gather(*inflight, return_exceptions=True)
             await self._purge(chunk_subject)
             raise
+        if replaced is not None and replaced != nuid:  # stored again (a redelivery collects again): one copy
+            await self._purge(self.chunk_subject(replaced))
         return StoredObject(name=name, size=size, sha256=digest.hexdigest(), chunks=chunks, headers=headers or {})
+
+    async def _previous_nuid(self, name: str) -> str | None:
+        """The chunks' nuid of an object of this name stored before, if any (its chunks go once it is replaced)."""
+        try:
+            found = await self._info(name)
+        except Unavailable:
+            return None  # the bucket's age limit removes them then
+        return None if found is None else found[1]
 
     async def _send(self, inflight: deque[asyncio.Future[Any]], subject: str, chunk: bytes) -> None:
         """Publish a chunk with at most ``CHUNKS_IN_FLIGHT`` unacknowledged (in order: one connection)."""

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from functions.dispatch.results.collector import Collector
@@ -17,8 +18,8 @@ from runtime.messaging import Messaging
 from runtime.settings import Settings
 
 
-def start(conn: Messaging, job: Job, settings: Settings) -> Collector | None:
-    return Collector(conn, job, settings) if job.wants_results else None
+def start(conn: Messaging, job: Job, settings: Settings, *, mask: Callable[[str], str] = str) -> Collector | None:
+    return Collector(conn, job, settings, mask=mask) if job.wants_results else None
 
 
 def terminal_fields(collector: Collector | None) -> dict[str, Any]:

@@ -64,8 +64,18 @@ class _Plan:
 class Collector:
     """One job's results, filled by ``read_tar`` calls, then ``results`` (the terminal event's ``results``)."""
 
-    def __init__(self, conn: Messaging, job: Job, settings: Settings, *, pool: Executor | None = None) -> None:
+    def __init__(
+        self,
+        conn: Messaging,
+        job: Job,
+        settings: Settings,
+        *,
+        pool: Executor | None = None,
+        mask: Callable[[str], str] = str,
+    ) -> None:
         self.conn = conn
+        self.mask = mask
+        """The job's secrets masked in a failed case's text before its excerpt is cut (``junit.parse``)."""
         self.job = job
         self.limits = settings.results
         self._settings = settings
@@ -232,7 +242,7 @@ class Collector:
             return
         try:
             summary = await asyncio.get_running_loop().run_in_executor(
-                self.pool, lambda: junit.parse(data, max_bytes=self.limits.report_max_bytes)
+                self.pool, lambda: junit.parse(data, max_bytes=self.limits.report_max_bytes, mask=self.mask)
             )
         except junit.ReportRefused as exc:
             self.results.reports.append({"path": path, "parsed": False, "reason": f"not parsed: it {exc}"})

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from xml.etree.ElementTree import Element, ParseError
@@ -94,8 +95,9 @@ class TestSummary:
         }
 
 
-def parse(data: bytes, *, max_bytes: int) -> TestSummary:
-    """The summary of one JUnit XML report, or ``ReportRefused`` with the reason."""
+def parse(data: bytes, *, max_bytes: int, mask: Callable[[str], str] = str) -> TestSummary:
+    """The summary of one JUnit XML report, or ``ReportRefused`` with the reason. ``mask`` makes a case's text safe
+    (the job's secrets) before it is cut to its excerpt: cut first, a secret split at the cut would stay half."""
     if len(data) > max_bytes:
         raise ReportRefused(f"is {len(data)} bytes; reports larger than {max_bytes} bytes are not parsed")
     summary = TestSummary()
@@ -119,7 +121,7 @@ def parse(data: bytes, *, max_bytes: int) -> TestSummary:
             depth -= 1
             tag = _local(element.tag)
             if tag == "testcase":
-                _count_case(element, suites[-1] if suites else "", summary)
+                _count_case(element, suites[-1] if suites else "", summary, mask)
                 element.clear()  # a case is done with: its text and children free their memory now
             elif tag == "testsuite":
                 if suites:
@@ -140,7 +142,7 @@ def parse(data: bytes, *, max_bytes: int) -> TestSummary:
     return summary
 
 
-def _count_case(case: Element, suite: str, summary: TestSummary) -> None:
+def _count_case(case: Element, suite: str, summary: TestSummary, mask: Callable[[str], str]) -> None:
     summary.tests += 1
     summary.time_s = round(summary.time_s + _seconds(case.get("time")), 3)
     outcome: Element | None = None
@@ -168,12 +170,12 @@ def _count_case(case: Element, suite: str, summary: TestSummary) -> None:
     text = "\n".join(t.strip("\n") for t in (outcome.text, *output) if t and t.strip())
     summary.failed.append(
         FailedCase(
-            suite=_cap(suite, 256),
-            name=_cap(case.get("name") or "", 256),
-            classname=_cap(case.get("classname") or "", 256),
+            suite=_cap(mask(suite), 256),
+            name=_cap(mask(case.get("name") or ""), 256),
+            classname=_cap(mask(case.get("classname") or ""), 256),
             kind=kind,
-            message=_cap(message, MAX_MESSAGE_CHARS),
-            output=_cap(text, MAX_OUTPUT_CHARS),
+            message=_cap(mask(message), MAX_MESSAGE_CHARS),
+            output=_cap(mask(text), MAX_OUTPUT_CHARS),
         )
     )
 

@@ -35,7 +35,7 @@ class Adopted:
 
 
 async def adoptable(engine: Engine, job: Job, attempt: int, *, scope: str) -> Adopted | None:
-    """The latest earlier attempt's started step containers and volume, when they can be followed.
+    """The earlier attempts' started step containers (the latest of each step) and volume, when they can be followed.
 
     Only a prefix of the job's steps (step 1, 2 … k, each with its container) is adopted: anything else (a
     step container that never started, a missing volume or step) means the job runs again from scratch.
@@ -49,11 +49,17 @@ async def adoptable(engine: Engine, job: Job, attempt: int, *, scope: str) -> Ad
         labels = container.attrs.get("Labels") or {}
         with contextlib.suppress(KeyError, ValueError):
             by_attempt.setdefault(int(labels[spec.LABEL_ATTEMPT]), {})[int(labels[spec.LABEL_STEP_ID])] = container
-    earlier = max((a for a in by_attempt if a < attempt), default=None)
-    if earlier is None:
+    chain = sorted(a for a in by_attempt if a < attempt)
+    if not chain:
         return None
-    started_steps = by_attempt[earlier]
-    volume = spec.volume_name(job.id, earlier)
+    # An attempt that adopted an earlier one ran its remaining steps under its own attempt label, in that earlier
+    # attempt's volume (one that did not adopt removed everything first): together, the latest container of each
+    # step, in the first attempt's volume, are what there is to follow. The latest attempt alone is no prefix.
+    earlier = chain[-1]
+    started_steps: dict[int, Any] = {}
+    for each in chain:
+        started_steps.update(by_attempt[each])
+    volume = spec.volume_name(job.id, chain[0])
     volumes = await engine.call(client.volumes.list, filters={"label": f"{spec.LABEL_JOB_ID}={job.id}"})
     prefix = [step.id for step in job.steps[: len(started_steps)]]
     started = all(started_steps[i].status in ("running", "exited") for i in started_steps if i in prefix)
