@@ -148,6 +148,7 @@ class KubernetesExecutor:
         finally:
             run.close_logs()
             self._forget(follow)
+        await stop.check_owned()  # a superseded attempt leaves the job's results to the new owner too
         await k8s_collect.collect(self._api, hooks, job, pod=follow.pod, stopped=run.deleted)
         if not run.deleted and await stop.owned():
             # Deleted only once dispatch has stored the job's end: until then a redelivery adopts the finished Job.
