@@ -99,6 +99,9 @@ async def test_an_artifact_downloads_byte_exact_with_its_type_length_and_ranges(
     assert response.headers["Content-Length"] == str(len(JAR)) and response.headers["Accept-Ranges"] == "bytes"
     body = await response.read()
     assert body == JAR and response.headers["ETag"] == f'"{hashlib.sha256(JAR).hexdigest()}"'
+    # The submitter's bytes are never sniffed into HTML nor run as a page of this origin.
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Content-Security-Policy"].startswith("sandbox")
 
     for header, start, end in (("bytes=131000-131071", 131000, 131071), ("bytes=300000-", 300000, 300000)):
         ranged = await client.get(f"/jobs/{job_id}/artifacts/app.jar", headers={"Range": header})
