@@ -22,6 +22,7 @@ from functions.logs import (
     apidoc,
     callbacks,
     collector,
+    jobindex,
     legacy,
     listing,
     logstore,
@@ -105,6 +106,16 @@ def _int_parameter(request: web.Request, name: str, *, minimum: int, maximum: in
     return value
 
 
+def _time_parameter(request: web.Request, name: str) -> float | None:
+    text = request.query.get(name)
+    if text is None:
+        return None
+    moment = jobindex.parse_time(text)
+    if moment is None:
+        raise BadParameter(f"{name} must be an ISO 8601 time such as 2026-01-31T12:00:00Z, got {text[:40]!r}")
+    return moment
+
+
 async def list_jobs(request: web.Request) -> web.Response:
     statuses = _statuses(request.query.get("status"))
     limit = _int_parameter(request, "limit", minimum=1, maximum=MAX_LIMIT) or DEFAULT_LIMIT
@@ -114,10 +125,15 @@ async def list_jobs(request: web.Request) -> web.Response:
             listing.decode_cursor(cursor)
         except ValueError:
             raise BadParameter("cursor is not one this API gave out (take it from a previous answer's next)") from None
-    name = request.query.get("name") or None
+    flt = jobindex.Filter(
+        statuses=frozenset(statuses) if statuses is not None else None,
+        name=request.query.get("name") or None,
+        submitted_after_s=_time_parameter(request, "submitted_after"),
+        submitted_before_s=_time_parameter(request, "submitted_before"),
+    )
     store = request.app[recordstore.RECORDS]
     page = await listing.list_records(
-        store.conn, store.bucket, statuses=statuses, name=name, limit=limit, cursor=cursor
+        store.conn, store.bucket, flt=flt, limit=limit, cursor=cursor, index=request.app.get(jobindex.JOB_INDEX)
     )
     return json_response({"jobs": [records.public(r) for r in page.records], "next": page.next})
 
@@ -310,6 +326,7 @@ def create_app(settings: Settings) -> web.Application:
     # Clients first, the loop last: cleanup runs in reverse, so the loop stops before its clients close.
     app.cleanup_ctx.append(messaging_context(settings, name="hades-logs"))
     app.cleanup_ctx.append(recordstore.records_context)
+    app.cleanup_ctx.append(jobindex.job_index_context)
     app.cleanup_ctx.append(positions.throughput_context)
     app.cleanup_ctx.append(callbacks.callbacks_context)
     app.cleanup_ctx.append(collector.collector_context)

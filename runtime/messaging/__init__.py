@@ -18,6 +18,7 @@ from runtime.messaging.connection import (
 )
 from runtime.messaging.consumers import Delivery, PullConsumer, Subscription
 from runtime.messaging.kv import Bucket, Entry, RevisionConflict
+from runtime.messaging.watching import Watch
 
 __all__ = [
     "MESSAGING",
@@ -31,6 +32,7 @@ __all__ = [
     "RevisionConflict",
     "StoredMessage",
     "Subscription",
+    "Watch",
     "connect",
     "encode",
     "messaging_context",

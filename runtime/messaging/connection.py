@@ -35,6 +35,7 @@ from runtime.messaging import topology
 from runtime.messaging.consumers import OnMessage, PullConsumer, Subscription
 from runtime.messaging.errors import NATS_ERRORS, translated
 from runtime.messaging.kv import Bucket
+from runtime.messaging.watching import OnStored, Watch, watch
 from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -249,6 +250,10 @@ class Messaging:
         with translated(f"subscribing to {subject}"):
             sub = await self._nc.subscribe(subject, cb=deliver, pending_msgs_limit=pending_limit)
         return Subscription(sub)
+
+    async def watch(self, stream: str, subject: str, on_stored: OnStored) -> Watch:
+        """Every stored message on ``subject`` (the last per subject), then each new one, in stream order."""
+        return await watch(self._js, stream=stream, subject=subject, on_stored=on_stored)
 
     async def nak_delivery(self, reply: str) -> None:
         """Hand back a delivery another process took (by its ack subject, ``Delivery.reply``): redelivered at once
