@@ -25,6 +25,7 @@ from functions.logs import (
     jobindex,
     legacy,
     listing,
+    livefeed,
     logstore,
     positions,
     records,
@@ -264,7 +265,13 @@ async def stream_logs(request: web.Request) -> web.StreamResponse:
     if record is None:
         return job_not_found(request.match_info["job_id"])
     known_end = logstore.LiveEnd(record["status"], record.get("reason")) if records.is_terminal(record) else None
-    items = logstore.follow(request.app[MESSAGING], record["id"], after=after, known_end=known_end)
+    items = logstore.follow(
+        request.app[MESSAGING],
+        record["id"],
+        after=after,
+        known_end=known_end,
+        feeds=request.app[livefeed.LIVE_FEEDS],
+    )
     async with sse_response(request) as sse:
         request.app[SSE_STREAMS].add(sse)
         pump = asyncio.create_task(_pump(sse, items))
@@ -327,6 +334,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(messaging_context(settings, name="hades-logs"))
     app.cleanup_ctx.append(recordstore.records_context)
     app.cleanup_ctx.append(jobindex.job_index_context)
+    app.cleanup_ctx.append(livefeed.live_feeds_context)
     app.cleanup_ctx.append(positions.throughput_context)
     app.cleanup_ctx.append(callbacks.callbacks_context)
     app.cleanup_ctx.append(collector.collector_context)
