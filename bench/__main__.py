@@ -1,6 +1,7 @@
 """``make bench``: run the quick benchmarks (or the ones named), print the figures and write them to bench/results/.
 
-The long ones run only when named: ``burst`` (an exam burst drained by the engine, about 10 minutes), ``backlog``
+The long ones run only when named: ``burst`` (an exam burst drained by the engine, about 10 minutes), ``reads``
+(exam-scale reads: listing at 100,000 records, 1,000 live followers, collector ingest; about 5 minutes), ``backlog``
 (100,000 queued jobs) and ``k8s`` (needs a cluster).
 """
 
@@ -11,13 +12,14 @@ import sys
 import time
 from pathlib import Path
 
-from bench import backlog, burst, dispatch, k8s, logs, submit
+from bench import backlog, burst, dispatch, k8s, logs, reads, submit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
     modules = {"submit": submit, "dispatch": dispatch, "logs": logs, "k8s": k8s, "backlog": backlog, "burst": burst}
+    modules["reads"] = reads
     chosen = sys.argv[1:] or ["submit", "dispatch", "logs"]
     unknown = [name for name in chosen if name not in modules]
     if unknown:

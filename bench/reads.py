@@ -27,12 +27,16 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import nats
 import orjson
 
 from bench.common import function, machine, nats_server
+from bench.logs import listening_pid, rss_kib
+from functions.logs import records
 from runtime import events, messaging, subjects
 from runtime.jobs import JobStatus, StepStatus
+from runtime.messaging import topology
 from runtime.settings import Settings
 
 LINE = "[INFO] Downloaded from central: https://repo.maven.apache.org/maven2/org/x/y/1.0/y-1.0.jar"
@@ -290,6 +294,357 @@ def ingest(*, jobs: int = 500, lines_per_job: int = 1000, steady_s: float = 15) 
     return {"drain": drains, "steady_one_replica": load}
 
 
+# --------------------------------------------------------------------------------------------------- listing
+
+LISTING_RECORDS = 100_000
+RARE_STATUS = "timed_out"
+RARE_NAME = "zz-rare-build"
+
+
+def listing_records(count: int) -> list[dict[str, Any]]:
+    """Written oldest first: most succeeded, some failed or queued; the rare ones among the oldest written."""
+    made: list[dict[str, Any]] = []
+    for index in range(count):
+        record = dict(records.new_record(str(uuid.uuid4())))
+        status = ("succeeded", "succeeded", "succeeded", "failed", "queued")[index % 5]
+        name = f"exam-{index:06d}"
+        if index in (3, 1_000, 7_777):
+            name = RARE_NAME
+        if index < 10 * 997 and index % 997 == 0:
+            status = RARE_STATUS
+        hour, minute = divmod(index * 6000 // count, 60)  # 100 hours, oldest first
+        record.update(
+            name=name,
+            status=status,
+            lane="normal",
+            priority=3,
+            submitted_at=f"2026-01-{1 + hour // 24:02d}T{hour % 24:02d}:{minute:02d}:00.000Z",
+            steps=[
+                {
+                    "id": step,
+                    "name": f"step {step}",
+                    "image": "maven:3-eclipse-temurin-21",
+                    "status": "succeeded",
+                    "exit_code": 0,
+                    "started_at": "2026-01-01T00:00:01.000Z",
+                    "finished_at": "2026-01-01T00:00:09.000Z",
+                    "duration_s": 8.0,
+                    "reason": None,
+                }
+                for step in (1, 2, 3)
+            ],
+            log_lines=1200,
+            log_bytes=90_000,
+            last_log_seq=1200,
+        )
+        made.append(record)
+    return made
+
+
+LISTING_QUERIES = {
+    "no filter": "",
+    "status common (succeeded)": "status=succeeded",
+    "status rare (10 timed_out, oldest written)": f"status={RARE_STATUS}",
+    "name common (exam-0)": "name=exam-0",
+    "name rare (3 jobs, oldest written)": f"name={RARE_NAME}",
+    "time range recent hour": "submitted_after=2026-01-05T02:00:00Z&submitted_before=2026-01-05T03:00:00Z",
+    "time range oldest hour": "submitted_after=2026-01-01T00:00:00Z&submitted_before=2026-01-01T01:00:00Z",
+    "status + name (failed, exam-00)": "status=failed&name=exam-00",
+}
+
+
+def expected_count(made: list[dict[str, Any]], query: str) -> int:
+    from functions.logs import jobindex
+
+    params = dict(part.split("=", 1) for part in query.split("&") if part)
+    flt = jobindex.Filter(
+        statuses=frozenset(params["status"].split(",")) if "status" in params else None,
+        name=params.get("name"),
+        submitted_after_s=jobindex.parse_time(params["submitted_after"]) if "submitted_after" in params else None,
+        submitted_before_s=jobindex.parse_time(params["submitted_before"]) if "submitted_before" in params else None,
+    )
+    return sum(1 for r in made if (e := jobindex.entry_from(0, r)) is not None and flt.admits(e))
+
+
+async def listing_run(url: str, port: int, made: list[dict[str, Any]], *, rounds: int) -> dict[str, Any]:
+    nc = await nats.connect(url)
+    kv = await nc.jetstream().key_value(subjects.RECORDS_BUCKET)
+    out: dict[str, Any] = {}
+    async with aiohttp.ClientSession() as http:
+        start = time.perf_counter()
+        async with http.get(f"http://127.0.0.1:{port}/jobs?limit=1") as response:
+            await response.read()
+        out["first_request_after_start_ms"] = ms(time.perf_counter() - start)
+        raw: list[float] = []
+        for round_ in range(rounds):
+            keys = [made[(round_ * 50 + n * 1999) % len(made)]["id"] for n in range(50)]
+            start = time.perf_counter()
+            await asyncio.gather(*(kv.get(key) for key in keys))
+            raw.append(time.perf_counter() - start)
+        out["baseline_raw_50_gets"] = {"p50_ms": ms(pct(raw, 50)), "p99_ms": ms(pct(raw, 99))}
+        for label, query in LISTING_QUERIES.items():
+            expected = min(50, expected_count(made, query))
+            times: list[float] = []
+            sizes: set[int] = set()
+            for _ in range(rounds):
+                start = time.perf_counter()
+                async with http.get(f"http://127.0.0.1:{port}/jobs?limit=50&{query}") as response:
+                    body = await response.json()
+                times.append(time.perf_counter() - start)
+                sizes.add(len(body["jobs"]))
+            out[label] = {
+                "p50_ms": ms(pct(times, 50)),
+                "p99_ms": ms(pct(times, 99)),
+                "ratio_p99_to_baseline": round(pct(times, 99) / pct(raw, 99), 1),
+                "first_page_jobs": sorted(sizes),
+                "complete": sizes == {expected},
+            }
+    await nc.close()
+    return out
+
+
+async def fill_bucket(url: str, made: list[dict[str, Any]]) -> float:
+    conn = await connect(url)
+    store = await conn.bucket(topology.records_bucket_config(Settings.from_env({"HADES_NATS_URL": url})))
+    start = time.perf_counter()
+    queue = iter(made)
+
+    async def worker() -> None:
+        for record in queue:
+            await store.put(record["id"], orjson.dumps(record), revision=0)
+
+    await asyncio.gather(*(worker() for _ in range(256)))
+    elapsed = time.perf_counter() - start
+    await conn.close()
+    return elapsed
+
+
+def listing(*, count: int = LISTING_RECORDS, rounds: int = 30) -> dict[str, Any]:
+    made = listing_records(count)
+    with nats_server() as server:
+        fill_s = asyncio.run(fill_bucket(server.url, made))
+        with function("logs", {"HADES_NATS_URL": server.url}, "HADES_LOGS_PORT") as port:
+            pid = listening_pid(port)
+            result = asyncio.run(listing_run(server.url, port, made, rounds=rounds))
+            memory = rss_kib(pid)
+    return {
+        "records": count,
+        "fill_s": round(fill_s, 1),
+        "logs_rss_mib": round(memory["VmRSS"] / 1024, 1),
+        **result,
+    }
+
+
+# ------------------------------------------------------------------------------------------------- followers
+
+FOLLOW_JOBS = 200
+FOLLOWERS_PER_JOB = 5
+LINES_PER_BATCH = 4
+BATCH_EVERY_S = 0.2
+
+
+async def follow_one(port: int, job_id: str, stats: dict[str, Any]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET /jobs/{job_id}/logs/stream HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n".encode())
+    await writer.drain()
+    while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+        pass  # the response's headers
+    stats["connected"] += 1
+    expected = 1
+    event = b"message"
+    while True:
+        line = await reader.readline()
+        if not line:
+            stats["cut"] += 1
+            break
+        if line.startswith(b"event: "):
+            event = line[7:].strip()
+        elif line.startswith(b"id: "):
+            seq = int(line[4:].split(b".")[1])
+            if seq != expected:
+                stats["out_of_order_or_repeated"] += 1
+            expected = seq + 1
+        elif line.startswith(b"data: "):
+            if event == b"message":
+                message = orjson.loads(line[6:])["message"]
+                stats["delays"].append(time.time() - float(message.split(" ", 3)[2]))
+                stats["lines"] += 1
+            elif event == b"end":
+                stats["ended"] += 1
+                break
+            event = b"message"
+    writer.close()
+
+
+def followers_process(port: int, url: str, job_ids: list[str], ready: Any, results: Any) -> None:
+    async def run() -> dict[str, Any]:
+        stats: dict[str, Any] = {
+            "connected": 0,
+            "lines": 0,
+            "ended": 0,
+            "cut": 0,
+            "out_of_order_or_repeated": 0,
+            "delays": [],
+        }
+        raw: list[float] = []
+        nc = await nats.connect(url)
+
+        async def on_batch(msg: Any) -> None:
+            now = time.time()
+            for line in orjson.loads(msg.data)["lines"]:
+                raw.append(now - float(line["message"].split(" ", 3)[2]))
+
+        await nc.subscribe(f"{subjects.LOGS_SUBJECT_PREFIX}.*", cb=on_batch)
+        tasks = [
+            asyncio.create_task(follow_one(port, job_id, stats)) for job_id in job_ids for _ in range(FOLLOWERS_PER_JOB)
+        ]
+        while stats["connected"] < len(tasks):  # noqa: ASYNC110 (counted by the tasks; a poll is enough here)
+            await asyncio.sleep(0.1)
+        ready.set()
+        await asyncio.wait(tasks, timeout=300)
+        await nc.close()
+        delays = stats.pop("delays")
+        return {
+            **stats,
+            "followers": len(tasks),
+            "delay_p50_ms": ms(pct(delays, 50)),
+            "delay_p99_ms": ms(pct(delays, 99)),
+            "delay_max_ms": ms(max(delays) if delays else float("nan")),
+            "raw_nats_delay_p50_ms": ms(pct(raw, 50)),
+            "raw_nats_delay_p99_ms": ms(pct(raw, 99)),
+            "raw_nats_lines": len(raw),
+        }
+
+    results.put(asyncio.run(run()))
+
+
+def probe_process(port: int, job_id: str, stop: Any, results: Any) -> None:
+    import http.client
+
+    times: dict[str, list[float]] = {"/readyz": [], f"/jobs/{job_id}": []}
+    while not stop.is_set():
+        for path, found in times.items():
+            start = time.perf_counter()
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            connection.request("GET", path)
+            connection.getresponse().read()
+            connection.close()
+            found.append(time.perf_counter() - start)
+        time.sleep(0.1)
+    results.put(
+        {
+            ("job page" if "jobs" in k else k): {"p50_ms": ms(pct(v, 50)), "p99_ms": ms(pct(v, 99))}
+            for k, v in times.items()
+        }
+    )
+
+
+async def start_jobs(url: str, job_ids: list[str]) -> None:
+    conn = await connect(url)
+    for index, job_id in enumerate(job_ids):
+        for seq, status in ((0, JobStatus.QUEUED), (1, JobStatus.RUNNING)):
+            event = events.job_event(job_id, attempt=min(seq, 1), seq=seq, status=status, job=summary(job_id, index))
+            await conn.publish(subjects.status_subject(job_id), orjson.dumps(event), msg_id=events.status_msg_id(event))
+    await conn.close()
+
+
+async def print_lines(url: str, job_ids: list[str], seconds: float) -> int:
+    """Each job a batch of 4 lines every 200 ms (as dispatch batches), the jobs spread over the 200 ms; then the end."""
+    conn = await connect(url)
+    sent = 0
+
+    async def job(index: int, job_id: str) -> None:
+        nonlocal sent
+        await asyncio.sleep(BATCH_EVERY_S * index / len(job_ids))
+        seq = 0
+        start = time.perf_counter()
+        rounds = round(seconds / BATCH_EVERY_S)
+        for round_ in range(rounds):
+            lines: list[events.LogLine] = []
+            for _ in range(LINES_PER_BATCH):
+                seq += 1
+                message = f"{index} {seq} {time.time():.6f} [INFO] Compiling 42 source files to target/classes"
+                lines.append(
+                    {"seq": seq, "step_id": 1, "stream": "stdout", "at": "2026-01-01T00:00:00Z", "message": message}
+                )
+            batch: events.LogBatch = {"job_id": job_id, "attempt": 1, "lines": lines}
+            await conn.publish(subjects.logs_subject(job_id), orjson.dumps(batch), msg_id=events.logs_msg_id(batch))
+            sent += len(lines)
+            await asyncio.sleep(max(0.0, start + (round_ + 1) * BATCH_EVERY_S - time.perf_counter()))
+        done = events.job_event(job_id, attempt=1, seq=2, status=JobStatus.SUCCEEDED)
+        await conn.publish(subjects.status_subject(job_id), orjson.dumps(done), msg_id=events.status_msg_id(done))
+
+    await asyncio.gather(*(job(index, job_id) for index, job_id in enumerate(job_ids)))
+    await conn.close()
+    return sent
+
+
+def followers(*, seconds: float = 30, client_processes: int = 2) -> dict[str, Any]:
+    job_ids = [str(uuid.uuid4()) for _ in range(FOLLOW_JOBS)]
+    context = multiprocessing.get_context("spawn")
+    with nats_server() as server, function("logs", {"HADES_NATS_URL": server.url}, "HADES_LOGS_PORT") as port:
+        pid = listening_pid(port)
+        asyncio.run(start_jobs(server.url, job_ids))
+        results = context.Queue()
+        readies = []
+        clients = []
+        share = len(job_ids) // client_processes
+        for n in range(client_processes):
+            ready = context.Event()
+            part = job_ids[n * share : (n + 1) * share]
+            process = context.Process(target=followers_process, args=(port, server.url, part, ready, results))
+            process.start()
+            readies.append(ready)
+            clients.append(process)
+        for ready in readies:
+            ready.wait(120)
+        idle = rss_kib(pid)
+        stop = context.Event()
+        probes = context.Queue()
+        probe = context.Process(target=probe_process, args=(port, job_ids[0], stop, probes))
+        probe.start()
+        peak = [idle["VmRSS"]]
+        sampling = True
+
+        async def sample() -> None:
+            while sampling:
+                peak.append(rss_kib(pid)["VmRSS"])
+                await asyncio.sleep(0.5)
+
+        async def publish() -> int:
+            nonlocal sampling
+            sampler = asyncio.create_task(sample())
+            sent = await print_lines(server.url, job_ids, seconds)
+            sampling = False
+            await sampler
+            return sent
+
+        sent = asyncio.run(publish())
+        stop.set()
+        parts = [results.get(timeout=300) for _ in clients]
+        probe_result = probes.get(timeout=60)
+        for process in [*clients, probe]:
+            process.join(30)
+        memory = rss_kib(pid)
+    lines = sum(p["lines"] for p in parts)
+    return {
+        "jobs": FOLLOW_JOBS,
+        "followers": sum(p["followers"] for p in parts),
+        "lines_per_job_per_s": LINES_PER_BATCH / BATCH_EVERY_S,
+        "seconds": seconds,
+        "lines_published": sent,
+        "lines_delivered": lines,
+        "every_line_once_in_order": lines == sent * FOLLOWERS_PER_JOB
+        and all(p["out_of_order_or_repeated"] == 0 and p["cut"] == 0 for p in parts),
+        "ended": sum(p["ended"] for p in parts),
+        "client_processes": parts,
+        "logs_rss_idle_mib": round(idle["VmRSS"] / 1024, 1),
+        "logs_rss_max_sampled_mib": round(max(peak) / 1024, 1),
+        "logs_rss_hwm_mib": round(memory["VmHWM"] / 1024, 1),
+        "probes_during_run": probe_result,
+    }
+
+
 def main(parts: list[str] | None = None) -> dict[str, Any]:
     chosen = parts or ["listing", "followers", "ingest"]
     results: dict[str, Any] = {"benchmark": "reads", "machine": machine(), "load_before": _loadavg()}
@@ -305,7 +660,7 @@ def _loadavg() -> str:
         return " ".join(f.read().split()[:3])
 
 
-PARTS = {"ingest": ingest}
+PARTS = {"listing": listing, "followers": followers, "ingest": ingest}
 
 if __name__ == "__main__":
     multiprocessing.set_start_method("spawn")

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import cast
 
+import orjson
 from aiohttp import web
 
 from functions.logs import records
@@ -47,8 +47,8 @@ def decode(data: bytes) -> JobRecord | None:
     it built (``update``), and the keys a record written by an earlier version may lack are ``NotRequired`` there.
     """
     try:
-        value = json.loads(data)
-    except ValueError:
+        value = orjson.loads(data)
+    except ValueError:  # orjson.JSONDecodeError is one
         return None
     return cast(JobRecord, value) if isinstance(value, dict) and "id" in value else None
 
@@ -134,12 +134,16 @@ class RecordStore:
         while len(self._written) > WRITTEN_CACHE_RECORDS:
             self._written.popitem(last=False)
 
-    async def scan(self) -> AsyncGenerator[JobRecord, None]:
-        """Every stored record, in the order they were last written; one read batch in memory at a time."""
+    async def scan(self, *, may_match: Callable[[bytes], bool] | None = None) -> AsyncGenerator[JobRecord, None]:
+        """Every stored record, in the order they were last written; one read batch in memory at a time.
+
+        ``may_match``: a cheap test of the stored bytes; a record it turns down is not decoded and not given out."""
         messages = self.conn.read(stream=self.bucket.stream, subject=self.bucket.subjects)
         async with contextlib.aclosing(messages):
             async for message in messages:
                 if message.headers.get(_KV_OPERATION) in ("DEL", "PURGE"):
+                    continue
+                if may_match is not None and not may_match(message.data):
                     continue
                 record = decode(message.data)
                 if record is not None:
