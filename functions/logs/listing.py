@@ -14,7 +14,6 @@ bucket (start-up, a NATS outage), a page scans the bucket's stream backwards ins
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
@@ -148,12 +147,14 @@ async def list_records(
     below = decode_cursor(cursor) if cursor else None
     current = await index.current() if index is not None else None
     if current is not None:
-        return await _from_index(bucket, current, flt=flt, limit=limit, below=below)
+        return await _from_index(conn, bucket, current, flt=flt, limit=limit, below=below)
     return await _scanned(conn, bucket, flt=flt, limit=limit, below=below)
 
 
-async def _from_index(bucket: Bucket, index: jobindex.JobIndex, *, flt: Filter, limit: int, below: int | None) -> Page:
-    """A full page from the index: its entries in order, each record read by key (one round of gets per page).
+async def _from_index(
+    conn: Messaging, bucket: Bucket, index: jobindex.JobIndex, *, flt: Filter, limit: int, below: int | None
+) -> Page:
+    """A full page from the index: its entries in order, their records read by key (one request per page).
 
     A record changed since the index listed it is shown as it is now if it still matches, and left out if not (the
     page then reads on, so it stays full).
@@ -165,10 +166,11 @@ async def _from_index(bucket: Bucket, index: jobindex.JobIndex, *, flt: Filter, 
         wanted = [entry for _, entry in zip(range(limit - len(found)), entries, strict=False)]
         if not wanted:
             return Page(found, None)
-        stored = await asyncio.gather(*(bucket.get(entry.job_id) for entry in wanted))
-        for entry, item in zip(wanted, stored, strict=True):
+        stored = await conn.last_of_each(bucket.stream, [bucket.key_subject(entry.job_id) for entry in wanted])
+        for entry in wanted:
             last_seq = entry.seq
-            record = recordstore.decode(item.value) if item is not None else None
+            item = stored.get(bucket.key_subject(entry.job_id))
+            record = _record(item) if item is not None else None
             if record is not None and matches(record, flt):
                 found.append(record)
     more = next(entries, None)  # one entry past the page says whether there is a next one
