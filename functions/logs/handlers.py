@@ -30,6 +30,7 @@ from functions.logs import (
     positions,
     records,
     recordstore,
+    ssebatch,
 )
 from functions.logs.records import JobRecord, PublicRecord
 from functions.logs.ui import setup_ui
@@ -244,18 +245,23 @@ def _status_data(event: dict[str, Any]) -> str:
     return json.dumps(data, ensure_ascii=False)
 
 
-async def _pump(sse: EventSourceResponse, items: AsyncGenerator[logstore.LiveItem, None]) -> None:
-    async with contextlib.aclosing(items):
-        async for item in items:
-            if isinstance(item, logstore.LiveLine):
-                await sse.send(_line_data(item), id=item.event_id)
-            elif isinstance(item, logstore.LiveStatus):
-                await sse.send(_status_data(dict(item.event)), event="status")
-            else:
-                legacy = jobs.JobStatus(item.status).legacy
-                body = {"status": item.status, "legacy_status": legacy, "reason": item.reason}
-                await sse.send(json.dumps(body), event="end")
-                return
+async def _pump(sse: EventSourceResponse, request: web.Request, items: AsyncGenerator[logstore.LiveItem, None]) -> None:
+    out = ssebatch.BatchedEvents(sse, request)  # the events ready at once leave in one write
+    try:
+        async with contextlib.aclosing(items):
+            async for item in items:
+                if isinstance(item, logstore.LiveLine):
+                    await out.send(_line_data(item), id=item.event_id)
+                elif isinstance(item, logstore.LiveStatus):
+                    await out.send(_status_data(dict(item.event)), event="status")
+                else:
+                    legacy = jobs.JobStatus(item.status).legacy
+                    body = {"status": item.status, "legacy_status": legacy, "reason": item.reason}
+                    await out.send(json.dumps(body), event="end")
+                    await out.flush()
+                    return
+    finally:
+        await out.close()
 
 
 async def stream_logs(request: web.Request) -> web.StreamResponse:
@@ -274,7 +280,7 @@ async def stream_logs(request: web.Request) -> web.StreamResponse:
     )
     async with sse_response(request) as sse:
         request.app[SSE_STREAMS].add(sse)
-        pump = asyncio.create_task(_pump(sse, items))
+        pump = asyncio.create_task(_pump(sse, request, items))
         closed = asyncio.create_task(sse.wait())  # the client went away, or the server shuts down
         try:
             await asyncio.wait({pump, closed}, return_when=asyncio.FIRST_COMPLETED)

@@ -22,7 +22,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 
 from aiohttp import web
 
-from runtime import subjects
+from runtime import subjects, tasks
 from runtime.errors import HadesError
 from runtime.messaging import MESSAGING, Messaging, StoredMessage, Subscription
 
@@ -76,11 +76,14 @@ class Channel:
                     seq = message.seq + 1
                     yield message
 
-    async def wait(self, timeout_s: float) -> bool:
-        """Until there may be more (True), or ``timeout_s`` passed (False)."""
+    async def wait(self, timeout_s: float | None) -> bool:
+        """Until there may be more (True), or ``timeout_s`` passed (False; None: no limit)."""
         if self._batches or self._read_stream:
             return True
         self._ready.clear()
+        if timeout_s is None:
+            await self._ready.wait()
+            return True
         try:
             await asyncio.wait_for(self._ready.wait(), timeout_s)
         except TimeoutError:
@@ -146,9 +149,7 @@ class JobFeed:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await tasks.cancel_and_wait(self._task)  # a read's wait_for may swallow one cancel
         if self._sub is not None:
             await self._sub.close()
 

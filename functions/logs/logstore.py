@@ -307,7 +307,7 @@ async def follow(
                 return
             if not order.holding:
                 gap = None
-                await source.wait(POLL_S)
+                await source.wait(None)  # the feed polls for lost wake-ups: no timer per follower
                 continue
             # Held lines go out once the gap has stood GAP_WAIT_S, however often wake-ups come meanwhile (a job
             # printing every 0.2 s would otherwise reset the wait forever). A gap is known by where it starts.
