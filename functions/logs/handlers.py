@@ -15,6 +15,7 @@ import weakref
 from collections.abc import AsyncGenerator
 from typing import Any, NotRequired
 
+import orjson
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
@@ -232,10 +233,11 @@ def _last_event_id(request: web.Request) -> tuple[int, int] | None:
 
 
 def _line_data(item: logstore.LiveLine) -> str:
-    return json.dumps(
-        {**logstore.wire_line(item.line), "step": item.line.get("step_id"), "attempt": item.attempt},
-        ensure_ascii=False,
-    )
+    data = {**logstore.wire_line(item.line), "step": item.line.get("step_id"), "attempt": item.attempt}
+    try:
+        return orjson.dumps(data).decode()  # a sixth of json.dumps's time: 1,000 followers' every line
+    except TypeError:  # not plain JSON after all (an integer beyond 64 bits)
+        return json.dumps(data, ensure_ascii=False)
 
 
 def _status_data(event: dict[str, Any]) -> str:

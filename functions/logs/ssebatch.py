@@ -23,6 +23,10 @@ SEND_TIMEOUT_S = EventSourceResponse.DEFAULT_SEND_TIMEOUT
 _LINE_BREAKS = re.compile(r"\r\n|\r|\n")
 
 
+def _data_lines(data: str, sep: str) -> str:
+    return "".join(f"data: {chunk}{sep}" for chunk in _LINE_BREAKS.split(data))
+
+
 class BatchedEvents:
     def __init__(self, sse: EventSourceResponse, request: web.BaseRequest, *, separator: str = "\r\n") -> None:
         self._sse = sse
@@ -35,11 +39,12 @@ class BatchedEvents:
     async def send(self, data: str, *, id: str | None = None, event: str | None = None) -> None:
         """Queue one event (as ``EventSourceResponse.send`` renders it); raises what an earlier write raised."""
         sep = self._sep
+        lines = f"data: {data}{sep}" if "\n" not in data and "\r" not in data else _data_lines(data, sep)
         text = "".join(
             [
                 f"id: {id}{sep}" if id is not None else "",
                 f"event: {event}{sep}" if event is not None else "",
-                *(f"data: {chunk}{sep}" for chunk in _LINE_BREAKS.split(data)),
+                lines,
                 sep,
             ]
         )
