@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import multiprocessing
+import os
 import sys
 import time
 import uuid
@@ -40,6 +41,13 @@ from runtime.messaging import topology
 from runtime.settings import Settings
 
 LINE = "[INFO] Downloaded from central: https://repo.maven.apache.org/maven2/org/x/y/1.0/y-1.0.jar"
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -157,8 +165,11 @@ def ingest_drain(count: int, *, jobs: int, lines_per_job: int) -> dict[str, Any]
     items = backlog_items(jobs, lines_per_job=lines_per_job, lines_per_batch=100, steps=9)
     lines = jobs * (lines_per_job // 9 * 9)
     statuses = sum(1 for subject, _, _ in items if subject.startswith(subjects.STATUS_SUBJECT_PREFIX))
-    with nats_server() as server, replicas(count, {"HADES_NATS_URL": server.url}):
+    with nats_server() as server, replicas(count, {"HADES_NATS_URL": server.url}) as ports:
+        pids = [listening_pid(port) for port in ports]
+        before = [cpu_s(pid) for pid in pids]
         elapsed = asyncio.run(drain(server.url, items))
+        used = sum(cpu_s(pid) - start for pid, start in zip(pids, before, strict=True))
     return {
         "replicas": count,
         "messages": len(items),
@@ -167,6 +178,8 @@ def ingest_drain(count: int, *, jobs: int, lines_per_job: int) -> dict[str, Any]
         "seconds": round(elapsed, 2),
         "lines_per_s": round(lines / elapsed),
         "status_events_per_s": round(statuses / elapsed),
+        "logs_cpu_s": round(used, 1),
+        "lines_per_logs_cpu_s": round(lines / used),
     }
 
 
@@ -619,7 +632,9 @@ def followers(*, seconds: float = 30, client_processes: int = 2) -> dict[str, An
             await sampler
             return sent
 
+        cpu_before, wall_before = cpu_s(pid), time.perf_counter()
         sent = asyncio.run(publish())
+        cpu_used, wall = cpu_s(pid) - cpu_before, time.perf_counter() - wall_before
         stop.set()
         parts = [results.get(timeout=300) for _ in clients]
         probe_result = probes.get(timeout=60)
@@ -638,6 +653,8 @@ def followers(*, seconds: float = 30, client_processes: int = 2) -> dict[str, An
         and all(p["out_of_order_or_repeated"] == 0 and p["cut"] == 0 for p in parts),
         "ended": sum(p["ended"] for p in parts),
         "client_processes": parts,
+        "logs_cpu_s_per_s": round(cpu_used / wall, 2),
+        "logs_cpu_us_per_delivered_line": round(cpu_used / max(lines, 1) * 1e6, 1),
         "logs_rss_idle_mib": round(idle["VmRSS"] / 1024, 1),
         "logs_rss_max_sampled_mib": round(max(peak) / 1024, 1),
         "logs_rss_hwm_mib": round(memory["VmHWM"] / 1024, 1),
