@@ -161,3 +161,29 @@ async def test_every_replica_lists_right_across_collector_restarts(
     await poll(lambda: all_agree("status=queued", {job.id for job in jobs[15:]}), timeout_s=30)
     index = third.app[jobindex.JOB_INDEX].index
     assert {e.job_id for e in index.newest_first(jobindex.Filter(), below=None)} == everyone
+
+
+async def test_a_narrow_time_range_pages_through_its_jobs_once_while_they_change(client: TestClient) -> None:
+    store = client.app[RECORDS]
+    # Submitted a minute apart, written in an order of their own: the range is looked up by time, listed by write.
+    made = [a_record(i, submitted_at=f"2026-01-01T{i // 60:02d}:{i % 60:02d}:00Z") for i in range(200)]
+    order = made[100:] + made[:100]
+    await write_all(store, order)
+    in_range = [
+        r["id"] for r in reversed(order) if "2026-01-01T00:10:00Z" <= r["submitted_at"] < "2026-01-01T00:20:00Z"
+    ]
+    assert len(in_range) == 10
+    query = "submitted_after=2026-01-01T00:10:00Z&submitted_before=2026-01-01T00:20:00Z&limit=3"
+
+    first = await (await client.get(f"/jobs?{query}")).json()
+    assert [job["id"] for job in first["jobs"]] == in_range[:3]
+    await rewrite(store, made[15], status="running")  # not listed yet: it moves to the top
+    rest: list[str] = []
+    cursor = first["next"]
+    while cursor:
+        body = await (await client.get(f"/jobs?{query}&cursor={cursor}")).json()
+        rest += [job["id"] for job in body["jobs"]]
+        cursor = body["next"]
+    assert rest == [job_id for job_id in in_range[3:] if job_id != made[15]["id"]]
+    top = await (await client.get(f"/jobs?{query}")).json()
+    assert top["jobs"][0]["id"] == made[15]["id"]

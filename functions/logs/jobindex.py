@@ -121,6 +121,9 @@ class JobIndex:
         """The current entries by their sequence: a sequence not in here was overwritten or deleted."""
         self.order: list[int] = []
         self.by_status: dict[str, list[int]] = {}
+        self.by_submitted: list[tuple[float, int]] = []
+        """(submission time, sequence), sorted when ``_submitted_sorted``: a narrow time range is looked up."""
+        self._submitted_sorted = True
         self.applied_seq = 0
         self._advanced = asyncio.Event()
 
@@ -146,6 +149,10 @@ class JobIndex:
         self.live[seq] = entry
         self.order.append(seq)
         self.by_status.setdefault(entry.status, []).append(seq)
+        if entry.submitted_s is not None:
+            if self.by_submitted and self.by_submitted[-1][0] > entry.submitted_s:
+                self._submitted_sorted = False  # sorted when a query needs it (timsort: nearly in order, cheap)
+            self.by_submitted.append((entry.submitted_s, seq))
         if len(self.order) > 2 * len(self.live) + 4096:
             self._compact()
 
@@ -154,6 +161,8 @@ class JobIndex:
         self.by_status = {}
         for seq in self.order:
             self.by_status.setdefault(self.live[seq].status, []).append(seq)
+        self.by_submitted = sorted((e.submitted_s, e.seq) for e in self.live.values() if e.submitted_s is not None)
+        self._submitted_sorted = True
 
     def newest_first(self, flt: Filter, *, below: int | None) -> Iterator[Entry]:
         """The current entries ``flt`` admits, below sequence ``below``, the most recently written first.
@@ -161,6 +170,13 @@ class JobIndex:
         A snapshot of the lists' lengths is taken first: writes applied while a caller awaits between items only
         add above it (their old places read as stale), so the walk never sees a job twice.
         """
+        narrow = self._submitted_within(flt, below=below)
+        if narrow is not None:
+            for seq in narrow:
+                entry = self.live.get(seq)
+                if entry is not None and flt.admits(entry):
+                    yield entry
+            return
         if flt.statuses is None:
             sources = [self.order]
         else:
@@ -171,6 +187,24 @@ class JobIndex:
             entry = self.live.get(seq)
             if entry is not None and flt.admits(entry):
                 yield entry
+
+    def _submitted_within(self, flt: Filter, *, below: int | None) -> list[int] | None:
+        """The sequences of the jobs submitted within ``flt``'s time range, newest written first; None when there is
+        no range, or it holds more than a quarter of the jobs (walking the write order is then as cheap)."""
+        after, before = flt.submitted_after_s, flt.submitted_before_s
+        if after is None and before is None:
+            return None
+        if not self._submitted_sorted:
+            self.by_submitted.sort()
+            self._submitted_sorted = True
+        low = 0 if after is None else bisect.bisect_left(self.by_submitted, (after, -1))
+        high = len(self.by_submitted) if before is None else bisect.bisect_left(self.by_submitted, (before, -1))
+        if high - low > len(self.live) // 4:
+            return None
+        return sorted(
+            (seq for _, seq in self.by_submitted[low:high] if below is None or seq < below),
+            reverse=True,
+        )
 
     async def caught_up(self, target_seq: int, *, within_s: float) -> bool:
         """Wait until the index has applied ``target_seq``; False when it has not within ``within_s``."""
