@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 CATCH_UP_WAIT_S = 2.0
 """How long a query waits for the index to apply the bucket's latest write before the caller falls back to a scan."""
+LAGGING_RETRY_S = 5.0
+"""After the index failed to catch up in time, queries scan without waiting for it for this long (start-up with a
+large bucket, a broken watch), unless it has caught up meanwhile."""
 _KV_OPERATION = "KV-Operation"
 _MARKER_REASON = "Nats-Marker-Reason"
 
@@ -235,6 +238,7 @@ class IndexedBucket:
         self.bucket = bucket
         self.index = JobIndex()
         self._watch: Watch | None = None
+        self._lagging_until = 0.0
 
     async def start(self) -> None:
         self._watch = await self.conn.watch(self.bucket.stream, self.bucket.subjects, self.index.apply)
@@ -252,8 +256,13 @@ class IndexedBucket:
         except HadesError as exc:
             log.warning("listing index: the bucket's end is unknown (%s)", exc.detail)
             return None
-        if last is None or await self.index.caught_up(last.seq, within_s=within_s):
+        if last is None or self.index.applied_seq >= last.seq:
             return self.index
+        if time.monotonic() < self._lagging_until:
+            return None  # it lagged a moment ago: scan at once rather than wait again
+        if await self.index.caught_up(last.seq, within_s=within_s):
+            return self.index
+        self._lagging_until = time.monotonic() + LAGGING_RETRY_S
         log.warning("listing index: still behind the bucket (at %d of %d)", self.index.applied_seq, last.seq)
         return None
 
