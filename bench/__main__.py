@@ -1,6 +1,7 @@
 """``make bench``: run the quick benchmarks (or the ones named), print the figures and write them to bench/results/.
 
-The long ones run only when named: ``burst`` (an exam burst drained by the engine, about 10 minutes), ``backlog``
+The long ones run only when named: ``burst`` (an exam burst drained by the engine, about 10 minutes), ``reads``
+(exam-scale reads: listing at 100,000 records, 1,000 live followers, collector ingest; about 5 minutes), ``backlog``
 (100,000 queued jobs), ``k8s`` (needs a cluster) and ``scale`` (the capacity model's inputs on a three-node
 JetStream cluster, about 4 minutes).
 """
@@ -12,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import backlog, burst, dispatch, k8s, logs, results, scale, submit
+from bench import backlog, burst, dispatch, k8s, logs, reads, results, scale, submit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -27,6 +28,7 @@ def main() -> None:
         "burst": burst,
         "results": results,
         "scale": scale,
+        "reads": reads,
     }
     chosen = sys.argv[1:] or ["submit", "dispatch", "logs"]
     unknown = [name for name in chosen if name not in modules]

@@ -8,8 +8,9 @@ on ``hades.logs.<job_id>``, each line numbered by its own per-attempt ``seq``.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal, NotRequired, TypedDict
+
+import orjson
 
 from runtime.jobs import JobStatus, StepStatus, utc_now
 
@@ -156,8 +157,8 @@ def decode_logs(data: bytes) -> LogBatch:
 
 def _decode(data: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(data)
-    except ValueError as exc:
+        value = orjson.loads(data)
+    except ValueError as exc:  # orjson.JSONDecodeError is one
         raise EventError(f"not JSON: {data[:200]!r}") from exc
     if not isinstance(value, dict):
         raise EventError(f"not a JSON object: {data[:200]!r}")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from functions.logs import listing, records
+from functions.logs import jobindex, listing, records
 from functions.logs.handlers import create_app
 from functions.logs.recordstore import RecordStore
 from runtime import messaging
@@ -141,9 +141,13 @@ async def test_an_empty_bucket_lists_nothing(client: TestClient, store: RecordSt
     assert body == {"jobs": [], "next": None}
 
 
-async def test_a_rare_match_is_reached_by_paging_on_past_the_scan_budget(
+async def test_while_the_index_lags_a_rare_match_is_reached_by_paging_on_past_the_scan_budget(
     client: TestClient, store: RecordStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    async def lagging(self: jobindex.IndexedBucket, *, within_s: float = 0) -> None:
+        return None
+
+    monkeypatch.setattr(jobindex.IndexedBucket, "current", lagging)
     monkeypatch.setattr(listing, "SCAN_BUDGET", 100)
     made = [a_record(i) for i in range(450)]
     made[3]["status"] = "failed"

@@ -159,9 +159,10 @@ def openapi_document() -> dict[str, Any]:
                     "Newest written first: a job moves to the front whenever its record changes (queued, "
                     "running, finished...). A page reads the store from the cursor on and stops once it holds "
                     "`limit` jobs, so paging stays fast with any number of records; a job that changes while "
-                    "you page moves to a new first page. A page that found too few matches within 5,000 "
-                    "records answers with what it has (possibly none) and a `next` to go on from: keep paging "
-                    "until `next` is null."
+                    "you page moves to a new first page. A page is full whenever that many jobs match; only "
+                    "while a replica's listing index is still catching up may a page that found too few matches "
+                    "within 5,000 records answer with what it has (possibly none) and a `next` to go on from: "
+                    "keep paging until `next` is null."
                 ),
                 "parameters": [
                     {
@@ -175,6 +176,18 @@ def openapi_document() -> dict[str, Any]:
                         "in": "query",
                         "description": "Only jobs whose name contains this text (case-insensitive)",
                         "schema": {"type": "string", "examples": ["nightly"]},
+                    },
+                    {
+                        "name": "submitted_after",
+                        "in": "query",
+                        "description": "Only jobs submitted at or after this time (ISO 8601; UTC without a zone)",
+                        "schema": {"type": "string", "format": "date-time"},
+                    },
+                    {
+                        "name": "submitted_before",
+                        "in": "query",
+                        "description": "Only jobs submitted before this time (ISO 8601; UTC without a zone)",
+                        "schema": {"type": "string", "format": "date-time"},
                     },
                     {
                         "name": "limit",

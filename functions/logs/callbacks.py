@@ -191,6 +191,12 @@ def _noted(record: JobRecord | None, replica: str, **changes: Unpack[_Changes]) 
     return {**record, "callback": {**callback, **changes}, "updated_at": utc_now()}
 
 
+def _callback_open(data: bytes) -> bool:
+    """A stored record whose callback may still be due (``pending`` also matches a pending step: then it is decoded
+    and ``claim`` decides); an ended job whose callback is done or absent is skipped undecoded."""
+    return b'"pending"' in data or b'"sending"' in data
+
+
 class CallbackSender:
     """Claims and delivers callbacks in background tasks; ``close`` cancels them and the periodic look-up."""
 
@@ -237,7 +243,7 @@ class CallbackSender:
         """Start every callback that is ours to send (see ``claim``) and not under way here."""
         lease, now = lease_s(self.settings), time.time()
         try:
-            async for record in self.store.scan():
+            async for record in self.store.scan(may_match=_callback_open):
                 if record["id"] not in self.deliveries and claim(record, replica=self.replica, lease=lease, now=now):
                     self._spawn(record["id"])
         except HadesError as exc:

@@ -15,6 +15,7 @@ import weakref
 from collections.abc import AsyncGenerator
 from typing import Any, NotRequired
 
+import orjson
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
@@ -23,12 +24,15 @@ from functions.logs import (
     artifacts,
     callbacks,
     collector,
+    jobindex,
     legacy,
     listing,
+    livefeed,
     logstore,
     positions,
     records,
     recordstore,
+    ssebatch,
 )
 from functions.logs.records import JobRecord, PublicRecord
 from functions.logs.ui import setup_ui
@@ -106,6 +110,16 @@ def _int_parameter(request: web.Request, name: str, *, minimum: int, maximum: in
     return value
 
 
+def _time_parameter(request: web.Request, name: str) -> float | None:
+    text = request.query.get(name)
+    if text is None:
+        return None
+    moment = jobindex.parse_time(text)
+    if moment is None:
+        raise BadParameter(f"{name} must be an ISO 8601 time such as 2026-01-31T12:00:00Z, got {text[:40]!r}")
+    return moment
+
+
 async def list_jobs(request: web.Request) -> web.Response:
     statuses = _statuses(request.query.get("status"))
     limit = _int_parameter(request, "limit", minimum=1, maximum=MAX_LIMIT) or DEFAULT_LIMIT
@@ -115,13 +129,19 @@ async def list_jobs(request: web.Request) -> web.Response:
             listing.decode_cursor(cursor)
         except ValueError:
             raise BadParameter("cursor is not one this API gave out (take it from a previous answer's next)") from None
-    name = request.query.get("name") or None
     tenant = request.query.get("tenant") or None
     if tenant is not None and not tenants.is_name(tenant):
         raise BadParameter(f"tenant {tenants.NAME_RULE}, got {tenant[:64]!r}")
+    flt = jobindex.Filter(
+        statuses=frozenset(statuses) if statuses is not None else None,
+        name=request.query.get("name") or None,
+        submitted_after_s=_time_parameter(request, "submitted_after"),
+        submitted_before_s=_time_parameter(request, "submitted_before"),
+        tenant=tenant,
+    )
     store = request.app[recordstore.RECORDS]
     page = await listing.list_records(
-        store.conn, store.bucket, statuses=statuses, name=name, tenant=tenant, limit=limit, cursor=cursor
+        store.conn, store.bucket, flt=flt, limit=limit, cursor=cursor, index=request.app.get(jobindex.JOB_INDEX)
     )
     return json_response({"jobs": [records.public(r) for r in page.records], "next": page.next})
 
@@ -219,10 +239,11 @@ def _last_event_id(request: web.Request) -> tuple[int, int] | None:
 
 
 def _line_data(item: logstore.LiveLine) -> str:
-    return json.dumps(
-        {**logstore.wire_line(item.line), "step": item.line.get("step_id"), "attempt": item.attempt},
-        ensure_ascii=False,
-    )
+    data = {**logstore.wire_line(item.line), "step": item.line.get("step_id"), "attempt": item.attempt}
+    try:
+        return orjson.dumps(data).decode()  # a sixth of json.dumps's time: 1,000 followers' every line
+    except TypeError:  # not plain JSON after all (an integer beyond 64 bits)
+        return json.dumps(data, ensure_ascii=False)
 
 
 def _status_data(event: dict[str, Any]) -> str:
@@ -232,18 +253,23 @@ def _status_data(event: dict[str, Any]) -> str:
     return json.dumps(data, ensure_ascii=False)
 
 
-async def _pump(sse: EventSourceResponse, items: AsyncGenerator[logstore.LiveItem, None]) -> None:
-    async with contextlib.aclosing(items):
-        async for item in items:
-            if isinstance(item, logstore.LiveLine):
-                await sse.send(_line_data(item), id=item.event_id)
-            elif isinstance(item, logstore.LiveStatus):
-                await sse.send(_status_data(dict(item.event)), event="status")
-            else:
-                legacy = jobs.JobStatus(item.status).legacy
-                body = {"status": item.status, "legacy_status": legacy, "reason": item.reason}
-                await sse.send(json.dumps(body), event="end")
-                return
+async def _pump(sse: EventSourceResponse, request: web.Request, items: AsyncGenerator[logstore.LiveItem, None]) -> None:
+    out = ssebatch.BatchedEvents(sse, request)  # the events ready at once leave in one write
+    try:
+        async with contextlib.aclosing(items):
+            async for item in items:
+                if isinstance(item, logstore.LiveLine):
+                    await out.send(_line_data(item), id=item.event_id)
+                elif isinstance(item, logstore.LiveStatus):
+                    await out.send(_status_data(dict(item.event)), event="status")
+                else:
+                    legacy = jobs.JobStatus(item.status).legacy
+                    body = {"status": item.status, "legacy_status": legacy, "reason": item.reason}
+                    await out.send(json.dumps(body), event="end")
+                    await out.flush()
+                    return
+    finally:
+        await out.close()
 
 
 async def stream_logs(request: web.Request) -> web.StreamResponse:
@@ -253,10 +279,16 @@ async def stream_logs(request: web.Request) -> web.StreamResponse:
     if record is None:
         return job_not_found(request.match_info["job_id"])
     known_end = logstore.LiveEnd(record["status"], record.get("reason")) if records.is_terminal(record) else None
-    items = logstore.follow(request.app[MESSAGING], record["id"], after=after, known_end=known_end)
+    items = logstore.follow(
+        request.app[MESSAGING],
+        record["id"],
+        after=after,
+        known_end=known_end,
+        feeds=request.app[livefeed.LIVE_FEEDS],
+    )
     async with sse_response(request) as sse:
         request.app[SSE_STREAMS].add(sse)
-        pump = asyncio.create_task(_pump(sse, items))
+        pump = asyncio.create_task(_pump(sse, request, items))
         closed = asyncio.create_task(sse.wait())  # the client went away, or the server shuts down
         try:
             await asyncio.wait({pump, closed}, return_when=asyncio.FIRST_COMPLETED)
@@ -319,6 +351,8 @@ def create_app(settings: Settings) -> web.Application:
             messaging_context(settings, name="hades-logs"),
             recordstore.records_context,
             artifacts.objects_context,
+            jobindex.job_index_context,
+            livefeed.live_feeds_context,
             positions.throughput_context,
             callbacks.callbacks_context,
             collector.collector_context,

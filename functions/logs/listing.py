@@ -1,14 +1,15 @@
-"""``GET /jobs`` at scale: the records bucket's stream read backwards in windows, newest written first.
+"""``GET /jobs`` at scale: every record once, the most recently written first, filtered, in pages with stable cursors.
 
-The bucket keeps one message per job (history 1), its latest write, so the stream read from its end backwards
-yields every record once, the most recently changed first. A page reads windows of the stream below the cursor
-(each window is one batched direct get, read forwards and turned round) and stops as soon as it holds ``limit``
-matches, so a page costs about ``limit`` records read, not the whole bucket. The cursor is the stream sequence
-of the last record given out: stable, and the next page continues just below it. A job changed while a client
-pages moves above the cursor (it will be on a new first page, not on the next one).
+The bucket keeps one message per job (history 1), its latest write, so its stream order is "most recently changed
+last". The cursor of a page is the stream sequence of the last record it gave out: stable, and the next page
+continues just below it. A job changed while a client pages moves above the cursor (it will be on a new first page,
+not on the next one).
 
-A page also stops after ``SCAN_BUDGET`` records read without filling up: it may then hold fewer than ``limit``
-jobs (even none) while ``next`` is still set, so a rare filter over a large bucket answers in bounded time.
+A page is answered from the listing index (``jobindex``: derived from the bucket by each replica, complete, so a
+page is full whenever that many records match, however rare they are). Until the index has caught up with the
+bucket (start-up, a NATS outage), a page scans the bucket's stream backwards instead, in windows that grow to
+``MAX_WINDOW`` messages; that scan stops after ``SCAN_BUDGET`` records read, and may then answer a short page with
+``next`` set.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import json
 from collections.abc import AsyncGenerator, Callable, Collection
 from dataclasses import dataclass
 
-from functions.logs import recordstore
+from functions.logs import jobindex, recordstore
+from functions.logs.jobindex import Filter, IndexedBucket
 from functions.logs.records import JobRecord
 from runtime import tenants
 from runtime.messaging import Bucket, Messaging, StoredMessage
@@ -133,40 +135,71 @@ def prefilter(
     return may_match
 
 
-def matches(
-    record: JobRecord, *, statuses: Collection[str] | None, name: str | None, tenant: str | None = None
-) -> bool:
-    """In one of ``statuses`` (any when None), ``name`` (case-insensitive) within the job's name, and of
-    ``tenant`` (a record without one, stored before tenants, is ``default``'s)."""
-    if statuses is not None and record.get("status") not in statuses:
-        return False
-    if tenant is not None and (record.get("tenant") or tenants.DEFAULT) != tenant:
-        return False
-    return name is None or name.casefold() in str(record.get("name") or "").casefold()
+def matches(record: JobRecord, flt: Filter) -> bool:
+    """Whether ``flt`` admits the record as it is stored now."""
+    entry = jobindex.entry_from(0, record)
+    return entry is not None and flt.admits(entry)
 
 
 async def list_records(
     conn: Messaging,
     bucket: Bucket,
     *,
-    statuses: Collection[str] | None,
-    name: str | None = None,
-    tenant: str | None = None,
+    flt: Filter,
     limit: int,
     cursor: str | None,
+    index: IndexedBucket | None = None,
 ) -> Page:
     """The ``limit`` most recently written matching records below ``cursor``, and the cursor after them."""
     below = decode_cursor(cursor) if cursor else None
+    current = await index.current() if index is not None else None
+    if current is not None:
+        return await _from_index(conn, bucket, current, flt=flt, limit=limit, below=below)
+    return await _scanned(conn, bucket, flt=flt, limit=limit, below=below)
+
+
+async def _from_index(
+    conn: Messaging, bucket: Bucket, index: jobindex.JobIndex, *, flt: Filter, limit: int, below: int | None
+) -> Page:
+    """A full page from the index: its entries in order, their records read by key (one request per page).
+
+    A record changed since the index listed it is shown as it is now if it still matches, and left out if not (the
+    page then reads on, so it stays full).
+    """
+    found: list[JobRecord] = []
+    entries = index.newest_first(flt, below=below)
+    last_seq: int | None = None
+    while len(found) < limit:
+        wanted = [entry for _, entry in zip(range(limit - len(found)), entries, strict=False)]
+        if not wanted:
+            return Page(found, None)
+        stored = await conn.last_of_each(bucket.stream, [bucket.key_subject(entry.job_id) for entry in wanted])
+        for entry in wanted:
+            last_seq = entry.seq
+            item = stored.get(bucket.key_subject(entry.job_id))
+            record = _record(item) if item is not None else None
+            if record is not None and matches(record, flt):
+                found.append(record)
+    more = next(entries, None)  # one entry past the page says whether there is a next one
+    if more is None or last_seq is None:
+        return Page(found, None)
+    return Page(found, encode_cursor(last_seq))
+
+
+async def _scanned(conn: Messaging, bucket: Bucket, *, flt: Filter, limit: int, below: int | None) -> Page:
+    """A page read from the bucket's stream backwards, at most ``SCAN_BUDGET`` records (while the index lags)."""
     found: list[JobRecord] = []
     read = 0
     last_seq: int | None = None
-    may_match = prefilter(statuses=statuses, name=name, tenant=tenant)
-    records = newest_written(conn, bucket, below=below, may_match=may_match)
+    statuses = sorted(flt.statuses) if flt.statuses is not None else None
+    records = newest_written(
+        conn, bucket, below=below, may_match=prefilter(statuses=statuses, name=flt.name, tenant=flt.tenant)
+    )
     async with contextlib.aclosing(records):
         async for seq, record in records:
             read += 1
             last_seq = seq
-            if record is not None and matches(record, statuses=statuses, name=name, tenant=tenant):
+            if record is not None and matches(record, flt):
                 found.append(record)
                 if len(found) == limit:
                     break

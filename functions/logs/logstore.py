@@ -3,8 +3,8 @@
 The lines are never copied elsewhere: the events stream is durable and has the retention. ``Messaging.read`` walks
 one subject in stream order with batched direct gets, one batch in memory at a time. ``LineOrder`` puts one
 attempt's lines back in ``seq`` order and drops repeats; ``iter_lines`` feeds ``GET /logs``, its plain-text form and
-callbacks; ``follow`` feeds the live stream: it reads to the end, then waits for a wake-up from a plain NATS
-subscription on the job's subjects (or a short poll, in case a wake-up is lost) and reads on from where it stopped.
+callbacks; ``follow`` feeds the live stream: it reads to the end, then takes the job's new messages from its
+feed (``livefeed``: one subscription and one reader per job and process, shared by every follower of the job).
 
 Contract with the writer (dispatch's ``logsink``): one attempt's lines are numbered 1, 2, 3 … and published in order.
 A gap (a lost batch) costs a finished read a little buffering, never a repeat, and a live reader ``GAP_WAIT_S``:
@@ -13,7 +13,6 @@ the lines held behind it go out once the gap has stood that long, whether or not
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import heapq
 import logging
@@ -22,6 +21,7 @@ from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from functions.logs import livefeed
 from functions.logs.records import JobRecord
 from functions.logs.replays import Replays
 from runtime import events, subjects
@@ -54,11 +54,6 @@ class LineOrder:
     window: int = REORDER_WINDOW_LINES
     _held: list[_Held] = field(default_factory=list)
     _held_seqs: set[int] = field(default_factory=set)
-
-    @classmethod
-    def after(cls, attempt: int, seq: int) -> LineOrder:
-        """Resuming after line ``seq`` of ``attempt`` (an SSE ``Last-Event-ID``)."""
-        return cls(attempt=attempt, next_seq=seq + 1)
 
     @property
     def holding(self) -> bool:
@@ -259,23 +254,21 @@ class _StatusFilter:
 
 
 async def follow(
-    conn: Messaging, job_id: str, *, after: tuple[int, int] | None = None, known_end: LiveEnd | None = None
+    conn: Messaging,
+    job_id: str,
+    *,
+    after: tuple[int, int] | None = None,
+    known_end: LiveEnd | None = None,
+    feeds: livefeed.LiveFeeds | None = None,
 ) -> AsyncGenerator[LiveItem, None]:
     """Every line and status change from the start (or after line ``after``), then live ones, then the end.
 
     ``known_end`` is the job's end when its record already shows it, for a job whose terminal event has left the
     stream. With ``after``, status events before that line are not repeated. A later attempt's repeat of lines
     already shown is left out (``replays``), so the stream shows what the stored log shows; lines before
-    ``after`` are read (not sent) to know what the reader was shown.
+    ``after`` are read (not sent) to know what the reader was shown. New events come through the job's feed in
+    ``feeds`` (one per job and process, ``livefeed``), or through a feed of this follower's own.
     """
-    wake = asyncio.Event()
-
-    async def on_message(subject: str, data: bytes) -> None:
-        wake.set()
-
-    subject = subjects.job_events_subject(job_id)
-    sub = await conn.subscribe(subject, on_message, pending_limit=1024)
-    order = LineOrder()
     replays = Replays()
 
     def live(attempt: int, line: LogLine) -> list[LiveLine]:
@@ -284,14 +277,18 @@ async def follow(
             return []  # the reader had it before it reconnected
         return [LiveLine(attempt, out, notice=out is not line) for out in sent]
 
-    passed_resume_point = after is None
-    statuses = _StatusFilter()
-    cursor = 1
-    gap: tuple[tuple[int, int], float] | None = None  # (attempt, first missing seq), when it was first seen
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        if feeds is None:
+            feeds = livefeed.LiveFeeds(conn)
+            stack.push_async_callback(feeds.close)
+        source = await stack.enter_async_context(feeds.join(job_id))
+        order = LineOrder()  # from the first line, not ``after``: the replays must see what the reader was shown
+        passed_resume_point = after is None
+        statuses = _StatusFilter()
+        cursor = 1
+        gap: tuple[tuple[int, int], float] | None = None  # (attempt, first missing seq), when it was first seen
         while True:
-            wake.clear()
-            messages = conn.read(stream=subjects.EVENTS_STREAM, subject=subject, start_seq=cursor)
+            messages = source.messages(cursor)
             async with contextlib.aclosing(messages):
                 async for message in messages:
                     cursor = message.seq + 1
@@ -321,20 +318,18 @@ async def follow(
                 return
             if not order.holding:
                 gap = None
-                await _wait(wake, POLL_S)
+                await source.wait(None)  # the feed polls for lost wake-ups: no timer per follower
                 continue
             # Held lines go out once the gap has stood GAP_WAIT_S, however often wake-ups come meanwhile (a job
             # printing every 0.2 s would otherwise reset the wait forever). A gap is known by where it starts.
             if gap is None or gap[0] != (order.attempt, order.next_seq):
                 gap = ((order.attempt, order.next_seq), time.monotonic())
             left = gap[1] + GAP_WAIT_S - time.monotonic()
-            if left <= 0 or not await _wait(wake, left):
+            if left <= 0 or not await source.wait(left):
                 gap = None
                 for attempt, ready in order.flush():
                     for item in live(attempt, ready):
                         yield item
-    finally:
-        await sub.close()
 
 
 def _decode_status(message: StoredMessage) -> events.StatusEvent | None:
@@ -343,11 +338,3 @@ def _decode_status(message: StoredMessage) -> events.StatusEvent | None:
     except (events.EventError, ValueError) as exc:
         log.warning("skipping a malformed status event (stream seq %d): %s", message.seq, exc)
         return None
-
-
-async def _wait(wake: asyncio.Event, timeout_s: float) -> bool:
-    try:
-        await asyncio.wait_for(wake.wait(), timeout_s)
-    except TimeoutError:
-        return False
-    return True

@@ -23,6 +23,8 @@ import copy
 from collections.abc import Mapping
 from typing import Any, Literal, NotRequired, TypedDict, cast, get_args
 
+import orjson
+
 from functions.logs import recordshape
 from runtime.events import JobEvent, LogBatch, StatusEvent, StepEvent
 from runtime.jobs import JobStatus, StepStatus
@@ -163,6 +165,14 @@ def statuses_named(name: str) -> set[JobStatus]:
     return {status for status in JobStatus if status.legacy.lower() == name.lower()}
 
 
+def _copied(record: JobRecord) -> JobRecord:
+    """A deep copy: through orjson (a tenth of ``copy.deepcopy``'s time for a record, the collector's hot spot)."""
+    try:
+        return cast(JobRecord, orjson.loads(orjson.dumps(record)))
+    except TypeError:  # not plain JSON after all (an integer beyond 64 bits)
+        return copy.deepcopy(record)
+
+
 def _newer(key: list[int], than: list[int] | None) -> bool:
     return than is None or tuple(key) > tuple(than)
 
@@ -252,7 +262,7 @@ def _reset_log_counters(record: JobRecord, attempt: int) -> None:
 
 def apply_status(record: JobRecord | None, event: StatusEvent, *, now: str) -> JobRecord | None:
     """Apply one status event; None when it changes nothing."""
-    result = copy.deepcopy(record) if record is not None else new_record(event["job_id"])
+    result = _copied(record) if record is not None else new_record(event["job_id"])
     changed = record is None
     if event["kind"] == "job":
         changed = _merge_summary(result, event) or changed
@@ -351,7 +361,7 @@ def _apply_step(record: JobRecord, event: StepEvent) -> bool:
 
 def apply_logs(record: JobRecord | None, batch: LogBatch, *, max_bytes: int, now: str) -> JobRecord | None:
     """Count a batch's new lines against the record's attempt; None when it changes nothing."""
-    result = copy.deepcopy(record) if record is not None else new_record(batch["job_id"])
+    result = _copied(record) if record is not None else new_record(batch["job_id"])
     attempt = batch["attempt"]
     if record is not None and attempt < max(record["attempt"], record["_log_attempt"]):
         return None  # an older attempt's lines: kept in the stream, not counted

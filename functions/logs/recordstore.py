@@ -9,12 +9,13 @@ found" just after it was submitted. Listing: ``functions.logs.listing``; queue p
 
 from __future__ import annotations
 
+import collections
 import contextlib
-import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import cast
 
+import orjson
 from aiohttp import web
 
 from functions.logs import records
@@ -46,16 +47,22 @@ def decode(data: bytes) -> JobRecord | None:
     it built (``update``), and the keys a record written by an earlier version may lack are ``NotRequired`` there.
     """
     try:
-        value = json.loads(data)
-    except ValueError:
+        value = orjson.loads(data)
+    except ValueError:  # orjson.JSONDecodeError is one
         return None
     return cast(JobRecord, value) if isinstance(value, dict) and "id" in value else None
+
+
+WRITTEN_CACHE_RECORDS = 4096
+"""Records this replica wrote last that ``update`` keeps with their revision, so the next change to a running job
+skips reading it back (half the collector's requests). A stale one costs one conflict, then a read."""
 
 
 class RecordStore:
     def __init__(self, conn: Messaging, bucket: Bucket) -> None:
         self.conn = conn
         self.bucket = bucket
+        self._written: collections.OrderedDict[str, tuple[JobRecord, int]] = collections.OrderedDict()
 
     @classmethod
     async def open(cls, conn: Messaging, settings: Settings) -> RecordStore:
@@ -101,25 +108,42 @@ class RecordStore:
         return record
 
     async def update(self, job_id: str, change: Change) -> JobRecord | None:
-        """Apply ``change`` by compare-and-set; the written record, or None when ``change`` left it as it was."""
+        """Apply ``change`` by compare-and-set; the written record, or None when ``change`` left it as it was.
+
+        The first attempt starts from the record this replica last wrote, when it still has it: ``change`` must not
+        keep or alter what it is given (the reducer copies it)."""
+        written = self._written.pop(job_id, None)
         for _ in range(MAX_CAS_ATTEMPTS):
-            current, revision = await self._entry(job_id)
+            current, revision = written if written is not None else await self._entry(job_id)
             new = change(current)
             if new is None:
+                if written is not None:
+                    self._remember(job_id, written)
                 return None
             try:
-                await self.bucket.put(job_id, encode(new), revision=revision)
-                return new
+                revision = await self.bucket.put(job_id, encode(new), revision=revision)
             except RevisionConflict:
-                continue  # another replica wrote it first: read again and re-apply
+                written = None  # another replica (or a callback) wrote it since: read again and re-apply
+                continue
+            self._remember(job_id, (new, revision))
+            return new
         raise Unavailable(f"job {job_id}: record update kept conflicting after {MAX_CAS_ATTEMPTS} attempts")
 
-    async def scan(self) -> AsyncGenerator[JobRecord, None]:
-        """Every stored record, in the order they were last written; one read batch in memory at a time."""
+    def _remember(self, job_id: str, entry: tuple[JobRecord, int]) -> None:
+        self._written[job_id] = entry
+        while len(self._written) > WRITTEN_CACHE_RECORDS:
+            self._written.popitem(last=False)
+
+    async def scan(self, *, may_match: Callable[[bytes], bool] | None = None) -> AsyncGenerator[JobRecord, None]:
+        """Every stored record, in the order they were last written; one read batch in memory at a time.
+
+        ``may_match``: a cheap test of the stored bytes; a record it turns down is not decoded and not given out."""
         messages = self.conn.read(stream=self.bucket.stream, subject=self.bucket.subjects)
         async with contextlib.aclosing(messages):
             async for message in messages:
                 if message.headers.get(_KV_OPERATION) in ("DEL", "PURGE"):
+                    continue
+                if may_match is not None and not may_match(message.data):
                     continue
                 record = decode(message.data)
                 if record is not None:

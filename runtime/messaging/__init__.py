@@ -19,6 +19,7 @@ from runtime.messaging.connection import (
 from runtime.messaging.consumers import Delivery, PullConsumer, Subscription
 from runtime.messaging.kv import Bucket, Entry, RevisionConflict
 from runtime.messaging.objects import Objects, ObjectTooLarge, StoredObject, read_range
+from runtime.messaging.watching import Watch
 
 __all__ = [
     "MESSAGING",
@@ -35,6 +36,7 @@ __all__ = [
     "StoredMessage",
     "StoredObject",
     "Subscription",
+    "Watch",
     "connect",
     "encode",
     "messaging_context",

@@ -52,6 +52,12 @@ class Delivery:
         with translated("acknowledging a message"):
             await self._msg.ack_sync()
 
+    async def ack_nowait(self) -> None:
+        """Acknowledge without waiting for the server's confirmation: for a consumer whose work is idempotent, so a
+        lost ack costs one redelivery that changes nothing (``Unavailable`` only when the connection is down)."""
+        with translated("acknowledging a message"):
+            await self._msg.ack()
+
     async def nak(self, *, delay_s: float | None = None) -> None:
         """Hand the message back for redelivery, after ``delay_s`` when given."""
         with translated("handing a message back"):

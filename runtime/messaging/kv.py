@@ -28,6 +28,10 @@ class Bucket:
         """The stream behind the bucket, for reading it in bulk (``Messaging.read``)."""
         self.subjects = f"$KV.{name}.>"
 
+    def key_subject(self, key: str) -> str:
+        """The subject ``key`` is stored under in ``stream`` (for reading many at once: ``Messaging.last_of_each``)."""
+        return f"$KV.{self.name}.{key}"
+
     async def get(self, key: str) -> Entry | None:
         with translated(f"reading {self.name}"):
             try:
