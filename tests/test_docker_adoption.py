@@ -144,7 +144,7 @@ async def test_a_followed_step_still_obeys_a_cancel(
 async def test_a_third_attempt_follows_what_an_adopting_second_one_ran(
     executor: DockerExecutor, docker_client: Any, busybox_image: str
 ) -> None:
-    """Review (tfix + adoption): attempt 2 followed attempt 1's step 1 and ran step 2 itself (labelled attempt 2, in
+    """Review: attempt 2 followed attempt 1's step 1 and ran step 2 itself (labelled attempt 2, in
     attempt 1's volume), then its end could not be stored (NATS refused it: nothing released). Attempt 3 found
     attempt 2's step 2 alone, no prefix, and ran the whole job again: a finished job ran twice."""
     script = "echo run $(cat /proc/sys/kernel/random/uuid); echo kept > /shared/f; sleep 1"

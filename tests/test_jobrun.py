@@ -420,7 +420,7 @@ class ReportsAFailedTest(FakeExecutor):
 async def test_a_secret_in_a_failed_tests_message_never_reaches_the_results(
     conn: messaging.Messaging, stored: StoredEvents
 ) -> None:
-    """Review (t23 + t20): the failed cases' messages and output travel in the terminal event and land on the
+    """Review: the failed cases' messages and output travel in the terminal event and land on the
     record (``GET /jobs/{id}/tests``, callbacks, the CLI); the logs and reasons were masked, they were not."""
     document = {
         "name": "j",
@@ -442,7 +442,7 @@ async def test_a_secret_in_a_failed_tests_message_never_reaches_the_results(
 async def test_a_job_whose_cancel_cannot_be_read_at_dequeue_is_handed_back_not_run(
     conn: messaging.Messaging, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Review (t20's queued cancel): a job cancelled while queued already reads ``cancelled`` (its attempt-0 end);
+    """Review: a job cancelled while queued already reads ``cancelled`` (its attempt-0 end);
     a first delivery that could not read the cancel request took "no request" for an answer and ran the job, the
     record saying ``cancelled`` all along. Whether it was cancelled is undecided: the message comes back later."""
 

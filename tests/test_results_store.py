@@ -80,7 +80,7 @@ async def test_the_bucket_takes_replicas_and_age_from_the_event_settings(clean_n
 async def test_a_file_stored_again_replaces_its_bytes_instead_of_adding_to_them(
     conn: messaging.Messaging, settings: Settings, js: Any
 ) -> None:
-    """Review (t23 with tfix): every redelivery that collects a job's results again puts the same names again; the
+    """Review: every redelivery that collects a job's results again puts the same names again; the
     earlier put's chunks stayed stored (only the description is rolled up) until the bucket's age limit."""
     objects = await conn.objects(topology.results_bucket_config(settings))
     stream = f"OBJ_{subjects.RESULTS_BUCKET}"
