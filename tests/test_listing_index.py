@@ -4,6 +4,7 @@ replica right whatever collector wrote the records, across restarts."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from typing import Any
 
@@ -16,7 +17,7 @@ from functions.logs.handlers import create_app
 from functions.logs.recordstore import RECORDS, RecordStore
 from runtime import messaging, subjects
 from runtime.jobs import JobStatus
-from runtime.messaging import encode
+from runtime.messaging import encode, topology
 from runtime.settings import Settings
 from tests.fakes import submitted
 from tests.helpers import poll
@@ -187,3 +188,28 @@ async def test_a_narrow_time_range_pages_through_its_jobs_once_while_they_change
     assert rest == [job_id for job_id in in_range[3:] if job_id != made[15]["id"]]
     top = await (await client.get(f"/jobs?{query}")).json()
     assert top["jobs"][0]["id"] == made[15]["id"]
+
+
+async def test_a_replica_forgets_the_records_the_bucket_let_expire(
+    aiohttp_client: Any, settings: Settings, conn: messaging.Messaging, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bucket's TTL removes a record without a delete marker: the index kept every job a replica ever saw
+    # (memory growing for as long as it ran, and pages walking past jobs that are gone).
+    monkeypatch.setattr(jobindex, "EXPIRY_CHECK_EVERY_S", 0.0, raising=False)
+    bucket_config = topology.records_bucket_config
+    monkeypatch.setattr(topology, "records_bucket_config", lambda s: dataclasses.replace(bucket_config(s), ttl=1.0))
+    client = await aiohttp_client(create_app(settings))
+    store = client.app[RECORDS]
+    await write_all(store, [a_record(i) for i in range(5)])
+    indexed = client.app[jobindex.JOB_INDEX]
+    await poll(lambda: _indexed(indexed, 5), timeout_s=10)
+
+    async def forgotten() -> bool:  # a listing after the records expired (1 s) finds nothing, and the index emptied
+        listed = (await (await client.get("/jobs")).json())["jobs"]
+        return listed == [] and len(indexed.index) == 0 and not indexed.index.by_job
+
+    await poll(forgotten, timeout_s=15)
+
+
+async def _indexed(indexed: jobindex.IndexedBucket, count: int) -> bool:
+    return len(indexed.index) == count

@@ -38,6 +38,9 @@ CATCH_UP_WAIT_S = 2.0
 LAGGING_RETRY_S = 5.0
 """After the index failed to catch up in time, queries scan without waiting for it for this long (start-up with a
 large bucket, a broken watch), unless it has caught up meanwhile."""
+EXPIRY_CHECK_EVERY_S = 60.0
+"""How often a query asks the bucket's first stored sequence, to forget the entries of records that expired (the
+bucket's TTL removes them without a delete marker the watch would see)."""
 _KV_OPERATION = "KV-Operation"
 _MARKER_REASON = "Nats-Marker-Reason"
 
@@ -160,6 +163,17 @@ class JobIndex:
         if len(self.order) > 2 * len(self.live) + 4096:
             self._compact()
 
+    def forget_below(self, first_seq: int) -> int:
+        """Forget the entries written below ``first_seq`` (no longer stored: expired by the bucket's TTL, which
+        leaves no marker); how many. Without this a long-running replica kept every job it ever saw."""
+        gone = [seq for seq in self.order[: bisect.bisect_left(self.order, first_seq)] if seq in self.live]
+        for seq in gone:
+            entry = self.live.pop(seq)
+            del self.by_job[entry.job_id]
+        if gone:
+            self._compact()
+        return len(gone)
+
     def _compact(self) -> None:
         self.order = sorted(self.live)
         self.by_status = {}
@@ -240,6 +254,7 @@ class IndexedBucket:
         self.index = JobIndex()
         self._watch: Watch | None = None
         self._lagging_until = 0.0
+        self._expiry_checked = 0.0
 
     async def start(self) -> None:
         self._watch = await self.conn.watch(self.bucket.stream, self.bucket.subjects, self.index.apply)
@@ -257,6 +272,7 @@ class IndexedBucket:
         except HadesError as exc:
             log.warning("listing index: the bucket's end is unknown (%s)", exc.detail)
             return None
+        await self._forget_expired()
         if last is None or self.index.applied_seq >= last.seq:
             return self.index
         if time.monotonic() < self._lagging_until:
@@ -266,6 +282,18 @@ class IndexedBucket:
         self._lagging_until = time.monotonic() + LAGGING_RETRY_S
         log.warning("listing index: still behind the bucket (at %d of %d)", self.index.applied_seq, last.seq)
         return None
+
+    async def _forget_expired(self) -> None:
+        if time.monotonic() - self._expiry_checked < EXPIRY_CHECK_EVERY_S:
+            return
+        self._expiry_checked = time.monotonic()
+        try:
+            first = await self.conn.first_seq(self.bucket.stream)
+        except HadesError as exc:
+            log.warning("listing index: expired records not forgotten (%s)", exc.detail)
+            return
+        if forgotten := self.index.forget_below(first):
+            log.info("listing index: forgot %d expired records", forgotten)
 
 
 JOB_INDEX = web.AppKey("job_index", IndexedBucket)

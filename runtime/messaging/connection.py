@@ -238,6 +238,12 @@ class Messaging:
                 with contextlib.suppress(*NATS_ERRORS):
                     await sub.unsubscribe()
 
+    async def first_seq(self, stream: str) -> int:
+        """The sequence of the oldest message ``stream`` still stores (messages below it expired or were removed)."""
+        with translated(f"reading {stream}"):
+            info = await self._js.stream_info(stream)
+        return int(info.state.first_seq or 0)
+
     async def place(self, stream: str, *, subject: str, seq: int) -> Place | None:
         """Where message ``seq`` stands on ``subject``; None when it is no longer stored there."""
         with translated(f"reading {stream}"):
