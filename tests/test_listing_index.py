@@ -213,3 +213,24 @@ async def test_a_replica_forgets_the_records_the_bucket_let_expire(
 
 async def _indexed(indexed: jobindex.IndexedBucket, count: int) -> bool:
     return len(indexed.index) == count
+
+
+async def test_a_replica_lists_the_new_jobs_after_the_bucket_was_deleted_and_made_again(
+    client: TestClient, settings: Settings, js: JetStreamContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bucket made again starts its sequences at 1: the index took every new write for a repeat of one it had
+    # applied, and listed none of the new jobs until the replica restarted.
+    monkeypatch.setattr(jobindex, "EXPIRY_CHECK_EVERY_S", 0.0, raising=False)
+    store = client.app[RECORDS]
+    await write_all(store, [a_record(i) for i in range(5)])
+    await poll(lambda: _indexed(client.app[jobindex.JOB_INDEX], 5), timeout_s=10)
+
+    await js.delete_stream(store.bucket.stream)
+    await RecordStore.open(store.conn, settings)
+    again = [a_record(i) for i in range(2)]
+    await write_all(store, again)
+
+    async def listed() -> bool:
+        return {job["id"] for job in (await (await client.get("/jobs")).json())["jobs"]} == {r["id"] for r in again}
+
+    await poll(listed, timeout_s=20)

@@ -39,8 +39,8 @@ LAGGING_RETRY_S = 5.0
 """After the index failed to catch up in time, queries scan without waiting for it for this long (start-up with a
 large bucket, a broken watch), unless it has caught up meanwhile."""
 EXPIRY_CHECK_EVERY_S = 60.0
-"""How often a query asks the bucket's first stored sequence, to forget the entries of records that expired (the
-bucket's TTL removes them without a delete marker the watch would see)."""
+"""How often a query asks the bucket's first and last stored sequence: to forget the entries of records that expired
+(the bucket's TTL removes them without a marker the watch would see), and to notice a bucket made again."""
 _KV_OPERATION = "KV-Operation"
 _MARKER_REASON = "Nats-Marker-Reason"
 
@@ -255,6 +255,7 @@ class IndexedBucket:
         self._watch: Watch | None = None
         self._lagging_until = 0.0
         self._expiry_checked = 0.0
+        self._rebuilding = asyncio.Lock()
 
     async def start(self) -> None:
         self._watch = await self.conn.watch(self.bucket.stream, self.bucket.subjects, self.index.apply)
@@ -262,6 +263,21 @@ class IndexedBucket:
     async def close(self) -> None:
         if self._watch is not None:
             await self._watch.close()
+            self._watch = None
+
+    async def _rebuild(self, stale: JobIndex) -> None:
+        """A new index from a new watch: the bucket was made again, and its sequences start over at 1 (the old
+        index would take each new write for a repeat of one it had applied, and never list a new job)."""
+        async with self._rebuilding:
+            if self.index is not stale:
+                return  # a query that saw the same thing rebuilt it meanwhile
+            log.warning("listing index: the records bucket was made again; rebuilding the index")
+            await self.close()
+            self.index = JobIndex()
+            try:
+                await self.start()
+            except HadesError as exc:
+                log.warning("listing index not restarted (listings scan the bucket): %s", exc.detail)
 
     async def current(self, *, within_s: float = CATCH_UP_WAIT_S) -> JobIndex | None:
         """The index once it shows every write stored before this call; None if it lags (or NATS is away)."""
@@ -272,7 +288,12 @@ class IndexedBucket:
         except HadesError as exc:
             log.warning("listing index: the bucket's end is unknown (%s)", exc.detail)
             return None
-        await self._forget_expired()
+        if last is not None and last.seq < self.index.applied_seq:
+            await self._rebuild(self.index)
+            if self._watch is None:
+                return None
+        else:
+            await self._check_bounds()
         if last is None or self.index.applied_seq >= last.seq:
             return self.index
         if time.monotonic() < self._lagging_until:
@@ -283,16 +304,19 @@ class IndexedBucket:
         log.warning("listing index: still behind the bucket (at %d of %d)", self.index.applied_seq, last.seq)
         return None
 
-    async def _forget_expired(self) -> None:
+    async def _check_bounds(self) -> None:
+        """Now and then: forget what expired, and rebuild when the bucket was made again (an empty one included)."""
         if time.monotonic() - self._expiry_checked < EXPIRY_CHECK_EVERY_S:
             return
         self._expiry_checked = time.monotonic()
         try:
-            first = await self.conn.first_seq(self.bucket.stream)
+            first, last = await self.conn.stream_bounds(self.bucket.stream)
         except HadesError as exc:
             log.warning("listing index: expired records not forgotten (%s)", exc.detail)
             return
-        if forgotten := self.index.forget_below(first):
+        if last < self.index.applied_seq:
+            await self._rebuild(self.index)
+        elif forgotten := self.index.forget_below(first):
             log.info("listing index: forgot %d expired records", forgotten)
 
 

@@ -238,11 +238,12 @@ class Messaging:
                 with contextlib.suppress(*NATS_ERRORS):
                     await sub.unsubscribe()
 
-    async def first_seq(self, stream: str) -> int:
-        """The sequence of the oldest message ``stream`` still stores (messages below it expired or were removed)."""
+    async def stream_bounds(self, stream: str) -> tuple[int, int]:
+        """The sequences of the first and last message ``stream`` stores: messages below the first expired or were
+        removed; a last below one seen before means the stream was made again (its sequences start at 1)."""
         with translated(f"reading {stream}"):
             info = await self._js.stream_info(stream)
-        return int(info.state.first_seq or 0)
+        return int(info.state.first_seq or 0), int(info.state.last_seq or 0)
 
     async def place(self, stream: str, *, subject: str, seq: int) -> Place | None:
         """Where message ``seq`` stands on ``subject``; None when it is no longer stored there."""
