@@ -27,7 +27,7 @@ import orjson
 from aiohttp import web
 
 from functions.logs import recordstore
-from runtime import tenants
+from runtime import tasks, tenants
 from runtime.errors import HadesError
 from runtime.messaging import MESSAGING, Bucket, Messaging, Watch
 
@@ -304,6 +304,12 @@ class IndexedBucket:
         log.warning("listing index: still behind the bucket (at %d of %d)", self.index.applied_seq, last.seq)
         return None
 
+    async def keep_bounds(self) -> None:
+        """Check the bounds now and then even when no listing asks (a replica nobody lists from grew too)."""
+        while True:
+            await asyncio.sleep(max(EXPIRY_CHECK_EVERY_S, 1.0))
+            await self._check_bounds()
+
     async def _check_bounds(self) -> None:
         """Now and then: forget what expired, and rebuild when the bucket was made again (an empty one included)."""
         if time.monotonic() - self._expiry_checked < EXPIRY_CHECK_EVERY_S:
@@ -334,5 +340,7 @@ async def job_index_context(app: web.Application) -> AsyncIterator[None]:
         await indexed.start()
     except HadesError as exc:
         log.warning("listing index not started (listings scan the bucket): %s", exc.detail)
+    keeping = asyncio.create_task(indexed.keep_bounds(), name="job-index-bounds")
     yield
+    await tasks.cancel_and_wait(keeping)
     await indexed.close()
