@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import heapq
 import logging
 import time
@@ -256,8 +257,12 @@ class IndexedBucket:
         self._lagging_until = 0.0
         self._expiry_checked = 0.0
         self._rebuilding = asyncio.Lock()
+        self._created: str | None = None
+        """When the watched bucket's stream was created (noted at ``start``)."""
 
     async def start(self) -> None:
+        with contextlib.suppress(HadesError):  # unknown: only a lower last sequence then tells it was made again
+            self._created = (await self.conn.stream_bounds(self.bucket.stream))[2]
         self._watch = await self.conn.watch(self.bucket.stream, self.bucket.subjects, self.index.apply)
 
     async def close(self) -> None:
@@ -316,11 +321,11 @@ class IndexedBucket:
             return
         self._expiry_checked = time.monotonic()
         try:
-            first, last = await self.conn.stream_bounds(self.bucket.stream)
+            first, last, created = await self.conn.stream_bounds(self.bucket.stream)
         except HadesError as exc:
             log.warning("listing index: expired records not forgotten (%s)", exc.detail)
             return
-        if last < self.index.applied_seq:
+        if last < self.index.applied_seq or (self._created is not None and created != self._created):
             await self._rebuild(self.index)
         elif forgotten := self.index.forget_below(first):
             log.info("listing index: forgot %d expired records", forgotten)
