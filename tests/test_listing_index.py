@@ -16,6 +16,7 @@ from functions.logs import jobindex, listing, records
 from functions.logs.handlers import create_app
 from functions.logs.recordstore import RECORDS, RecordStore
 from runtime import messaging, subjects
+from runtime.errors import Unavailable
 from runtime.jobs import JobStatus
 from runtime.messaging import encode, topology
 from runtime.settings import Settings
@@ -237,3 +238,23 @@ async def test_a_replica_lists_the_new_jobs_after_the_bucket_was_deleted_and_mad
         return {job["id"] for job in jobs} == {r["id"] for r in again} == set(index.by_job)
 
     await poll(listed_from_the_index, timeout_s=20)
+
+
+async def test_an_index_that_could_not_start_starts_later(
+    aiohttp_client: Any, settings: Settings, conn: messaging.Messaging, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The watch failed to start once (NATS away at that moment): every listing scanned until the replica restarted.
+    monkeypatch.setattr(jobindex, "EXPIRY_CHECK_EVERY_S", 0.0, raising=False)
+    watch = messaging.Messaging.watch
+    failures = [Unavailable("watching: the message broker is not reachable")]
+
+    async def flaky_watch(self: messaging.Messaging, *args: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await watch(self, *args)
+
+    monkeypatch.setattr(messaging.Messaging, "watch", flaky_watch)
+    client = await aiohttp_client(create_app(settings))
+    assert not failures
+    await write_all(client.app[RECORDS], [a_record(i) for i in range(3)])
+    await poll(lambda: _indexed(client.app[jobindex.JOB_INDEX], 3), timeout_s=15)

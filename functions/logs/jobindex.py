@@ -310,9 +310,17 @@ class IndexedBucket:
         return None
 
     async def keep_bounds(self) -> None:
-        """Check the bounds now and then even when no listing asks (a replica nobody lists from grew too)."""
+        """Check the bounds now and then even when no listing asks (a replica nobody lists from grew too), and start
+        the watch again when it is not running."""
         while True:
             await asyncio.sleep(max(EXPIRY_CHECK_EVERY_S, 1.0))
+            if self._watch is None:  # not started (NATS away at start-up, a failed rebuild): try again
+                async with self._rebuilding:
+                    try:
+                        await self.start()
+                    except HadesError as exc:
+                        log.debug("listing index still not started: %s", exc.detail)
+                continue
             await self._check_bounds()
 
     async def _check_bounds(self) -> None:
