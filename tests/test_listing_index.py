@@ -4,6 +4,7 @@ replica right whatever collector wrote the records, across restarts."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from typing import Any
 
@@ -15,8 +16,9 @@ from functions.logs import jobindex, listing, records
 from functions.logs.handlers import create_app
 from functions.logs.recordstore import RECORDS, RecordStore
 from runtime import messaging, subjects
+from runtime.errors import Unavailable
 from runtime.jobs import JobStatus
-from runtime.messaging import encode
+from runtime.messaging import encode, topology
 from runtime.settings import Settings
 from tests.fakes import submitted
 from tests.helpers import poll
@@ -187,3 +189,72 @@ async def test_a_narrow_time_range_pages_through_its_jobs_once_while_they_change
     assert rest == [job_id for job_id in in_range[3:] if job_id != made[15]["id"]]
     top = await (await client.get(f"/jobs?{query}")).json()
     assert top["jobs"][0]["id"] == made[15]["id"]
+
+
+async def test_a_replica_forgets_the_records_the_bucket_let_expire(
+    aiohttp_client: Any, settings: Settings, conn: messaging.Messaging, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bucket's TTL removes a record without a delete marker: the index kept every job a replica ever saw
+    # (memory growing for as long as it ran, and pages walking past jobs that are gone).
+    monkeypatch.setattr(jobindex, "EXPIRY_CHECK_EVERY_S", 0.0, raising=False)
+    bucket_config = topology.records_bucket_config
+    monkeypatch.setattr(topology, "records_bucket_config", lambda s: dataclasses.replace(bucket_config(s), ttl=1.0))
+    client = await aiohttp_client(create_app(settings))
+    store = client.app[RECORDS]
+    await write_all(store, [a_record(i) for i in range(5)])
+    indexed = client.app[jobindex.JOB_INDEX]
+    await poll(lambda: _indexed(indexed, 5), timeout_s=10)
+
+    async def forgotten() -> bool:  # the records expire after 1 s; the index forgets them unasked
+        return len(indexed.index) == 0 and not indexed.index.by_job
+
+    await poll(forgotten, timeout_s=15)
+    assert (await (await client.get("/jobs")).json())["jobs"] == []
+
+
+async def _indexed(indexed: jobindex.IndexedBucket, count: int) -> bool:
+    return len(indexed.index) == count
+
+
+@pytest.mark.parametrize("written_again", [2, 12])  # fewer writes than before, and more
+async def test_a_replica_lists_the_new_jobs_after_the_bucket_was_deleted_and_made_again(
+    client: TestClient, settings: Settings, js: JetStreamContext, monkeypatch: pytest.MonkeyPatch, written_again: int
+) -> None:
+    # A bucket made again starts its sequences at 1: the index took every new write for a repeat of one it had
+    # applied, and listed none of the new jobs until the replica restarted.
+    monkeypatch.setattr(jobindex, "EXPIRY_CHECK_EVERY_S", 0.0, raising=False)
+    store = client.app[RECORDS]
+    await write_all(store, [a_record(i) for i in range(5)])
+    await poll(lambda: _indexed(client.app[jobindex.JOB_INDEX], 5), timeout_s=10)
+
+    await js.delete_stream(store.bucket.stream)
+    await RecordStore.open(store.conn, settings)
+    again = [a_record(i) for i in range(written_again)]
+    await write_all(store, again)
+
+    async def listed_from_the_index() -> bool:
+        jobs = (await (await client.get("/jobs")).json())["jobs"]
+        index = client.app[jobindex.JOB_INDEX].index
+        return {job["id"] for job in jobs} == {r["id"] for r in again} == set(index.by_job)
+
+    await poll(listed_from_the_index, timeout_s=20)
+
+
+async def test_an_index_that_could_not_start_starts_later(
+    aiohttp_client: Any, settings: Settings, conn: messaging.Messaging, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The watch failed to start once (NATS away at that moment): every listing scanned until the replica restarted.
+    monkeypatch.setattr(jobindex, "EXPIRY_CHECK_EVERY_S", 0.0, raising=False)
+    watch = messaging.Messaging.watch
+    failures = [Unavailable("watching: the message broker is not reachable")]
+
+    async def flaky_watch(self: messaging.Messaging, *args: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await watch(self, *args)
+
+    monkeypatch.setattr(messaging.Messaging, "watch", flaky_watch)
+    client = await aiohttp_client(create_app(settings))
+    assert not failures
+    await write_all(client.app[RECORDS], [a_record(i) for i in range(3)])
+    await poll(lambda: _indexed(client.app[jobindex.JOB_INDEX], 3), timeout_s=15)

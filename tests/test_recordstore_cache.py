@@ -3,10 +3,11 @@ between is never overwritten from that memory."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
-from functions.logs import records
+from functions.logs import callbacks, records
 from functions.logs.recordstore import RecordStore
 from runtime import messaging
 from runtime.settings import Settings
@@ -35,3 +36,28 @@ async def test_a_record_changed_by_another_writer_is_not_overwritten_from_a_repl
     stored = await theirs.get(job_id)
     assert stored is not None
     assert [step["name"] for step in stored["steps"]] == ["mine 1", "theirs", "mine 2"]
+
+
+async def test_a_change_that_finds_nothing_to_do_in_a_replica_s_memory_asks_the_bucket(
+    conn: messaging.Messaging, settings: Settings
+) -> None:
+    # A replica that wrote a job's record while it ran remembered it; another replica wrote the job's end. The
+    # periodic look-up then found the callback due, but its claim was tried on the remembered (running) record:
+    # "not due", no read of the bucket, and the callback was never sent from this replica.
+    mine = await RecordStore.open(conn, settings)
+    theirs = await RecordStore.open(conn, settings)
+    job_id = str(uuid.uuid4())
+
+    def running(record: records.Record | None) -> records.Record:
+        new = records.new_record(job_id)
+        new.update(status="running", callback=records.new_callback("http://example.test/hook"))
+        return new
+
+    def ended(record: records.Record | None) -> records.Record:
+        assert record is not None
+        return {**record, "status": "succeeded"}
+
+    await mine.update(job_id, running)
+    await theirs.update(job_id, ended)
+    claimed = await mine.update(job_id, lambda r: callbacks.claim(r, replica="mine", lease=60.0, now=time.time()))
+    assert claimed is not None and claimed["callback"]["state"] == "sending"

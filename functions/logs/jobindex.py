@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import heapq
 import logging
 import time
@@ -27,7 +28,7 @@ import orjson
 from aiohttp import web
 
 from functions.logs import recordstore
-from runtime import tenants
+from runtime import tasks, tenants
 from runtime.errors import HadesError
 from runtime.messaging import MESSAGING, Bucket, Messaging, Watch
 
@@ -38,6 +39,9 @@ CATCH_UP_WAIT_S = 2.0
 LAGGING_RETRY_S = 5.0
 """After the index failed to catch up in time, queries scan without waiting for it for this long (start-up with a
 large bucket, a broken watch), unless it has caught up meanwhile."""
+EXPIRY_CHECK_EVERY_S = 60.0
+"""How often a query asks the bucket's first and last stored sequence: to forget the entries of records that expired
+(the bucket's TTL removes them without a marker the watch would see), and to notice a bucket made again."""
 _KV_OPERATION = "KV-Operation"
 _MARKER_REASON = "Nats-Marker-Reason"
 
@@ -160,6 +164,17 @@ class JobIndex:
         if len(self.order) > 2 * len(self.live) + 4096:
             self._compact()
 
+    def forget_below(self, first_seq: int) -> int:
+        """Forget the entries written below ``first_seq`` (no longer stored: expired by the bucket's TTL, which
+        leaves no marker); how many. Without this a long-running replica kept every job it ever saw."""
+        gone = [seq for seq in self.order[: bisect.bisect_left(self.order, first_seq)] if seq in self.live]
+        for seq in gone:
+            entry = self.live.pop(seq)
+            del self.by_job[entry.job_id]
+        if gone:
+            self._compact()
+        return len(gone)
+
     def _compact(self) -> None:
         self.order = sorted(self.live)
         self.by_status = {}
@@ -240,13 +255,34 @@ class IndexedBucket:
         self.index = JobIndex()
         self._watch: Watch | None = None
         self._lagging_until = 0.0
+        self._expiry_checked = 0.0
+        self._rebuilding = asyncio.Lock()
+        self._created: str | None = None
+        """When the watched bucket's stream was created (noted at ``start``)."""
 
     async def start(self) -> None:
+        with contextlib.suppress(HadesError):  # unknown: only a lower last sequence then tells it was made again
+            self._created = (await self.conn.stream_bounds(self.bucket.stream))[2]
         self._watch = await self.conn.watch(self.bucket.stream, self.bucket.subjects, self.index.apply)
 
     async def close(self) -> None:
         if self._watch is not None:
             await self._watch.close()
+            self._watch = None
+
+    async def _rebuild(self, stale: JobIndex) -> None:
+        """A new index from a new watch: the bucket was made again, and its sequences start over at 1 (the old
+        index would take each new write for a repeat of one it had applied, and never list a new job)."""
+        async with self._rebuilding:
+            if self.index is not stale:
+                return  # a query that saw the same thing rebuilt it meanwhile
+            log.warning("listing index: the records bucket was made again; rebuilding the index")
+            await self.close()
+            self.index = JobIndex()
+            try:
+                await self.start()
+            except HadesError as exc:
+                log.warning("listing index not restarted (listings scan the bucket): %s", exc.detail)
 
     async def current(self, *, within_s: float = CATCH_UP_WAIT_S) -> JobIndex | None:
         """The index once it shows every write stored before this call; None if it lags (or NATS is away)."""
@@ -257,6 +293,12 @@ class IndexedBucket:
         except HadesError as exc:
             log.warning("listing index: the bucket's end is unknown (%s)", exc.detail)
             return None
+        if last is not None and last.seq < self.index.applied_seq:
+            await self._rebuild(self.index)
+            if self._watch is None:
+                return None
+        else:
+            await self._check_bounds()
         if last is None or self.index.applied_seq >= last.seq:
             return self.index
         if time.monotonic() < self._lagging_until:
@@ -266,6 +308,35 @@ class IndexedBucket:
         self._lagging_until = time.monotonic() + LAGGING_RETRY_S
         log.warning("listing index: still behind the bucket (at %d of %d)", self.index.applied_seq, last.seq)
         return None
+
+    async def keep_bounds(self) -> None:
+        """Check the bounds now and then even when no listing asks (a replica nobody lists from grew too), and start
+        the watch again when it is not running."""
+        while True:
+            await asyncio.sleep(max(EXPIRY_CHECK_EVERY_S, 1.0))
+            if self._watch is None:  # not started (NATS away at start-up, a failed rebuild): try again
+                async with self._rebuilding:
+                    try:
+                        await self.start()
+                    except HadesError as exc:
+                        log.debug("listing index still not started: %s", exc.detail)
+                continue
+            await self._check_bounds()
+
+    async def _check_bounds(self) -> None:
+        """Now and then: forget what expired, and rebuild when the bucket was made again (an empty one included)."""
+        if time.monotonic() - self._expiry_checked < EXPIRY_CHECK_EVERY_S:
+            return
+        self._expiry_checked = time.monotonic()
+        try:
+            first, last, created = await self.conn.stream_bounds(self.bucket.stream)
+        except HadesError as exc:
+            log.warning("listing index: expired records not forgotten (%s)", exc.detail)
+            return
+        if last < self.index.applied_seq or (self._created is not None and created != self._created):
+            await self._rebuild(self.index)
+        elif forgotten := self.index.forget_below(first):
+            log.info("listing index: forgot %d expired records", forgotten)
 
 
 JOB_INDEX = web.AppKey("job_index", IndexedBucket)
@@ -282,5 +353,7 @@ async def job_index_context(app: web.Application) -> AsyncIterator[None]:
         await indexed.start()
     except HadesError as exc:
         log.warning("listing index not started (listings scan the bucket): %s", exc.detail)
+    keeping = asyncio.create_task(indexed.keep_bounds(), name="job-index-bounds")
     yield
+    await tasks.cancel_and_wait(keeping)
     await indexed.close()

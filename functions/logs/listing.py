@@ -115,8 +115,8 @@ def prefilter(
     """A cheap test of a record's stored JSON that never turns down a match (``matches`` decides after it).
 
     Records are stored compact (orjson), so a job in status ``s`` holds ``"status":"s"``; a plain ASCII name
-    is in the stored bytes as it is (any case); a tenant other than ``default`` (which records stored before
-    tenants lack) as ``"tenant":"t"``.
+    is in the stored bytes as it is (any case) unless they hold a non-ASCII character; a tenant other than
+    ``default`` (which records stored before tenants lack) as ``"tenant":"t"``.
     """
     needles = [f'"status":"{status}"'.encode() for status in statuses] if statuses is not None else None
     owner = f'"tenant":"{tenant}"'.encode() if tenant is not None and tenant != tenants.DEFAULT else None
@@ -130,7 +130,8 @@ def prefilter(
             return False
         if owner is not None and owner not in data:
             return False
-        return folded is None or folded in data.lower()
+        # A non-ASCII character may case-fold into ASCII ("ß" into "ss"): such a record is left to ``matches``.
+        return folded is None or folded in data.lower() or not data.isascii()
 
     return may_match
 

@@ -111,14 +111,20 @@ class RecordStore:
         """Apply ``change`` by compare-and-set; the written record, or None when ``change`` left it as it was.
 
         The first attempt starts from the record this replica last wrote, when it still has it: ``change`` must not
-        keep or alter what it is given (the reducer copies it)."""
+        keep or alter what it is given (the reducer copies it). Nothing to change there is checked on the stored
+        record (a read: duplicates, and claims of callbacks not due)."""
         written = self._written.pop(job_id, None)
         for _ in range(MAX_CAS_ATTEMPTS):
             current, revision = written if written is not None else await self._entry(job_id)
             new = change(current)
             if new is None:
                 if written is not None:
-                    self._remember(job_id, written)
+                    # Only the stored record can say there is nothing to do: another replica may have changed it
+                    # since (a claim on the remembered running record of a job that ended there finds nothing due).
+                    written = None
+                    continue
+                if current is not None:
+                    self._remember(job_id, (current, revision))
                 return None
             try:
                 revision = await self.bucket.put(job_id, encode(new), revision=revision)

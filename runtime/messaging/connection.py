@@ -238,6 +238,14 @@ class Messaging:
                 with contextlib.suppress(*NATS_ERRORS):
                     await sub.unsubscribe()
 
+    async def stream_bounds(self, stream: str) -> tuple[int, int, str]:
+        """The sequences of the first and last message ``stream`` stores (messages below the first expired or were
+        removed), and when the stream was created: another time means it was made again (sequences from 1)."""
+        with translated(f"reading {stream}"):
+            info = await self._js.stream_info(stream)
+        created = info.created.isoformat() if info.created is not None else ""
+        return int(info.state.first_seq or 0), int(info.state.last_seq or 0), created
+
     async def place(self, stream: str, *, subject: str, seq: int) -> Place | None:
         """Where message ``seq`` stands on ``subject``; None when it is no longer stored there."""
         with translated(f"reading {stream}"):
