@@ -300,7 +300,7 @@ async def stream_logs(request: web.Request) -> web.StreamResponse:
                     await task
                 except asyncio.CancelledError:
                     pass
-                except (HadesError, ConnectionError) as exc:
+                except (HadesError, ConnectionError, TimeoutError) as exc:  # a send that timed out: a stalled client
                     log.info("job %s: live log stream ended early: %s", record["id"], exc)
     return sse
 
