@@ -132,29 +132,31 @@ async def ensure_consumer(js: JetStreamContext, stream: str, config: js_api.Cons
     await js.add_consumer(stream, config)
 
 
-def records_bucket_config(settings: Settings) -> js_api.KeyValueConfig:
+def _kv(
+    settings: Settings, bucket: str, description: str, *, ttl_s: float, direct: bool | None = None
+) -> js_api.KeyValueConfig:
+    """Every bucket alike: the latest value per key only, on disk, as replicated as the streams."""
     return js_api.KeyValueConfig(
-        bucket=RECORDS_BUCKET,
-        description="Latest record per job, kept by the log collector",
+        bucket=bucket,
+        description=description,
         history=1,
-        ttl=settings.nats.events_max_age_s,
+        ttl=ttl_s,
         storage=js_api.StorageType.FILE,
         replicas=settings.nats.replicas,
-        direct=True,
+        direct=direct,
     )
+
+
+def records_bucket_config(settings: Settings) -> js_api.KeyValueConfig:
+    description = "Latest record per job, kept by the log collector"
+    return _kv(settings, RECORDS_BUCKET, description, ttl_s=settings.nats.events_max_age_s, direct=True)
 
 
 def idempotency_bucket_config(settings: Settings) -> js_api.KeyValueConfig:
     # The entry lives exactly as long as the jobs stream de-duplicates the id it names: after that a reused key
     # gets a fresh id (a new run that can be read), never the old one.
-    return js_api.KeyValueConfig(
-        bucket=IDEMPOTENCY_BUCKET,
-        description="Idempotency-Key -> body digest and job id of its first POST, for the duplicate window",
-        history=1,
-        ttl=settings.nats.duplicate_window_s,
-        storage=js_api.StorageType.FILE,
-        replicas=settings.nats.replicas,
-    )
+    description = "Idempotency-Key -> body digest and job id of its first POST, for the duplicate window"
+    return _kv(settings, IDEMPOTENCY_BUCKET, description, ttl_s=settings.nats.duplicate_window_s)
 
 
 def results_bucket_config(settings: Settings) -> js_api.ObjectStoreConfig:
@@ -171,14 +173,8 @@ def results_bucket_config(settings: Settings) -> js_api.ObjectStoreConfig:
 def leases_bucket_config(settings: Settings) -> js_api.KeyValueConfig:
     # A lease matters while its job's message is in flight; it lives as long as the job's events do, so a
     # redelivery however late still finds who owned the job before it.
-    return js_api.KeyValueConfig(
-        bucket=LEASES_BUCKET,
-        description="Running job -> the attempt and dispatcher that own it (compare-and-set)",
-        history=1,
-        ttl=settings.nats.events_max_age_s,
-        storage=js_api.StorageType.FILE,
-        replicas=settings.nats.replicas,
-    )
+    description = "Running job -> the attempt and dispatcher that own it (compare-and-set)"
+    return _kv(settings, LEASES_BUCKET, description, ttl_s=settings.nats.events_max_age_s)
 
 
 async def ensure_bucket(js: JetStreamContext, config: js_api.KeyValueConfig) -> KeyValue:
