@@ -7,16 +7,18 @@ browser tests are plain sync tests. Without chromium or chromedriver the tests s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import tempfile
 import threading
 import urllib.request
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from functions.dispatch.handlers import create_app as create_dispatch
@@ -112,32 +114,44 @@ class _LoopThread:
         self.loop.close()
 
 
-@pytest.fixture
-def stack(own_nats: NatsServer, busybox_image: str) -> Iterator[Stack]:
+async def serve(app: web.Application, servers: list[TestServer]) -> TestServer:
+    """``app`` on a free loopback port, remembered in ``servers`` so that ``serving`` closes it."""
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    servers.append(server)
+    return server
+
+
+@contextlib.contextmanager
+def serving(start: Callable[[list[TestServer]], Coroutine[Any, Any, T]]) -> Iterator[T]:
+    """What ``start`` serves, on an event loop of its own in a thread (the browser tests are synchronous), and
+    every server it started (``serve``) closed afterwards, last first."""
     runner = _LoopThread()
     servers: list[TestServer] = []
-
-    async def start() -> Stack:
-        base = {"HADES_PULL_TIMEOUT_SECONDS": "0.5", "HADES_CANCEL_GRACE_SECONDS": "1"}
-        submit = TestServer(create_submit(make_settings(own_nats.url, **base)), host="127.0.0.1")
-        await submit.start_server()
-        servers.append(submit)
-        submit_url = f"http://127.0.0.1:{submit.port}"
-        settings = make_settings(own_nats.url, HADES_UI_SUBMIT_URL=submit_url, **base)
-        for app in (create_dispatch(settings), create_logs(settings)):
-            server = TestServer(app, host="127.0.0.1")
-            await server.start_server()
-            servers.append(server)
-        return Stack(submit_url=submit_url, logs_url=f"http://127.0.0.1:{servers[-1].port}")
 
     async def stop() -> None:
         for server in reversed(servers):
             await server.close()
 
     try:
-        yield runner.run(start())
+        yield runner.run(start(servers))
     finally:
         try:
             runner.run(stop())
         finally:
             runner.stop()
+
+
+@pytest.fixture
+def stack(own_nats: NatsServer, busybox_image: str) -> Iterator[Stack]:
+    async def start(servers: list[TestServer]) -> Stack:
+        base = {"HADES_PULL_TIMEOUT_SECONDS": "0.5", "HADES_CANCEL_GRACE_SECONDS": "1"}
+        submit = await serve(create_submit(make_settings(own_nats.url, **base)), servers)
+        submit_url = f"http://127.0.0.1:{submit.port}"
+        settings = make_settings(own_nats.url, HADES_UI_SUBMIT_URL=submit_url, **base)
+        await serve(create_dispatch(settings), servers)
+        logs = await serve(create_logs(settings), servers)
+        return Stack(submit_url=submit_url, logs_url=f"http://127.0.0.1:{logs.port}")
+
+    with serving(start) as running:
+        yield running

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from functions.dispatch.executors.docker import LABEL_JOB_ID
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 BUSYBOX_IMAGE = "hades-test-busybox:1"
 BUSYBOX_BINARY = Path("/bin/busybox")
@@ -68,3 +70,13 @@ def busybox_image(docker_client: Any) -> str:
     if not BUSYBOX_BINARY.exists():
         _unavailable("/bin/busybox is missing: apt-get install busybox-static")
     return build_busybox_image(docker_client)
+
+
+def remove_jobs(client: Any, job_ids: list[str]) -> None:
+    """Remove every container and volume the engine still has of ``job_ids`` (emptied as it goes)."""
+    while job_ids:
+        selector = {"label": f"{LABEL_JOB_ID}={job_ids.pop()}"}
+        for container in client.containers.list(all=True, filters=selector):
+            container.remove(force=True)
+        for volume in client.volumes.list(filters=selector):
+            volume.remove(force=True)

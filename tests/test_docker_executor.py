@@ -19,6 +19,7 @@ from functions.dispatch.executors.docker import engine as docker_engine
 from runtime.errors import JobError, Unavailable
 from runtime.jobs import Job, JobId, JobStatus, Step, StepStatus, job_from_document, utc_now
 from runtime.settings import LimitSettings, Settings
+from tests.dockerfixtures import remove_jobs
 from tests.helpers import EXAMPLES, SCOPE, poll
 
 pytestmark = pytest.mark.docker
@@ -71,12 +72,7 @@ _created: list[str] = []
 @pytest.fixture(autouse=True)
 def _remove_what_the_test_left(docker_client: Any) -> Iterator[None]:
     yield
-    while _created:
-        selector = {"label": f"{LABEL_JOB_ID}={_created.pop()}"}
-        for container in docker_client.containers.list(all=True, filters=selector):
-            container.remove(force=True)
-        for volume in docker_client.volumes.list(filters=selector):
-            volume.remove(force=True)
+    remove_jobs(docker_client, _created)
 
 
 @pytest.fixture

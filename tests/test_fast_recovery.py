@@ -57,10 +57,7 @@ async def test_a_restarted_dispatcher_recovers_a_killed_ones_job_before_ack_wait
     assert response.status == 202, await response.text()
     job_id = str((await response.json())["id"])
 
-    async def working() -> bool:
-        return "working" in await stored.lines(job_id)
-
-    await poll(working, timeout_s=60, interval_s=0.2)
+    await _working(stored, job_id)
     first.send_signal(signal.SIGKILL)
     first.wait()
     killed_at = time.time()  # a point on the events' clock (same host), not a measured duration
@@ -111,6 +108,30 @@ async def _submit(client: Any, script: str, **fields: Any) -> str:
     return str((await response.json())["id"])
 
 
+async def _working(stored: StoredEvents, job_id: str) -> None:
+    """Until the job's step has printed ``working`` (it is running in its container)."""
+
+    async def working() -> bool:
+        return "working" in await stored.lines(job_id)
+
+    await poll(working, timeout_s=60, interval_s=0.2)
+
+
+async def _holder(stored: StoredEvents, job_id: str, *processes: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    """The dispatcher process that runs the job now (its latest ``running`` event names the pid)."""
+    running = [e for e in await stored.jobs(job_id) if e["status"] == "running"]
+    return {process.pid: process for process in processes}[running[-1]["dispatcher_pid"]]
+
+
+async def _removed(job_id: str, *, timeout_s: float) -> None:
+    """Until no container or volume of the job is left on the engine."""
+
+    async def removed() -> bool:
+        return _containers_of(job_id) == 0
+
+    await poll(removed, timeout_s=timeout_s, interval_s=0.2)
+
+
 @pytest.mark.docker
 @pytest.mark.slow
 @pytest.mark.timeout(150)
@@ -127,22 +148,15 @@ async def test_a_cancel_reaches_the_containers_of_a_job_whose_dispatcher_is_dead
     client = await aiohttp_client(create_submit(make_settings(clean_nats)))
     job_id = await _submit(client, "echo working; sleep 60; echo done", image=busybox_image)
 
-    async def working() -> bool:
-        return "working" in await stored.lines(job_id)
-
-    await poll(working, timeout_s=60, interval_s=0.2)
-    running = [e for e in await stored.jobs(job_id) if e["status"] == "running"]
-    holder = {first.pid: first, second.pid: second}[running[-1]["dispatcher_pid"]]
+    await _working(stored, job_id)
+    holder = await _holder(stored, job_id, first, second)
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     response = await client.delete(f"/jobs/{job_id}")
     assert response.status == 202, await response.text()
     cancelled_at = time.monotonic()
 
-    async def removed() -> bool:
-        return _containers_of(job_id) == 0
-
-    await poll(removed, timeout_s=ACK_WAIT_S / 2, interval_s=0.2)  # not AckWait: the live dispatcher did it
+    await _removed(job_id, timeout_s=ACK_WAIT_S / 2)  # not AckWait: the live dispatcher did it
     print(f"[dead dispatcher] cancel: containers gone {time.monotonic() - cancelled_at:.1f} s after it")
     final = await stored.terminal(job_id, timeout_s=60)
     assert final["status"] == "cancelled", final
@@ -166,10 +180,7 @@ async def test_a_job_whose_dispatcher_was_dead_past_its_deadline_times_out_from_
     client = await aiohttp_client(create_submit(make_settings(clean_nats)))
     job_id = await _submit(client, "echo working; sleep 20; echo done", image=busybox_image, timeout_seconds=8)
 
-    async def working() -> bool:
-        return "working" in await stored.lines(job_id)
-
-    await poll(working, timeout_s=60, interval_s=0.2)
+    await _working(stored, job_id)
     first.send_signal(signal.SIGKILL)
     first.wait()
     started_at = next(e["started_at"] for e in await stored.jobs(job_id) if e["status"] == "running")
@@ -187,10 +198,7 @@ async def test_a_job_whose_dispatcher_was_dead_past_its_deadline_times_out_from_
     print(f"[dead dispatcher] timeout 8 s: ended {ran_s:.1f} s after its first start, containers left 0")
     assert "done" not in await stored.lines(job_id)
 
-    async def removed() -> bool:
-        return _containers_of(job_id) == 0
-
-    await poll(removed, timeout_s=30, interval_s=0.5)
+    await _removed(job_id, timeout_s=30)
 
 
 @pytest.mark.docker
@@ -212,12 +220,8 @@ async def test_a_dispatcher_paused_past_ack_wait_stands_down_when_it_resumes(
     client = await aiohttp_client(create_submit(make_settings(clean_nats)))
     job_id = await _submit(client, f"echo {RUN_TOKEN}; echo working; sleep 12; echo done", image=busybox_image)
 
-    async def working() -> bool:
-        return "working" in await stored.lines(job_id)
-
-    await poll(working, timeout_s=60, interval_s=0.2)
-    running = [e for e in await stored.jobs(job_id) if e["status"] == "running"]
-    paused = {first.pid: first, second.pid: second}[running[-1]["dispatcher_pid"]]
+    await _working(stored, job_id)
+    paused = await _holder(stored, job_id, first, second)
     paused.send_signal(signal.SIGSTOP)
     try:
 
@@ -240,10 +244,7 @@ async def test_a_dispatcher_paused_past_ack_wait_stands_down_when_it_resumes(
     assert len({line for line in lines if line.startswith("run ")}) == 1, lines  # the step ran once
     assert paused.poll() is None  # the paused dispatcher lives on
 
-    async def removed() -> bool:
-        return _containers_of(job_id) == 0
-
-    await poll(removed, timeout_s=30, interval_s=0.5)
+    await _removed(job_id, timeout_s=30)
 
 
 async def _settled(stored: StoredEvents, job_id: str) -> bool:

@@ -17,6 +17,7 @@ from functions.logs.recordstore import RecordStore
 from runtime import messaging
 from runtime.messaging import Messaging, StoredMessage, encode
 from runtime.settings import Settings
+from tests.listings import page_through, write_all
 
 RECORDS = 10_000
 
@@ -60,26 +61,6 @@ def a_record(index: int, *, status: str = "queued") -> records.JobRecord:
     record = records.new_record(str(uuid.uuid4()))
     record.update(status=status, name=f"build-{index:05d}" if index % 2 else f"test-{index:05d}")
     return record
-
-
-async def write_all(store: RecordStore, made: list[records.JobRecord]) -> None:
-    """Written in order (each one the newest so far), a few hundred in flight at a time."""
-    for start in range(0, len(made), 500):
-        chunk = made[start : start + 500]
-        await asyncio.gather(*(store.bucket.put(r["id"], encode(r), revision=0) for r in chunk))
-
-
-async def page_through(client: TestClient, query: str) -> list[list[str]]:
-    pages: list[list[str]] = []
-    url = f"/jobs?{query}"
-    while True:
-        response = await client.get(url)
-        assert response.status == 200, await response.text()
-        body = await response.json()
-        pages.append([job["id"] for job in body["jobs"]])
-        if body["next"] is None:
-            return pages
-        url = f"/jobs?{query}&cursor={body['next']}"
 
 
 async def test_paging_through_ten_thousand_records_reads_a_page_at_a_time(

@@ -3,7 +3,6 @@ replica right whatever collector wrote the records, across restarts."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import uuid
 from typing import Any
@@ -22,38 +21,20 @@ from runtime.messaging import encode, topology
 from runtime.settings import Settings
 from tests.fakes import submitted
 from tests.helpers import poll
+from tests.listings import page_through, write_all
 
 
-def a_record(index: int, *, status: str = "queued", submitted_at: str | None = None) -> records.Record:
+def a_record(index: int, *, status: str = "queued", submitted_at: str | None = None) -> records.JobRecord:
     record = records.new_record(str(uuid.uuid4()))
     record.update(status=status, name=f"build-{index:05d}", submitted_at=submitted_at)
     return record
 
 
-async def write_all(store: RecordStore, made: list[records.Record]) -> None:
-    for start in range(0, len(made), 500):
-        chunk = made[start : start + 500]
-        await asyncio.gather(*(store.bucket.put(r["id"], encode(r), revision=0) for r in chunk))
-
-
-async def rewrite(store: RecordStore, record: records.Record, **changes: Any) -> None:
+async def rewrite(store: RecordStore, record: records.JobRecord, **changes: Any) -> None:
     entry = await store.bucket.get(record["id"])
     assert entry is not None
     record.update(changes)  # type: ignore[typeddict-item]
     await store.bucket.put(record["id"], encode(record), revision=entry.revision)
-
-
-async def page_through(client: TestClient, query: str) -> list[list[str]]:
-    pages: list[list[str]] = []
-    url = f"/jobs?{query}"
-    while True:
-        response = await client.get(url)
-        assert response.status == 200, await response.text()
-        body = await response.json()
-        pages.append([job["id"] for job in body["jobs"]])
-        if body["next"] is None:
-            return pages
-        url = f"/jobs?{query}&cursor={body['next']}"
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ async def test_a_record_changed_by_another_writer_is_not_overwritten_from_a_repl
     job_id = str(uuid.uuid4())
 
     def with_name(name: str) -> Any:
-        def change(record: records.Record | None) -> records.Record:
+        def change(record: records.JobRecord | None) -> records.JobRecord:
             new = dict(record or records.new_record(job_id))
             new["steps"] = [*new.get("steps", []), {"id": len(new.get("steps", [])) + 1, "name": name}]
             return new  # type: ignore[return-value]
@@ -48,12 +48,12 @@ async def test_a_change_that_finds_nothing_to_do_in_a_replica_s_memory_asks_the_
     theirs = await RecordStore.open(conn, settings)
     job_id = str(uuid.uuid4())
 
-    def running(record: records.Record | None) -> records.Record:
+    def running(record: records.JobRecord | None) -> records.JobRecord:
         new = records.new_record(job_id)
         new.update(status="running", callback=records.new_callback("http://example.test/hook"))
         return new
 
-    def ended(record: records.Record | None) -> records.Record:
+    def ended(record: records.JobRecord | None) -> records.JobRecord:
         assert record is not None
         return {**record, "status": "succeeded"}
 

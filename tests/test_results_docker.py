@@ -22,6 +22,7 @@ from runtime import messaging, subjects
 from runtime.jobs import Job, JobId, JobStatus, Step, job_from_document, utc_now
 from runtime.messaging import topology
 from runtime.settings import Settings
+from tests.dockerfixtures import remove_jobs
 from tests.helpers import SCOPE, make_settings, poll
 
 pytestmark = pytest.mark.docker
@@ -63,12 +64,7 @@ _created: list[str] = []
 @pytest.fixture(autouse=True)
 def _remove_what_the_test_left(docker_client: Any) -> Any:
     yield
-    while _created:
-        selector = {"label": f"{LABEL_JOB_ID}={_created.pop()}"}
-        for container in docker_client.containers.list(all=True, filters=selector):
-            container.remove(force=True)
-        for volume in docker_client.volumes.list(filters=selector):
-            volume.remove(force=True)
+    remove_jobs(docker_client, _created)
 
 
 def make_job(image: str, script: str, **document: Any) -> Job:

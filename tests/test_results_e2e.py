@@ -24,7 +24,7 @@ from functions.dispatch.handlers import create_app as create_dispatch
 from functions.logs.handlers import create_app as create_logs
 from functions.submit.handlers import create_app as create_submit
 from hades_client.cli import main as hades_cli
-from tests.browser import _LoopThread, chrome  # noqa: F401 (fixture)
+from tests.browser import chrome, serve, serving  # noqa: F401 (fixture)
 from tests.conftest import make_settings
 from tests.dockerfixtures import BUSYBOX_IMAGE
 from tests.natsserver import NatsServer
@@ -88,15 +88,13 @@ class Stack:
 
 @pytest.fixture
 def results_stack(own_nats: NatsServer, busybox_image: str) -> Iterator[Stack]:
-    runner = _LoopThread()
-    servers: list[TestServer] = []
     callbacks: list[dict[str, Any]] = []
 
     async def receive(request: web.Request) -> web.Response:
         callbacks.append(await request.json())
         return web.Response(text="ok")
 
-    async def start() -> Stack:
+    async def start(servers: list[TestServer]) -> Stack:
         receiver = web.Application()
         receiver.router.add_post("/results", receive)
         env = {
@@ -105,29 +103,15 @@ def results_stack(own_nats: NatsServer, busybox_image: str) -> Iterator[Stack]:
             "HADES_RESULTS_MAX_FILE_BYTES": "2000000",
         }
         settings = make_settings(own_nats.url, **env)
-        for app in (receiver, create_submit(settings), create_dispatch(settings), create_logs(settings)):
-            server = TestServer(app, host="127.0.0.1")
-            await server.start_server()
-            servers.append(server)
+        receiving = await serve(receiver, servers)
+        submit = await serve(create_submit(settings), servers)
+        await serve(create_dispatch(settings), servers)
+        logs = await serve(create_logs(settings), servers)
         url = "http://127.0.0.1:{}"
-        return Stack(
-            url.format(servers[1].port),
-            url.format(servers[3].port),
-            callbacks,
-            url.format(servers[0].port) + "/results",
-        )
+        return Stack(url.format(submit.port), url.format(logs.port), callbacks, url.format(receiving.port) + "/results")
 
-    async def stop() -> None:
-        for server in reversed(servers):
-            await server.close()
-
-    try:
-        yield runner.run(start())
-    finally:
-        try:
-            runner.run(stop())
-        finally:
-            runner.stop()
+    with serving(start) as running:
+        yield running
 
 
 @pytest.mark.timeout(300)
