@@ -51,9 +51,14 @@ def jobs_subject(lane: Lane, tenant: str = tenants.DEFAULT) -> str:
 
 
 def lane_subjects(lane: Lane) -> tuple[str, str]:
-    """The filters that together hold every job of a lane: the default tenant's, and every named tenant's."""
+    """The subjects that together hold every job of a lane: the default tenant's, and every named tenant's."""
     lane_subject = f"{JOBS_SUBJECT_PREFIX}.{lane}"
     return lane_subject, f"{lane_subject}.*"
+
+
+def named_tenants_filter(lane: Lane) -> str:
+    """Every named tenant's jobs of a lane (``hades.jobs.<lane>.*``): which tenants have jobs there."""
+    return lane_subjects(lane)[1]
 
 
 def tenant_jobs_filter(tenant: str) -> str:
@@ -97,8 +102,28 @@ def dead_subject(job_id: str) -> str:
     return f"{DEAD_SUBJECT_PREFIX}.{job_id}"
 
 
-def dispatch_consumer(lane: Lane) -> str:
-    return f"dispatch-{lane}"
+DISPATCH_CONSUMER_PREFIX = "dispatch-"
+_TENANT_SEPARATOR = "--"
+
+
+def dispatch_consumer(lane: Lane, tenant: str = tenants.DEFAULT) -> str:
+    """The consumer dispatchers take one tenant's jobs of a lane from: ``dispatch-<lane>`` for the default tenant
+    (and every job stored before tenants; the name KEDA and dashboards always knew), ``dispatch-<lane>--<tenant>``
+    for a named one. A consumer per tenant is what lets dispatch choose whose job starts next (docs/tenants.md)."""
+    name = f"{DISPATCH_CONSUMER_PREFIX}{lane}"
+    return name if tenant == tenants.DEFAULT else f"{name}{_TENANT_SEPARATOR}{tenant}"
+
+
+def dispatch_scope(consumer: str) -> tuple[Lane, str] | None:
+    """The lane and tenant a dispatch consumer serves; None for any other consumer name."""
+    if not consumer.startswith(DISPATCH_CONSUMER_PREFIX):
+        return None
+    lane_name, _, tenant = consumer.removeprefix(DISPATCH_CONSUMER_PREFIX).partition(_TENANT_SEPARATOR)
+    if lane_name not in {str(lane) for lane in LANES}:
+        return None
+    if not tenant:
+        return Lane(lane_name), tenants.DEFAULT
+    return (Lane(lane_name), tenant) if tenants.is_name(tenant) else None
 
 
 def job_id_of(subject: str) -> str:

@@ -8,6 +8,7 @@ failure leaves it as ``Unavailable``. Stream and consumer shapes: ``runtime.mess
 
 from runtime.messaging.connection import (
     MESSAGING,
+    ConsumerLoad,
     Messaging,
     Place,
     Published,
@@ -24,6 +25,7 @@ from runtime.messaging.watching import Watch
 __all__ = [
     "MESSAGING",
     "Bucket",
+    "ConsumerLoad",
     "Delivery",
     "Entry",
     "Messaging",

@@ -292,6 +292,16 @@ class Messaging:
             info = await self._js.consumer_info(stream, consumer)
         return int(info.delivered.stream_seq or 0) if info.delivered else 0
 
+    async def consumer_loads(self, stream: str) -> list[ConsumerLoad]:
+        """Every consumer of ``stream`` with what it holds: one ``CONSUMER.LIST`` request per 256 consumers."""
+        loads: list[ConsumerLoad] = []
+        with translated(f"listing the consumers of {stream}"):
+            while True:
+                page = await self._js.consumers_info(stream, offset=len(loads) or None)
+                loads.extend(ConsumerLoad.of(info) for info in page)
+                if len(page) < _CONSUMER_PAGE:
+                    return loads
+
     async def backlog(self, stream: str, consumer: str) -> Backlog:
         """What a durable consumer has not taken yet: how many messages, and how old the oldest is."""
         with translated(f"reading consumer {consumer}"):
@@ -475,6 +485,34 @@ class Backlog:
     """Seconds since the oldest of them was stored (0 when there is none)."""
     in_flight: int = 0
     """Messages delivered and not acked yet: jobs a dispatcher holds (running, or its holder died within AckWait)."""
+
+
+_CONSUMER_PAGE = 256
+"""Consumers per ``CONSUMER.LIST`` answer (the server's page size)."""
+
+
+@dataclass(frozen=True)
+class ConsumerLoad:
+    """One durable consumer's numbers, as the cluster has them (the same for every process that reads them)."""
+
+    name: str
+    pending: int
+    """Messages not delivered yet (waiting jobs)."""
+    ack_pending: int
+    """Messages delivered and not acked yet (jobs running, or whose holder died within AckWait)."""
+    last_active: float
+    """When it last delivered a message (epoch seconds; 0 if never)."""
+
+    @classmethod
+    def of(cls, info: Any) -> ConsumerLoad:
+        delivered = info.delivered
+        active = delivered.last_active.timestamp() if delivered is not None and delivered.last_active else 0.0
+        return cls(
+            name=info.name or "",
+            pending=int(info.num_pending or 0),
+            ack_pending=int(info.num_ack_pending or 0),
+            last_active=active,
+        )
 
 
 def _parse_stamp(stamp: str) -> float:

@@ -14,6 +14,7 @@ from nats.js import api as js_api
 from nats.js.errors import APIError, NotFoundError
 from nats.js.kv import KeyValue
 
+from runtime import tenants
 from runtime.settings import Settings
 from runtime.subjects import (
     CANCEL_SUBJECT_PREFIX,
@@ -31,6 +32,7 @@ from runtime.subjects import (
     STATUS_SUBJECT_PREFIX,
     Lane,
     dispatch_consumer,
+    jobs_subject,
     lane_subjects,
 )
 
@@ -77,21 +79,32 @@ def stream_configs(settings: Settings) -> list[js_api.StreamConfig]:
     ]
 
 
-def dispatch_consumer_config(settings: Settings, lane: Lane) -> js_api.ConsumerConfig:
+def dispatch_consumer_config(settings: Settings, lane: Lane, tenant: str = tenants.DEFAULT) -> js_api.ConsumerConfig:
+    """One tenant's jobs of one lane (``subjects.dispatch_consumer``). Filters never overlap, as a work-queue
+    stream requires: ``dispatch-<lane>`` holds ``hades.jobs.<lane>`` only (a consumer an older Hades made with the
+    tenants' filter too is narrowed in place), each named tenant's its own subject."""
+    limit = settings.tenants.running_limit(tenant)
+    named = tenant != tenants.DEFAULT
     return js_api.ConsumerConfig(
-        durable_name=dispatch_consumer(lane),
-        description=f"Dispatchers pulling the {lane} lane",
-        # Every tenant's jobs of the lane: ``hades.jobs.<lane>`` (the default tenant, and every job stored before
-        # tenants) and ``hades.jobs.<lane>.<tenant>``. A consumer made with the one filter is updated in place.
-        filter_subjects=list(lane_subjects(lane)),
+        durable_name=dispatch_consumer(lane, tenant),
+        description=f"Dispatchers pulling the {lane} lane" + (f" for tenant {tenant}" if named else ""),
+        filter_subjects=[jobs_subject(lane, tenant)],
         ack_policy=js_api.AckPolicy.EXPLICIT,
         ack_wait=settings.dispatch.ack_wait_s,
         # One delivery more than the attempts: that last one only fails and dead-letters the job, so a job whose
         # final attempt died with its dispatcher still ends with a terminal status.
         max_deliver=settings.dispatch.max_deliver + 1,
-        max_ack_pending=-1,
+        # The tenant's running cap, held by the server for every dispatcher at once: deliveries not yet acked are
+        # the tenant's jobs running in the lane, and past the cap a fetch gets nothing (no delivery is spent).
+        max_ack_pending=limit if limit is not None else -1,
         deliver_policy=js_api.DeliverPolicy.ALL,
+        # A tenant gone quiet leaves no consumer behind; longer than any job can run, so never under a running one.
+        inactive_threshold=_tenant_consumer_idle_s(settings) if named else None,
     )
+
+
+def _tenant_consumer_idle_s(settings: Settings) -> float:
+    return 3600.0 + 2 * (settings.limits.max_timeout_s + settings.dispatch.image_pull_timeout_s)
 
 
 def logs_consumer_config() -> js_api.ConsumerConfig:
