@@ -2,8 +2,9 @@
 
 The long ones run only when named: ``burst`` (an exam burst drained by the engine, about 10 minutes), ``reads``
 (exam-scale reads: listing at 100,000 records, 1,000 live followers, collector ingest; about 5 minutes), ``backlog``
-(100,000 queued jobs), ``k8s`` (needs a cluster) and ``scale`` (the capacity model's inputs on a three-node
-JetStream cluster, about 4 minutes).
+(100,000 queued jobs), ``k8s`` (needs a cluster), ``scale`` (the capacity model's inputs on a three-node
+JetStream cluster, about 4 minutes) and ``fair`` (three tenants' bursts against the ideal fair-share schedule, under a
+minute).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import backlog, burst, dispatch, k8s, logs, reads, results, scale, submit
+from bench import backlog, burst, dispatch, fair, k8s, logs, reads, results, scale, submit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -29,6 +30,7 @@ def main() -> None:
         "results": results,
         "scale": scale,
         "reads": reads,
+        "fair": fair,
     }
     chosen = sys.argv[1:] or ["submit", "dispatch", "logs"]
     unknown = [name for name in chosen if name not in modules]
