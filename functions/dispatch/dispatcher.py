@@ -20,7 +20,7 @@ from pathlib import Path
 
 from functions.dispatch import jobrun, ownership, settle
 from functions.dispatch.executors.base import Executor, StopSignal
-from functions.dispatch.shares import Shares
+from functions.dispatch.shares import SNAPSHOT_TTL_S, Shares
 from runtime import eventlog, events, messaging, metrics, subjects, tasks
 from runtime.errors import HadesError, Unavailable
 from runtime.jobs import JobStatus
@@ -162,8 +162,9 @@ class Dispatcher:
                 await asyncio.sleep(1)
                 continue
             if not ready:
+                wait_s = min(idle_s, SNAPSHOT_TTL_S) if self.shares.held_back() else idle_s
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.work_hint.wait(), idle_s)
+                    await asyncio.wait_for(self.work_hint.wait(), wait_s)
         raise asyncio.CancelledError
 
     async def _take_from(self, lane: Lane) -> Delivery | None:
@@ -220,7 +221,7 @@ class Dispatcher:
         task = asyncio.create_task(jobrun.handle(self.deps, msg, stop=stop), name=f"job-{job_id}")
         self.running[job_id] = (task, stop, msg)
         metrics.JOBS_RUNNING.inc()
-        task.add_done_callback(lambda t: self._finished(job_id, t, stop))
+        task.add_done_callback(lambda t: self._finished(job_id, t, stop, msg.subject))
 
     async def _cancel_requested(self, job_id: str) -> bool:
         try:
@@ -228,13 +229,15 @@ class Dispatcher:
         except Unavailable:
             return False
 
-    def _finished(self, job_id: str, task: asyncio.Task[None], stop: StopSignal) -> None:
+    def _finished(self, job_id: str, task: asyncio.Task[None], stop: StopSignal, subject: str) -> None:
         # Only this delivery's entries: after a long outage the same job may be running again as a later attempt.
         if self.running.get(job_id, (None,))[0] is task:
             del self.running[job_id]
         if self.stops.get(job_id) is stop:
             del self.stops[job_id]
         metrics.JOBS_RUNNING.dec()
+        self.shares.finished(subject)
+        self.work_hint.set()  # a capped tenant may start its next job now
         self._release()
         if not task.cancelled() and task.exception() is not None:
             log.error("job %s: dispatch failed; it will be redelivered", job_id, exc_info=task.exception())

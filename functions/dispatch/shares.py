@@ -89,6 +89,19 @@ class Shares:
         self.queues = queues
         self.read_at = time.monotonic()
 
+    def finished(self, job_subject: str) -> None:
+        """One of this dispatcher's jobs ended (acked or handed back): one running job fewer for its tenant, and a
+        fresh reading for the next pick (other dispatchers' jobs of a capped tenant may have ended too)."""
+        self.stale = True
+        queue = self.queues.get((subjects.lane_of(job_subject), subjects.tenant_of(job_subject)))
+        if queue is not None:
+            queue.running = max(0, queue.running - 1)
+
+    def held_back(self) -> bool:
+        """Whether jobs wait that no tenant may start only because of its running cap: they may start as soon as
+        any dispatcher's job of that tenant ends, which only the next reading shows."""
+        return any(queue.waiting for queue in self.queues.values())
+
     def ready_lanes(self) -> list[Lane]:
         """Lanes with a job some tenant may start now (waiting, and that tenant below its running cap)."""
         return [lane for lane in subjects.LANES if self.choose(lane) is not None]
