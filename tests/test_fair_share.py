@@ -32,7 +32,7 @@ from tests import sleepexecutor
 from tests.helpers import make_settings, poll
 from tests.observe import TERMINAL
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = pytest.mark.timeout(300)
 
 LANE = subjects.Lane.NORMAL
 DISPATCHERS = 2
@@ -150,24 +150,26 @@ def nth_start(order: list[str], tenant: str, n: int) -> int:
 @contextlib.asynccontextmanager
 async def sampled_running(conn: messaging.Messaging) -> AsyncIterator[Counter[str]]:
     """While inside: the most jobs each tenant of the lane had running at once, as the server counts them (its
-    consumer's ``num_ack_pending``), sampled every 20 ms."""
+    consumer's ``num_ack_pending``), sampled every 20 ms. Stopped by a flag, not a cancel: on Python 3.11 a cancel
+    that lands as a NATS request's ``wait_for`` completes is swallowed, and the sampler would go on for ever."""
     most: Counter[str] = Counter()
+    done = asyncio.Event()
 
     async def sample() -> None:
-        while True:
+        while not done.is_set():
             for load in await conn.consumer_loads(subjects.JOBS_STREAM):
                 scope = subjects.dispatch_scope(load.name)
                 if scope is not None and scope[0] == LANE:
                     most[scope[1]] = max(most[scope[1]], load.ack_pending)
-            await asyncio.sleep(0.02)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 0.02)
 
     sampler = asyncio.create_task(sample())
     try:
         yield most
     finally:
-        sampler.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sampler
+        done.set()
+        await sampler
 
 
 async def test_a_tenants_30_jobs_behind_anothers_300_start_at_its_share(
@@ -225,6 +227,7 @@ async def test_a_queued_cap_refuses_a_tenants_extra_submits_and_never_anothers_w
     b_answers = asyncio.gather(*(hades.post("b", job()) for _ in range(60)))
     a_statuses = [answer.status for answer in await a_answers]
     b_statuses = [answer.status for answer in await b_answers]
+    print(f"a: {a_statuses.count(202)} accepted, {a_statuses.count(429)} refused; b: {b_statuses.count(202)} accepted")
     assert set(b_statuses) == {202}
     assert set(a_statuses) == {202, 429}
     refused = next(answer for answer in await a_answers if answer.status == 429)
