@@ -152,8 +152,8 @@ def simulate(jobs: Sequence[Job], *, slots: int, hold_s: float, pick: Picker) ->
     while done < len(arrivals):
         now = min(arrivals[index].arrived_s if index < len(arrivals) else math.inf, ends[0][0] if ends else math.inf)
         while ends and ends[0][0] <= now:
-            _, tenant = heapq.heappop(ends)
-            running[tenant] -= 1
+            _, ended = heapq.heappop(ends)
+            running[ended] -= 1
             free += 1
             done += 1
         while index < len(arrivals) and arrivals[index].arrived_s <= now:

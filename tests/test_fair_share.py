@@ -51,11 +51,11 @@ class Cluster:
     settings: Settings
     aiohttp_client: Any
     aiohttp_server: Any
-    submit: TestClient | None = None
+    submit: TestClient[Any, Any] | None = None
     ids: dict[str, list[str]] = field(default_factory=dict)
     """Accepted job ids per tenant, in submit order."""
 
-    async def start_submit(self) -> TestClient:
+    async def start_submit(self) -> TestClient[Any, Any]:
         self.submit = await self.aiohttp_client(create_submit(self.settings))
         return self.submit
 
