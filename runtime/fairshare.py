@@ -3,7 +3,7 @@
 Pure, no I/O. The numbers it takes are the cluster's, read from JetStream (each tenant's waiting and running jobs in
 the lane), so every dispatcher that computes from the same numbers chooses alike and a restart changes nothing.
 Dispatch (``pick``, for each free slot) and the logs function (``ahead``, for a queued job's place) share the rule,
-so the place shown is the place the job gets. docs/tenants.md ("Left to do") says how dispatch reads the numbers.
+so the place shown is the place the job gets. How dispatch reads the numbers: ``functions/dispatch/shares.py``.
 
 The rule is fair share of running slots, as Kueue's fair sharing for one resource: the next job comes from the
 tenant, among those with waiting jobs and below their running cap, with the fewest running jobs per unit of weight

@@ -257,11 +257,11 @@ class TenantSettings:
     queue_full_retry_after_s: int = 30
     """``Retry-After`` of a 429 for a full tenant queue: about how long a slot takes to free up."""
     weights: tuple[tuple[str, int], ...] = ()
-    """Per tenant, its share inside a lane (``*``: every tenant not named; default 1): for dispatch's fair share
-    (``runtime.fairshare``; docs/tenants.md, "Left to do": dispatch does not read it yet)."""
+    """Per tenant, its share inside a lane (``*``: every tenant not named; default 1): dispatch's fair share gives a
+    free slot to the tenant with the fewest running jobs per unit of weight (``runtime.fairshare``)."""
     max_running: tuple[tuple[str, int], ...] = ()
-    """Per tenant, most jobs running at once in the cluster (``*``: every tenant not named); empty: no cap. For
-    dispatch's fair share (docs/tenants.md, "Left to do": dispatch does not enforce it yet)."""
+    """Per tenant, most jobs running at once in the cluster (``*``: every tenant not named); empty: no cap. It is
+    the ``max_ack_pending`` of the tenant's dispatch consumers, so JetStream holds it for every dispatcher."""
 
     def known(self) -> frozenset[str]:
         """Every tenant the operator named somewhere, and ``default``."""
