@@ -157,7 +157,8 @@ async def get_job(request: web.Request) -> web.Response:
         and isinstance(stream_seq, int)
         and lane in {str(each) for each in subjects.LANES}
     ):
-        weights = positions.lane_weights(request.app[SETTINGS].dispatch.lane_weights)
+        settings = request.app[SETTINGS]
+        weights = positions.lane_weights(settings.dispatch.lane_weights)
         try:
             place = await positions.queue_place(
                 request.app[MESSAGING],
@@ -166,6 +167,8 @@ async def get_job(request: web.Request) -> web.Response:
                 weights=weights,
                 throughput=request.app.get(positions.THROUGHPUT),
                 tenant=record.get("tenant") or tenants.DEFAULT,
+                tenant_weight=settings.tenants.weight,
+                running_cap=settings.tenants.running_limit,
             )
         except HadesError as exc:
             log.warning("job %s: queue position unknown: %s", record["id"], exc.detail)

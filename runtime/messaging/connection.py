@@ -279,6 +279,14 @@ class Messaging:
             return 0
         return 1 + int(headers.get("Nats-Num-Pending", "0"))
 
+    async def stored_age_s(self, stream: str, *, subject: str, seq: int = 1) -> float:
+        """Seconds since the first message on ``subject`` (wildcards allowed) from ``seq`` on was stored; 0 when
+        there is none. One direct get."""
+        with translated(f"reading {stream}"):
+            headers = await self._first_from(stream, subject, max(1, seq))
+        stamp = headers.get("Nats-Time-Stamp")
+        return max(0.0, time.time() - _parse_stamp(stamp)) if stamp else 0.0
+
     async def subject_counts(self, stream: str, subject: str) -> dict[str, int]:
         """Messages stored per subject matching ``subject`` (wildcards allowed): one request."""
         with translated(f"reading {stream}"):
