@@ -1,8 +1,9 @@
 """The dispatch loop: take jobs from the lanes by weight, run up to ``concurrency`` at once, stop in two phases.
 
 Which lane next: among lanes with waiting jobs (their consumers' ``num_pending``), smooth weighted round-robin
-(6:3:1 by default), so high goes first and low never starves. An idle dispatcher sleeps until a core-NATS
-subscription on the job subjects says something arrived (or ``pull_timeout_s`` passes, for redeliveries).
+(6:3:1 by default), so high goes first and low never starves. Which tenant's job in that lane: fair share
+(``shares``). An idle dispatcher sleeps until a core-NATS subscription on the job subjects says something arrived
+(or ``pull_timeout_s`` passes, for redeliveries).
 Cancel requests arrive on ``hades.cancel.*`` and reach the running job's ``StopSignal``.
 """
 
@@ -19,10 +20,11 @@ from pathlib import Path
 
 from functions.dispatch import jobrun, ownership, settle
 from functions.dispatch.executors.base import Executor, StopSignal
+from functions.dispatch.shares import Shares
 from runtime import eventlog, events, messaging, metrics, subjects, tasks
 from runtime.errors import HadesError, Unavailable
 from runtime.jobs import JobStatus
-from runtime.messaging import Delivery, PullConsumer, Subscription, topology
+from runtime.messaging import Delivery, Subscription, topology
 from runtime.settings import Settings
 from runtime.subjects import Lane
 
@@ -60,7 +62,7 @@ class Dispatcher:
         self.running: dict[str, tuple[asyncio.Task[None], StopSignal, Delivery]] = {}
         self.stops: dict[str, StopSignal] = {}  # every taken job, registered before its cancel check
         self.work_hint = asyncio.Event()
-        self.pulls: dict[Lane, PullConsumer] = {}
+        self.shares = Shares(conn, settings)
         self.loop_task: asyncio.Task[None] | None = None
         self.stopping = False
         self.hint_subscription: Subscription | None = None
@@ -71,9 +73,7 @@ class Dispatcher:
 
     async def start(self) -> None:
         self.deps.leases = ownership.Leases(await self.conn.bucket(topology.leases_bucket_config(self.settings)))
-        for lane in subjects.LANES:
-            config = topology.dispatch_consumer_config(self.settings, lane)
-            self.pulls[lane] = await self.conn.pull_consumer(subjects.JOBS_STREAM, config)
+        await self.shares.start()
         self.hint_subscription = await self.conn.subscribe(subjects.JOBS_WAKE_SUBJECT, self._on_job_published)
         self.cancel_subscription = await self.conn.subscribe(f"{subjects.CANCEL_SUBJECT_PREFIX}.*", self._on_cancel)
         await self.sweep_leftovers()
@@ -87,6 +87,7 @@ class Dispatcher:
         )
 
     async def _on_job_published(self, subject: str, data: bytes) -> None:
+        self.shares.job_published()
         self.work_hint.set()
 
     async def _on_cancel(self, subject: str, data: bytes) -> None:
@@ -142,36 +143,37 @@ class Dispatcher:
             log.info("job %s: its dispatcher %s is gone; handing its delivery back", job_id, holder.dispatcher)
             await self.conn.nak_delivery(holder.delivery)
 
-    async def _ready_lanes(self) -> list[Lane]:
-        ready = []
-        for lane, pull in self.pulls.items():
-            try:
-                if await pull.pending():
-                    ready.append(lane)
-            except Unavailable:
-                continue
-        return ready
-
     async def _next_message(self) -> Delivery:
         idle_s = self.settings.dispatch.pull_timeout_s
         while not self.stopping:
             self.work_hint.clear()
-            ready = await self._ready_lanes()
-            # Nothing new pending: still try each lane briefly, for redeliveries (not counted as pending).
-            lanes = self.picker.order(ready) if ready else list(subjects.LANES)
-            for lane in lanes:
-                try:
-                    msgs = await self.pulls[lane].fetch(1, timeout_s=0.5 if lane in ready else 0.02)
-                except Unavailable as exc:
-                    log.warning("fetch from %s lane failed: %s", lane, exc.detail)
-                    await asyncio.sleep(1)
-                    continue
-                if msgs:
-                    return msgs[0]
+            try:
+                await self.shares.refresh()
+                ready = self.shares.ready_lanes()
+                for lane in self.picker.order(ready):
+                    if (msg := await self._take_from(lane)) is not None:
+                        return msg
+                if not ready:  # nothing new waits: a job whose holder died comes back as a redelivery
+                    for scope in self.shares.holding():
+                        if (msg := await self.shares.take(scope, timeout_s=0.02)) is not None:
+                            return msg
+            except Unavailable as exc:
+                log.warning("taking a job failed: %s", exc.detail)
+                await asyncio.sleep(1)
+                continue
             if not ready:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.work_hint.wait(), idle_s)
         raise asyncio.CancelledError
+
+    async def _take_from(self, lane: Lane) -> Delivery | None:
+        """A job of ``lane``, from the tenant fair share names; the next one when that tenant's queue was empty."""
+        passed: frozenset[str] = frozenset()
+        while (tenant := self.shares.choose(lane, passed)) is not None:
+            if (msg := await self.shares.take((lane, tenant), timeout_s=0.5)) is not None:
+                return msg
+            passed |= {tenant}
+        return None
 
     async def _loop(self) -> None:
         while not self.stopping:
@@ -251,7 +253,8 @@ class Dispatcher:
         # Pull subscriptions too: a fetch answered after its timeout leaves a message in a queue nobody reads,
         # and draining the connection would wait for it. Unacked, it is redelivered after AckWait. The cancel
         # subscription stays until the running jobs are done: a cancel during the grace still stops its job.
-        await _close([*([self.hint_subscription] if self.hint_subscription else []), *self.pulls.values()])
+        await _close([self.hint_subscription] if self.hint_subscription else [])
+        await self.shares.close()
         running = [task for task, _, _ in self.running.values()]
         if running:
             grace_s = self.settings.dispatch.shutdown_grace_s
@@ -287,6 +290,6 @@ def _dispatcher_alive(pid: int) -> bool:
     return b"functions.dispatch" in cmdline  # empty for a zombie
 
 
-async def _close(subscriptions: Sequence[Subscription | PullConsumer]) -> None:
+async def _close(subscriptions: Sequence[Subscription]) -> None:
     for subscription in subscriptions:
         await subscription.close()

@@ -57,7 +57,7 @@ async def handle(deps: Deps, msg: Delivery, *, stop: StopSignal) -> None:
         return
     if attempt > 1:
         metrics.REDELIVERIES.inc()
-    consumer = subjects.dispatch_consumer(job.lane)
+    consumer = subjects.dispatch_consumer(job.lane, job.tenant)
     with (
         logconfig.job_scope(job.id),
         tracing.process_span(
@@ -96,12 +96,13 @@ async def _handle(deps: Deps, msg: Delivery, job: Job, attempt: int, stop: StopS
 async def _attempt(deps: Deps, msg: Delivery, job: Job, attempt: int, stop: StopSignal, run: Reporter) -> Outcome:
     """What this attempt comes to; runs the job when it is to run."""
     settings = deps.settings
-    if attempt > 1:
-        ended = await _already_ended(deps, job)
-        if ended is not None:
-            if ended.kind is settle.Kind.ALREADY_ENDED:  # its attempt may have stopped before removing what it made
-                await _remove_leftovers(deps, job)
-            return ended
+    # A first delivery too: a consumer made again (a tenant's, after it went idle; a lane's, narrowed by an
+    # upgrade) counts deliveries from 1, so a job that ended without its ack stored is not told by its attempt.
+    ended = await _already_ended(deps, job)
+    if ended is not None:
+        if ended.kind is settle.Kind.ALREADY_ENDED:  # its attempt may have stopped before removing what it made
+            await _remove_leftovers(deps, job)
+        return ended
     holder = Holder(attempt, deps.dispatcher_id, host=deps.host, pid=deps.pid, delivery=msg.reply)
     lease = await deps.leases.claim(job.id, holder=holder)
     if lease is None:  # a later attempt runs it already (this delivery waited while paused)
@@ -194,7 +195,7 @@ def _refused(exc: JobError) -> RunResult:
 
 
 async def _already_ended(deps: Deps, job: Job) -> Outcome | None:
-    """A redelivery whose job has a stored end (its ack was lost): not run twice. When that cannot be told (the
+    """A delivery whose job has a stored end (its ack was lost): not run twice. When that cannot be told (the
     broker does not answer), hand it back for later rather than risk running it again."""
     try:
         last = await eventlog.latest_status(deps.conn, job.id)
