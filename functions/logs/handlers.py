@@ -32,6 +32,7 @@ from functions.logs import (
     positions,
     records,
     recordstore,
+    scaling,
     ssebatch,
 )
 from functions.logs.records import JobRecord, PublicRecord
@@ -342,6 +343,7 @@ def add_routes(app: web.Application) -> None:
     artifacts.add_routes(app)  # results: /jobs/{id}/tests, /jobs/{id}/artifacts[/{name}]
     app.router.add_get("/health", health)
     app.router.add_get("/openapi.json", openapi)
+    scaling.add_routes(app)  # GET /scaling: the jobs KEDA scales dispatch on
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -246,6 +246,13 @@ class Messaging:
         created = info.created.isoformat() if info.created is not None else ""
         return int(info.state.first_seq or 0), int(info.state.last_seq or 0), created
 
+    async def stream_messages(self, stream: str) -> int:
+        """How many messages ``stream`` stores now (one ``STREAM.INFO``): for a work-queue stream, every message
+        not yet acked, whichever consumer holds or will take it."""
+        with translated(f"reading {stream}"):
+            info = await self._js.stream_info(stream)
+        return int(info.state.messages or 0)
+
     async def place(self, stream: str, *, subject: str, seq: int) -> Place | None:
         """Where message ``seq`` stands on ``subject``; None when it is no longer stored there."""
         with translated(f"reading {stream}"):
