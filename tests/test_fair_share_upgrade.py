@@ -14,7 +14,7 @@ from functions.submit import enqueue
 from runtime import messaging, subjects
 from runtime.jobs import Job, JobStatus, job_from_document, new_job_id, utc_now
 from runtime.messaging import topology
-from runtime.settings import LimitSettings
+from runtime.settings import LimitSettings, Settings
 from tests.helpers import make_settings, poll
 from tests.observe import StoredEvents
 
@@ -84,18 +84,25 @@ async def test_a_job_the_old_lane_consumer_delivered_ends_once_after_the_narrowi
     assert await stored_jobs(conn) == 1
 
     new_executor = CountingExecutor()
-    dispatcher = Dispatcher(conn, new_executor, settings)  # type: ignore[arg-type]
-    await dispatcher.start()
-    try:
-        # ... so the tenant's new consumer delivers it again: acked as already ended, not run a second time.
-        await poll(lambda: _gone(conn), timeout_s=20)
-    finally:
-        await dispatcher.stop()
+    # ... so the tenant's new consumer delivers it again: acked as already ended, not run a second time.
+    await run_dispatcher_until_drained(conn, new_executor, settings)
     assert new_executor.runs == []
     statuses = [event["status"] for event in await stored.jobs(job.id)]
     assert statuses.count("succeeded") == 1, statuses
     consumers = {load.name for load in await conn.consumer_loads(subjects.JOBS_STREAM)}
     assert {"dispatch-normal", "dispatch-normal--cs101"} <= consumers
+
+
+async def run_dispatcher_until_drained(
+    conn: messaging.Messaging, executor: CountingExecutor, settings: Settings
+) -> None:
+    """One upgraded dispatcher, until every job has left the work queue."""
+    dispatcher = Dispatcher(conn, executor, settings)  # type: ignore[arg-type]
+    await dispatcher.start()
+    try:
+        await poll(lambda: _gone(conn), timeout_s=30)
+    finally:
+        await dispatcher.stop()
 
 
 async def _gone(conn: messaging.Messaging) -> bool:
@@ -111,12 +118,7 @@ async def test_each_tenant_gets_its_own_consumer_and_the_lane_consumer_keeps_the
     for tenant in ("default", "cs101", "cs102"):
         await enqueue.enqueue(conn, tenant_job(tenant))
     executor = CountingExecutor()
-    dispatcher = Dispatcher(conn, executor, settings)  # type: ignore[arg-type]
-    await dispatcher.start()
-    try:
-        await poll(lambda: _gone(conn), timeout_s=20)
-    finally:
-        await dispatcher.stop()
+    await run_dispatcher_until_drained(conn, executor, settings)
     assert len(executor.runs) == 3
     loads = {load.name: load for load in await conn.consumer_loads(subjects.JOBS_STREAM)}
     assert {"dispatch-high", "dispatch-normal", "dispatch-low"} <= set(loads)
@@ -144,13 +146,8 @@ async def test_a_job_an_older_dispatcher_still_runs_is_taken_over_as_its_next_at
     await poll(lambda: _running(stored, job.id), timeout_s=10)
 
     new_executor = CountingExecutor()
-    dispatcher = Dispatcher(conn, new_executor, settings)  # type: ignore[arg-type]
-    await dispatcher.start()
-    try:
-        await poll(lambda: _gone(conn), timeout_s=30)
-        await asyncio.wait_for(old_run, timeout=30)  # stood down
-    finally:
-        await dispatcher.stop()
+    await run_dispatcher_until_drained(conn, new_executor, settings)
+    await asyncio.wait_for(old_run, timeout=30)  # stood down
     assert new_executor.runs == [job.id]
     events = await stored.jobs(job.id)
     assert [(event["status"], event["attempt"]) for event in events if event["status"] != "queued"] == [
