@@ -220,7 +220,7 @@ def status(ctx: click.Context, job_id: str, as_json: bool) -> int:
     if job.tenant:
         facts.append(f"tenant {terminal.label(job.tenant)}")
     if job.queue_position is not None:
-        facts.append(f"position {job.queue_position} in the queue")
+        facts.append(f"position {job.queue_position} in the queue{_own_ahead(job)}")
     if job.attempt > 1:
         facts.append(f"attempt {job.attempt}")
     if job.reason:
@@ -244,6 +244,15 @@ def status(ctx: click.Context, job_id: str, as_json: bool) -> int:
     if job.results is not None:
         _print_results(console, job.results)
     return ExitCode.SUCCEEDED
+
+
+def _own_ahead(job: Job) -> str:
+    """Under fair share, how many of the jobs ahead in its lane are its own tenant's (when others' are too)."""
+    queue = job.raw.get("queue")
+    own = queue.get("tenant_position") if isinstance(queue, dict) else None
+    if not isinstance(own, int) or own == job.queue_position or not job.tenant:
+        return ""
+    return f" ({own} of them {terminal.label(job.tenant)}'s)"
 
 
 def _print_results(console: Any, results: dict[str, Any]) -> None:

@@ -115,7 +115,8 @@ JOBS_RUNNING = Gauge("hades_jobs_running", "Jobs running in this dispatcher.", r
 DISPATCH_FREE_SLOTS = Gauge("hades_dispatch_free_slots", "Jobs this dispatcher could still take.", registry=REGISTRY)
 JOBS_QUEUED = Gauge(
     "hades_jobs_queued",
-    "Jobs waiting on a lane, read from its JetStream consumer (every logs replica reports the same: use max).",
+    "Jobs waiting on a lane, every tenant's, read from its JetStream consumers (every logs replica reports the "
+    "same: use max).",
     ["lane"],
     registry=REGISTRY,
 )

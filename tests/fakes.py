@@ -42,6 +42,10 @@ class FakeDelivery:
     subject: str = "hades.jobs.high"
     reply: str = ""  # the ack subject (a real one starts with $JS.ACK.)
 
+    @property
+    def consumer(self) -> str:
+        return messaging.consumer_of(self.reply)
+
     async def ack(self) -> None:
         self.done.append("ack")
 

@@ -125,6 +125,16 @@ def test_status_shows_names_with_escapes_as_text(api: respx.MockRouter) -> None:
     assert "\x1b[2J" not in screen and "\x1b]" not in screen
 
 
+def test_status_of_a_queued_job_says_how_many_ahead_are_its_own_tenants(api: respx.MockRouter) -> None:
+    queue = {"lane": "high", "lane_position": 5, "tenant_position": 2, "position": 5, "ahead": {"high": 5}}
+    queued = {**RECORD, "status": "queued", "tenant": "cs101", "queue_position": 5, "queue": queue}
+    route = api.get(f"{LOGS}/jobs/{JOB_ID}").respond(200, json=queued)
+    assert "position 5 in the queue (2 of them cs101's)" in hades("status", JOB_ID).stdout
+    alone = {**queued, "queue": {**queue, "tenant_position": 5}}  # only its own tenant's jobs ahead
+    route.return_value = httpx.Response(200, json=alone)
+    assert "position 5 in the queue\n" in hades("status", JOB_ID).stdout
+
+
 # logs: colour on a terminal, nothing else; the bytes as served in a pipe.
 
 

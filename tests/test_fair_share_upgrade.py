@@ -7,14 +7,14 @@ import asyncio
 import dataclasses
 from typing import Any
 
-from functions.dispatch import jobrun
+from functions.dispatch import jobrun, ownership
 from functions.dispatch.dispatcher import Dispatcher
 from functions.dispatch.executors.base import Capabilities, RunHooks, RunResult, StopSignal
 from functions.submit import enqueue
 from runtime import messaging, subjects
 from runtime.jobs import Job, JobStatus, job_from_document, new_job_id, utc_now
 from runtime.messaging import topology
-from runtime.settings import LimitSettings
+from runtime.settings import LimitSettings, Settings
 from tests.helpers import make_settings, poll
 from tests.observe import StoredEvents
 
@@ -37,6 +37,16 @@ class CountingExecutor:
 
     async def leftovers(self) -> set[str]:
         return set()
+
+
+class RunsUntilSuperseded(CountingExecutor):
+    """An older dispatcher's run that is still going at the upgrade: it ends only when it loses the job."""
+
+    async def run(self, job: Job, *, attempt: int, hooks: RunHooks, stop: StopSignal) -> RunResult:
+        self.runs.append(job.id)
+        await stop.event.wait()
+        await stop.check_owned()
+        return RunResult(status=JobStatus.FAILED, steps=())
 
 
 def tenant_job(tenant: str) -> Job:
@@ -74,18 +84,25 @@ async def test_a_job_the_old_lane_consumer_delivered_ends_once_after_the_narrowi
     assert await stored_jobs(conn) == 1
 
     new_executor = CountingExecutor()
-    dispatcher = Dispatcher(conn, new_executor, settings)  # type: ignore[arg-type]
-    await dispatcher.start()
-    try:
-        # ... so the tenant's new consumer delivers it again: acked as already ended, not run a second time.
-        await poll(lambda: _gone(conn), timeout_s=20)
-    finally:
-        await dispatcher.stop()
+    # ... so the tenant's new consumer delivers it again: acked as already ended, not run a second time.
+    await run_dispatcher_until_drained(conn, new_executor, settings)
     assert new_executor.runs == []
     statuses = [event["status"] for event in await stored.jobs(job.id)]
     assert statuses.count("succeeded") == 1, statuses
     consumers = {load.name for load in await conn.consumer_loads(subjects.JOBS_STREAM)}
     assert {"dispatch-normal", "dispatch-normal--cs101"} <= consumers
+
+
+async def run_dispatcher_until_drained(
+    conn: messaging.Messaging, executor: CountingExecutor, settings: Settings
+) -> None:
+    """One upgraded dispatcher, until every job has left the work queue."""
+    dispatcher = Dispatcher(conn, executor, settings)  # type: ignore[arg-type]
+    await dispatcher.start()
+    try:
+        await poll(lambda: _gone(conn), timeout_s=30)
+    finally:
+        await dispatcher.stop()
 
 
 async def _gone(conn: messaging.Messaging) -> bool:
@@ -101,14 +118,44 @@ async def test_each_tenant_gets_its_own_consumer_and_the_lane_consumer_keeps_the
     for tenant in ("default", "cs101", "cs102"):
         await enqueue.enqueue(conn, tenant_job(tenant))
     executor = CountingExecutor()
-    dispatcher = Dispatcher(conn, executor, settings)  # type: ignore[arg-type]
-    await dispatcher.start()
-    try:
-        await poll(lambda: _gone(conn), timeout_s=20)
-    finally:
-        await dispatcher.stop()
+    await run_dispatcher_until_drained(conn, executor, settings)
     assert len(executor.runs) == 3
     loads = {load.name: load for load in await conn.consumer_loads(subjects.JOBS_STREAM)}
     assert {"dispatch-high", "dispatch-normal", "dispatch-low"} <= set(loads)
     assert {"dispatch-normal--cs101", "dispatch-normal--cs102"} <= set(loads)
     assert not any(name.startswith("dispatch-high--") for name in loads)  # made only where the tenant has jobs
+
+
+async def test_a_job_an_older_dispatcher_still_runs_is_taken_over_as_its_next_attempt(
+    conn: messaging.Messaging, clean_nats: str, stored: StoredEvents
+) -> None:
+    """The tenant's new consumer delivers it again, counting from 1; numbered on from the lease it is attempt 2: the
+    older attempt stands down touching nothing, and the job ends once, its events not colliding with attempt 1's."""
+    settings = make_settings(clean_nats, HADES_PULL_TIMEOUT_SECONDS="0.2", HADES_ACK_WAIT_SECONDS="3")
+    await conn.ensure_topology(settings)
+    narrowed = topology.dispatch_consumer_config(settings, LANE)
+    older = dataclasses.replace(narrowed, filter_subjects=list(subjects.lane_subjects(LANE)))
+    old_consumer = await conn.pull_consumer(subjects.JOBS_STREAM, older)
+    job = tenant_job("cs101")
+    await enqueue.enqueue(conn, job)
+    [delivery] = await old_consumer.fetch(1, timeout_s=5)
+    leases = ownership.Leases(await conn.bucket(topology.leases_bucket_config(settings)))
+    old_executor = RunsUntilSuperseded()
+    deps = jobrun.Deps(conn=conn, executor=old_executor, settings=settings, dispatcher_id="older", leases=leases)  # type: ignore[arg-type]
+    old_run = asyncio.create_task(jobrun.handle(deps, delivery, stop=StopSignal()))
+    await poll(lambda: _running(stored, job.id), timeout_s=10)
+
+    new_executor = CountingExecutor()
+    await run_dispatcher_until_drained(conn, new_executor, settings)
+    await asyncio.wait_for(old_run, timeout=30)  # stood down
+    assert new_executor.runs == [job.id]
+    events = await stored.jobs(job.id)
+    assert [(event["status"], event["attempt"]) for event in events if event["status"] != "queued"] == [
+        ("running", 1),
+        ("running", 2),
+        ("succeeded", 2),
+    ]
+
+
+async def _running(stored: StoredEvents, job_id: str) -> bool:
+    return any(event["status"] == "running" for event in await stored.jobs(job_id))

@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
+from functions.logs import scaling
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -167,6 +169,7 @@ def test_production_pins_digests_uses_external_nats_and_needs_the_secret(product
         if t["type"] == "nats-jetstream"
     }
     assert endpoints == {"nats.nats.svc:8222"}
+    assert [t["type"] for t in scaled["hades-dispatch"]["triggers"]] == ["metrics-api"]  # the component's, in-cluster
 
 
 def test_dispatch_grace_matches_the_shutdown_settings_in_every_overlay(dev: Objects, production: Objects) -> None:
@@ -177,19 +180,42 @@ def test_dispatch_grace_matches_the_shutdown_settings_in_every_overlay(dev: Obje
         assert budget + mc.SHUTDOWN_MARGIN_S <= pod["terminationGracePeriodSeconds"] <= budget + 30
 
 
-def test_dispatch_scales_from_zero_on_every_lane_and_logs_never_below_one(dev: Objects) -> None:
+def test_dispatch_scales_from_zero_on_every_tenants_jobs_and_logs_never_below_one(dev: Objects) -> None:
     dispatch = find(dev, "ScaledObject", "hades-dispatch")["spec"]
     assert dispatch["minReplicaCount"] == 0
-    assert sorted(t["metadata"]["consumer"] for t in dispatch["triggers"]) == [
-        "dispatch-high",
-        "dispatch-low",
-        "dispatch-normal",
+    port = find(dev, "Service", "hades-logs")["spec"]["ports"][0]["port"]
+    assert dispatch["triggers"] == [
+        {
+            "type": "metrics-api",
+            "name": "jobs",
+            "metadata": {
+                "url": f"http://hades-logs.hades.svc:{port}{scaling.ROUTE}",
+                "valueLocation": "jobs",
+                "targetValue": settings_of(dev)["HADES_CONCURRENCY"],
+                "activationTargetValue": "0",
+            },
+        }
     ]
-    assert {t["metadata"]["activationLagThreshold"] for t in dispatch["triggers"]} == {"0"}
     logs = find(dev, "ScaledObject", "hades-logs")["spec"]
     assert logs["minReplicaCount"] == 1 and logs["triggers"][0]["metadata"]["consumer"] == "collect-logs"
     submit = find(dev, "ScaledObject", "hades-submit")["spec"]
     assert submit["minReplicaCount"] >= 1 and submit["triggers"][0]["type"] == "cpu"
+
+
+def test_the_invariants_catch_dispatch_scaling_on_the_lane_consumers(dev: Objects) -> None:
+    """The triggers before tenants had their own consumers: they count only the default tenant's jobs now."""
+    broken = copy.deepcopy(dev)
+    find(broken, "ScaledObject", "hades-dispatch")["spec"]["triggers"] = [
+        {
+            "type": "nats-jetstream",
+            "metadata": {"stream": "HADES_JOBS", "consumer": f"dispatch-{lane}", "lagThreshold": "4"},
+        }
+        for lane in ("high", "normal", "low")
+    ]
+    errors = "\n".join(mc.invariants("dev", broken))
+    assert "hades-dispatch: one metrics-api trigger on `jobs` of http://hades-logs.hades.svc:8081/scaling" in errors
+    assert "woken by the first job" in errors and "targetValue must be HADES_CONCURRENCY (4)" in errors
+    assert mc.invariants("dev", dev) == []
 
 
 def test_consumer_and_stream_names_are_the_ones_the_code_uses(dev: Objects) -> None:

@@ -104,8 +104,10 @@ async def test_the_place_across_lanes_shrinks_as_jobs_ahead_start(
     assert place == {
         "lane": "low",
         "lane_position": 2,
+        "tenant_position": 2,  # one tenant (default): its lane position
         "position": 8,
         "ahead": {"low": 2, "high": 4, "normal": 2},
+        "ahead_tenants": {"default": 2},
         "eta_seconds": None,  # nothing has started yet
     }
     body = await (await client.get(f"/jobs/{mine.id}")).json()

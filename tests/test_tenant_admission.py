@@ -1,8 +1,9 @@
 """Admission control per tenant, and the per-tenant job subjects it counts on (real submit, real nats-server).
 
 A queued cap turns tenant A's extra submits into 429s (nothing stored) while tenant B is never refused; "queued"
-means waiting: jobs a lane consumer has taken free room. Jobs stored before tenants (on the plain lane subject) and
-every tenant's jobs are taken by the same lane consumers, also one made before tenants existed.
+means waiting: jobs the tenant's dispatch consumer has delivered free room. Jobs stored before tenants (on the plain
+lane subject) are taken by the lane's default consumer, also one made before tenants existed; every named tenant's
+by its own consumer in the lane.
 """
 
 from __future__ import annotations
@@ -85,9 +86,13 @@ async def test_jobs_a_dispatcher_took_no_longer_count_as_queued(
     for _ in range(3):
         assert (await post(submit, "cs101")).status == 202
     assert (await post(submit, "cs101")).status == 429
+    assert await tenantqueues.waiting(conn, "cs101") == 3  # no dispatcher made cs101's consumer yet: all wait
     lane = subjects.Lane.HIGH
-    consumer = await conn.pull_consumer(subjects.JOBS_STREAM, topology.dispatch_consumer_config(capped, lane))
+    consumer = await conn.pull_consumer(
+        subjects.JOBS_STREAM, topology.dispatch_consumer_config(capped, lane, "cs101")
+    )  # the tenant's consumer in the lane, as dispatchers make it
     try:
+        assert await tenantqueues.waiting(conn, "cs101") == 3
         taken = await consumer.fetch(2, timeout_s=5)  # as a dispatcher does: running, not acked yet
         assert len(taken) == 2
         assert await tenantqueues.waiting(conn, "cs101") == 1
@@ -97,7 +102,7 @@ async def test_jobs_a_dispatcher_took_no_longer_count_as_queued(
         await consumer.close()
 
 
-async def test_a_lane_consumer_made_before_tenants_takes_old_and_every_tenants_jobs(
+async def test_a_lane_consumer_made_before_tenants_takes_old_and_default_jobs_and_a_tenants_consumer_its_own(
     clean_nats: str, submit: TestClient, conn: messaging.Messaging, capped: Settings
 ) -> None:
     lane = subjects.Lane.NORMAL
@@ -113,16 +118,20 @@ async def test_a_lane_consumer_made_before_tenants_takes_old_and_every_tenants_j
         await nc.close()
     for tenant in ("cs102", "default"):
         assert (await submit.post("/jobs", json={**HELLO, "priority": 2, "tenant": tenant})).status == 202
-    consumer = await conn.pull_consumer(subjects.JOBS_STREAM, topology.dispatch_consumer_config(capped, lane))
-    try:
-        taken = await consumer.fetch(10, timeout_s=5)
-        taken_subjects = [delivery.subject for delivery in taken]
-    finally:
-        await consumer.close()
-    assert taken_subjects == ["hades.jobs.normal", "hades.jobs.normal.cs102", "hades.jobs.normal"]
+    taken_subjects = []
+    for tenant in ("default", "cs102"):  # the old consumer (updated in place), then the tenant's own
+        consumer = await conn.pull_consumer(
+            subjects.JOBS_STREAM, topology.dispatch_consumer_config(capped, lane, tenant)
+        )
+        try:
+            taken = await consumer.fetch(10, timeout_s=1)
+            taken_subjects.append([delivery.subject for delivery in taken])
+        finally:
+            await consumer.close()
+    assert taken_subjects == [["hades.jobs.normal", "hades.jobs.normal"], ["hades.jobs.normal.cs102"]]
 
 
-async def test_a_tenants_queue_position_counts_every_tenants_jobs_ahead_in_its_lane(
+async def test_a_tenants_queue_position_counts_every_tenants_jobs_ahead_in_its_lane_by_fair_share(
     aiohttp_client: Any, submit: TestClient, capped: Settings, conn: messaging.Messaging
 ) -> None:
     logs = await aiohttp_client(create_logs_app(capped))
@@ -131,12 +140,16 @@ async def test_a_tenants_queue_position_counts_every_tenants_jobs_ahead_in_its_l
         response = await post(submit, tenant)
         ids.append((await response.json())["id"])
 
-    async def lane_position(job_id: str) -> int | None:
+    async def queue(job_id: str) -> dict[str, Any] | None:
         record = await (await logs.get(f"/jobs/{job_id}")).json()
-        queue = record.get("queue")
-        return None if queue is None else int(queue["lane_position"]) + 1  # +1: 0 is falsy to poll
+        found: dict[str, Any] | None = record.get("queue")
+        return found
 
-    assert [await poll(lambda job_id=job_id: lane_position(job_id)) for job_id in ids] == [1, 2, 3, 4, 5]  # type: ignore[misc]
+    places = [await poll(lambda job_id=job_id: queue(job_id)) for job_id in ids]  # type: ignore[misc]
+    # The tenants alternate (equal weights; a tie goes to the name first): each one's first job, then the seconds.
+    assert [place["lane_position"] for place in places] == [2, 1, 4, 0, 3]
+    assert [place["tenant_position"] for place in places] == [0, 0, 1, 0, 1]
+    assert places[2]["ahead_tenants"] == {"default": 1, "cs101": 1, "cs102": 2}
 
 
 @pytest.mark.docker

@@ -36,16 +36,21 @@ async def test_queued_and_running_per_tenant_come_from_jetstream_with_unnamed_te
         for _ in range(count):
             response = await submit.post("/jobs", json={**HELLO, "tenant": tenant})
             assert response.status == 202
-    consumer = await conn.pull_consumer(
-        subjects.JOBS_STREAM, topology.dispatch_consumer_config(settings, subjects.Lane.HIGH)
-    )
-    try:
-        assert len(await consumer.fetch(5, timeout_s=5)) == 5  # stream order: cs101 4 times, then one of unnamed-a
-        known = settings.tenants.known()
-        tenantstats.prime(known)
-        await tenantstats.sample(conn, known)
-    finally:
-        await consumer.close()
+    # Dispatchers take all of cs101's jobs and one of unnamed-a's from their tenants' consumers; nobody made
+    # unnamed-b's consumer yet (its job waits all the same) and default's has delivered nothing.
+    taken = []
+    for tenant, count in [("cs101", 4), ("unnamed-a", 1), ("default", 0)]:
+        config = topology.dispatch_consumer_config(settings, subjects.Lane.HIGH, tenant)
+        consumer = await conn.pull_consumer(subjects.JOBS_STREAM, config)
+        try:
+            if count:
+                taken.append(len(await consumer.fetch(count, timeout_s=5)))
+        finally:
+            await consumer.close()
+    assert taken == [4, 1]
+    known = settings.tenants.known()
+    tenantstats.prime(known)
+    await tenantstats.sample(conn, known)
     text = _exposition()
     expected = {"cs101": (0, 4), "other": (2, 1), "default": (3, 0)}
     for tenant, (queued, running) in expected.items():

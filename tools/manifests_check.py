@@ -48,7 +48,8 @@ K8S_VERSIONS = ("1.25.0", "1.33.0")
 SHUTDOWN_MARGIN_S = 10
 """What dispatch needs after its grace to stop the remaining jobs and nak them, before the kubelet's SIGKILL."""
 
-DISPATCH_CONSUMERS = {"dispatch-high", "dispatch-normal", "dispatch-low"}
+SCALING_PATH = "/scaling"
+"""The logs route KEDA scales dispatch on (functions/logs/scaling.py): every queued and running job."""
 DISPATCH_RULES = [
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch", "delete"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
@@ -224,6 +225,14 @@ def _settings(objects: list[dict[str, Any]]) -> dict[str, str]:
     return found[0].get("data", {}) if found else {}
 
 
+def _scaling_url(objects: list[dict[str, Any]]) -> str:
+    """GET /scaling through the logs Service, as KEDA's operator reaches it from its own namespace."""
+    service = _find(objects, "Service", "hades-logs")
+    port = service["spec"]["ports"][0]["port"] if service else "?"
+    namespace = service["metadata"]["namespace"] if service else "?"
+    return f"http://hades-logs.{namespace}.svc:{port}{SCALING_PATH}"
+
+
 def invariants(target: str, objects: list[dict[str, Any]]) -> list[str]:
     """What must hold in every rendering, beyond schemas: the restricted profile, no service links, probes, grace
     vs settings, drain-friendly budgets, exact RBAC, the KEDA triggers' consumers."""
@@ -291,15 +300,18 @@ def invariants(target: str, objects: list[dict[str, Any]]) -> list[str]:
     if scaled:
         d = scaled.get("hades-dispatch", {})
         triggers = d.get("triggers", [])
-        if {t["metadata"].get("consumer") for t in triggers} != DISPATCH_CONSUMERS or any(
-            t["type"] != "nats-jetstream" or t["metadata"].get("stream") != "HADES_JOBS" for t in triggers
-        ):
-            errors.append("ScaledObject/hades-dispatch: one nats-jetstream trigger per lane consumer of HADES_JOBS")
-        if d.get("minReplicaCount") != 0:
-            errors.append("ScaledObject/hades-dispatch: must scale from zero")
+        if [(t["type"], t["metadata"].get("url"), t["metadata"].get("valueLocation")) for t in triggers] != [
+            ("metrics-api", _scaling_url(objects), "jobs")
+        ]:
+            errors.append(
+                f"ScaledObject/hades-dispatch: one metrics-api trigger on `jobs` of {_scaling_url(objects)} (every"
+                " tenant's jobs; a trigger per lane consumer misses the tenants' consumers)"
+            )
+        if d.get("minReplicaCount") != 0 or any(t["metadata"].get("activationTargetValue") != "0" for t in triggers):
+            errors.append("ScaledObject/hades-dispatch: must scale from zero, woken by the first job")
         concurrency = settings.get("HADES_CONCURRENCY", "4")
-        if any(t["metadata"].get("lagThreshold") != concurrency for t in triggers):
-            errors.append(f"ScaledObject/hades-dispatch: lagThreshold must be HADES_CONCURRENCY ({concurrency})")
+        if any(t["metadata"].get("targetValue") != concurrency for t in triggers):
+            errors.append(f"ScaledObject/hades-dispatch: targetValue must be HADES_CONCURRENCY ({concurrency})")
         lg = scaled.get("hades-logs", {})
         if lg.get("minReplicaCount", 0) < 1 or [
             (t["metadata"].get("stream"), t["metadata"].get("consumer")) for t in lg.get("triggers", [])

@@ -26,7 +26,7 @@ from functions.dispatch.settle import Deps, Outcome
 from runtime import eventlog, events, logconfig, metrics, subjects, tracing
 from runtime.errors import HadesError, JobError, Unavailable
 from runtime.jobs import Job, JobStatus, parse_time, utc_now
-from runtime.messaging import Delivery
+from runtime.messaging import Delivery, consumer_of
 
 log = logging.getLogger(__name__)
 tracer = tracing.tracer(__name__)
@@ -48,13 +48,13 @@ async def keep_alive(msg: Delivery, interval_s: float, *, run: Reporter, stop: S
 
 async def handle(deps: Deps, msg: Delivery, *, stop: StopSignal) -> None:
     """Run one delivered job message to its end. Cancelling this task leaves the message for redelivery."""
-    attempt = msg.attempt
     try:
         job = Job.from_message(json.loads(msg.data))
     except (ValueError, KeyError, TypeError) as exc:
         log.error("dropping malformed job message on %s: %s", msg.subject, exc)
         await settle.settle(deps, msg, Outcome(settle.Kind.MALFORMED))
         return
+    attempt = await _numbered(deps, msg, job)
     if attempt > 1:
         metrics.REDELIVERIES.inc()
     consumer = subjects.dispatch_consumer(job.lane, job.tenant)
@@ -69,6 +69,28 @@ async def handle(deps: Deps, msg: Delivery, *, stop: StopSignal) -> None:
         ),
     ):
         await _handle(deps, msg, job, attempt, stop)
+
+
+async def _numbered(deps: Deps, msg: Delivery, job: Job) -> int:
+    """Which attempt this delivery is: its delivery count, unless the job's lease names an attempt as high or higher
+    delivered by another consumer. Then this one comes after it from a consumer made since (a tenant's own, taking
+    over from the lane consumer an upgrade narrowed), which counts from 1: numbered on from the lease, it is a
+    redelivery like any other (it adopts what the earlier attempt left, its events do not collide with that
+    attempt's, and the earlier attempt stands down). A stale delivery of the same consumer keeps its count and
+    finds itself superseded."""
+    try:
+        holder = await deps.leases.holder(job.id)
+    except Unavailable:
+        return msg.attempt
+    if holder is None or holder.attempt < msg.attempt:
+        return msg.attempt
+    earlier = consumer_of(holder.delivery)
+    if not earlier or earlier == msg.consumer:
+        return msg.attempt
+    log.info(
+        "job %s: attempt %d was %s's; this delivery is attempt %d", job.id, holder.attempt, earlier, holder.attempt + 1
+    )
+    return holder.attempt + 1
 
 
 async def _handle(deps: Deps, msg: Delivery, job: Job, attempt: int, stop: StopSignal) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from functions.logs import recordshape, resultsdoc
+from functions.logs import recordshape, resultsdoc, scaling
 from runtime import openapi, tenants
 
 _LEGACY = ["Queued", "Running", "Succeeded", "Failed", "Stopped"]
@@ -295,6 +295,7 @@ def openapi_document() -> dict[str, Any]:
         },
         **resultsdoc.paths(_JOB_ID, _NOT_FOUND, _UNAVAILABLE),
         "/health": {"get": {"summary": "Liveness, as the original Hades answers", "responses": {"200": status_ok}}},
+        **scaling.openapi_paths(_UNAVAILABLE),
         **_DASHBOARD_PATHS,
         **openapi.probe_paths(ready_when="NATS is unreachable or the collector stopped"),
     }

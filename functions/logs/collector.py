@@ -23,7 +23,7 @@ from functions.logs import logstore, records, tenantstats
 from functions.logs.callbacks import CALLBACKS, CallbackSender
 from functions.logs.records import JobRecord
 from functions.logs.recordstore import RECORDS, RecordStore
-from runtime import events, logconfig, metrics, subjects, tasks, tracing
+from runtime import events, logconfig, metrics, subjects, tasks, tenantqueues, tracing
 from runtime.app import READINESS_CHECKS, SETTINGS
 from runtime.errors import HadesError, Unavailable
 from runtime.jobs import is_job_id, utc_now
@@ -199,17 +199,23 @@ async def sample_backlogs(conn: Messaging, known_tenants: frozenset[str] = froze
     tenantstats.prime(known_tenants)
     while True:
         try:
-            await tenantstats.sample(conn, known_tenants)
-            for lane in subjects.LANES:
-                backlog = await conn.backlog(subjects.JOBS_STREAM, subjects.dispatch_consumer(lane))
-                metrics.JOBS_QUEUED.labels(lane).set(backlog.pending)
-                metrics.QUEUE_OLDEST_AGE.labels(lane).set(backlog.oldest_age_s)
+            await sample_lanes(conn, known_tenants)
             backlog = await conn.backlog(subjects.EVENTS_STREAM, subjects.LOGS_CONSUMER)
             metrics.LOGS_LAG_MESSAGES.set(backlog.pending)
             metrics.LOGS_LAG_SECONDS.set(backlog.oldest_age_s)
         except Unavailable as exc:  # e.g. no dispatcher has created its lane consumers yet
             log.debug("backlog not read: %s", exc.detail)
         await asyncio.sleep(BACKLOG_INTERVAL_S)
+
+
+async def sample_lanes(conn: Messaging, known_tenants: frozenset[str] = frozenset()) -> None:
+    """The lanes' and tenants' queued and running jobs, and each lane's oldest waiting job, over every tenant's
+    dispatch consumer of the lane (``runtime.tenantqueues``); ``Unavailable`` in an outage."""
+    queues = await tenantqueues.snapshot(conn)
+    tenantstats.record(queues.by_key, known_tenants)
+    for lane in subjects.LANES:
+        metrics.JOBS_QUEUED.labels(lane).set(queues.waiting_in(lane))
+        metrics.QUEUE_OLDEST_AGE.labels(lane).set(await tenantqueues.oldest_waiting_age_s(conn, queues, lane))
 
 
 COLLECTOR = web.AppKey("collector", asyncio.Task[None])

@@ -32,6 +32,7 @@ from functions.logs import (
     positions,
     records,
     recordstore,
+    scaling,
     ssebatch,
 )
 from functions.logs.records import JobRecord, PublicRecord
@@ -157,7 +158,8 @@ async def get_job(request: web.Request) -> web.Response:
         and isinstance(stream_seq, int)
         and lane in {str(each) for each in subjects.LANES}
     ):
-        weights = positions.lane_weights(request.app[SETTINGS].dispatch.lane_weights)
+        settings = request.app[SETTINGS]
+        weights = positions.lane_weights(settings.dispatch.lane_weights)
         try:
             place = await positions.queue_place(
                 request.app[MESSAGING],
@@ -166,6 +168,8 @@ async def get_job(request: web.Request) -> web.Response:
                 weights=weights,
                 throughput=request.app.get(positions.THROUGHPUT),
                 tenant=record.get("tenant") or tenants.DEFAULT,
+                tenant_weight=settings.tenants.weight,
+                running_cap=settings.tenants.running_limit,
             )
         except HadesError as exc:
             log.warning("job %s: queue position unknown: %s", record["id"], exc.detail)
@@ -339,6 +343,7 @@ def add_routes(app: web.Application) -> None:
     artifacts.add_routes(app)  # results: /jobs/{id}/tests, /jobs/{id}/artifacts[/{name}]
     app.router.add_get("/health", health)
     app.router.add_get("/openapi.json", openapi)
+    scaling.add_routes(app)  # GET /scaling: the jobs KEDA scales dispatch on
 
 
 def create_app(settings: Settings) -> web.Application:

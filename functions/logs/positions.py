@@ -1,37 +1,47 @@
-"""A queued job's place: its lane, the jobs ahead in the lane, those ahead overall (lane weights), and an ETA.
+"""A queued job's place: its lane, the jobs ahead in the lane (fair share between its tenants), those ahead overall
+(lane weights), and an ETA.
 
-Everything comes from JetStream, not from a dispatcher, so it is right with any number of dispatch replicas:
+Everything comes from JetStream, not from a dispatcher, so it is right with any number of dispatch replicas. Each
+lane has a dispatch consumer per tenant (``runtime.tenantqueues``: its ``num_pending`` are the tenant's waiting jobs
+in the lane, its ``num_ack_pending`` those dispatchers hold; before a dispatcher made it, every message on the
+tenant's subject waits), and dispatch picks per free slot the tenant with the fewest running jobs per weight
+(``runtime.fairshare``). So:
 
-- queued in a lane = the lane consumer's undelivered messages (``dispatch-<lane>``'s ``num_pending``: jobs a
-  dispatcher has taken stay in the work queue until they end, but are no longer pending); before any dispatcher
-  created the consumer, every message on the lane's subject;
-- ahead in the lane = queued in the lane minus the job itself and the messages stored after it;
+- ahead of its own tenant (``tenant_position``, k) = the tenant's waiting jobs in the lane minus the job itself
+  and the tenant's messages stored after it (a consumer delivers its own subject in stream order);
+- ahead in the lane: every other tenant ``U`` of the lane starts about ``w_U / w_T`` jobs per job of the job's
+  tenant ``T`` (``HADES_TENANT_WEIGHTS``), never more than it has waiting (``fairshare.ahead``, ``ahead_tenants``);
+  ``lane_position`` = k + the others ahead;
+- queued in a lane = every tenant's waiting jobs there;
 - ahead overall: dispatchers serve the lanes that have work by smooth weighted round-robin
   (``HADES_LANE_WEIGHTS``), so while both have work, another lane ``L`` is served ``w_L / w_own`` times for each
   job of the own lane. The ``j + 1``-th job of a lane is placed at the middle of its turn, ``(j + ½) / w_lane``
   (the round-robin's phase is unknown: half a turn on average), and the jobs of all lanes are ordered by that
   place, a tie going to the lane of higher priority: one strict order, so no two queued jobs share a position
-  (issue 20, finding 7). Never more of ``L`` than it holds;
+  (issue 20, finding 7). Never more of ``L`` than it holds. The tenants' placement inside a lane is the same rule;
 - ETA: jobs ahead overall + 1, over the jobs started per second in the last ``THROUGHPUT_WINDOW_S``, as this
-  logs replica sees the ``running`` events go by (a plain subscription: every replica sees every event); and only
-  while some dispatcher holds a job (a lane consumer has unacked deliveries). With none, nothing is moving the
-  queue (no dispatcher runs, or all died), and an ETA from the past starts would promise what will not happen.
+  logs replica sees the ``running`` events go by (a plain subscription: every replica sees every event); for a
+  tenant with a running cap (``HADES_TENANT_MAX_RUNNING``) at least ``(k + 1) · d̄ / cap``, ``d̄`` the mean time
+  from ``running`` to the end of the jobs that ended in the window (the cap starts at most ``cap`` jobs per
+  ``d̄``). Only while some dispatcher holds a job (a dispatch consumer has unacked deliveries): with none,
+  nothing is moving the queue (no dispatcher runs, or all died), and an ETA from the past starts would promise
+  what will not happen.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TypedDict
 
 import orjson
 from aiohttp import web
 
-from runtime import subjects, tenants
+from runtime import fairshare, jobs, subjects, tenantqueues, tenants
 from runtime.errors import HadesError
 from runtime.messaging import MESSAGING, Messaging, Place, Subscription
 
@@ -48,16 +58,18 @@ class QueueBody(TypedDict):
 
     lane: str
     lane_position: int
+    tenant_position: int
     position: int
     ahead: dict[str, int]
+    ahead_tenants: dict[str, int]
     eta_seconds: float | None
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class QueuePlace:
     lane: str
     lane_position: int
-    """Jobs ahead of it in its own lane (0: next there)."""
+    """Jobs ahead of it in its own lane, every tenant's (0: next there)."""
     position: int
     """Jobs expected to start before it, all lanes and their weights considered."""
     ahead: dict[str, int]
@@ -65,13 +77,19 @@ class QueuePlace:
     eta_s: float | None
     """Seconds until it is expected to start, from the recent start rate; None before any start was seen, and
     while no dispatcher holds a job."""
+    tenant_position: int = 0
+    """Jobs of its own tenant ahead of it in its lane."""
+    ahead_tenants: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Of ``lane_position``, how many of each tenant with jobs waiting in the lane (its own included)."""
 
     def public(self) -> QueueBody:
         return {
             "lane": self.lane,
             "lane_position": self.lane_position,
+            "tenant_position": self.tenant_position,
             "position": self.position,
             "ahead": self.ahead,
+            "ahead_tenants": self.ahead_tenants,
             "eta_seconds": None if self.eta_s is None else round(self.eta_s, 1),
         }
 
@@ -97,15 +115,33 @@ def ahead_overall(
 
 
 class Throughput:
-    """Job starts seen lately: the rate behind the ETA."""
+    """Job starts and run times seen lately: the rate behind the ETA, and the mean duration behind a capped
+    tenant's."""
 
     def __init__(self, *, window_s: float = THROUGHPUT_WINDOW_S) -> None:
         self.window_s = window_s
         self.since = time.monotonic()
         self.starts: collections.deque[float] = collections.deque(maxlen=_MAX_STARTS)
+        self.running: collections.OrderedDict[str, float] = collections.OrderedDict()
+        """When each job seen starting started (the latest attempt), until its end is seen; the oldest go first."""
+        self.durations: collections.deque[tuple[float, float]] = collections.deque(maxlen=_MAX_STARTS)
+        """(when it ended, seconds from ``running`` to the end) of the jobs seen ending."""
 
-    def started(self, at: float | None = None) -> None:
-        self.starts.append(time.monotonic() if at is None else at)
+    def started(self, at: float | None = None, *, job_id: str | None = None) -> None:
+        at = time.monotonic() if at is None else at
+        self.starts.append(at)
+        if job_id is not None:
+            self.running.pop(job_id, None)
+            self.running[job_id] = at
+            while len(self.running) > _MAX_STARTS:
+                self.running.popitem(last=False)
+
+    def ended(self, job_id: str, at: float | None = None) -> None:
+        """A job seen starting reached its end: its run time counts toward ``mean_duration_s``."""
+        began = self.running.pop(job_id, None)
+        if began is not None:
+            at = time.monotonic() if at is None else at
+            self.durations.append((at, max(0.0, at - began)))
 
     def rate(self, *, now: float | None = None) -> float | None:
         """Jobs started per second over the window (or since this replica started, when that is shorter)."""
@@ -117,48 +153,55 @@ class Throughput:
         span = min(self.window_s, now - self.since)
         return len(self.starts) / max(span, 1.0)
 
-    def eta_s(self, position: int, *, now: float | None = None) -> float | None:
+    def mean_duration_s(self, *, now: float | None = None) -> float | None:
+        """Mean seconds from ``running`` to the end of the jobs that ended within the window; None without one."""
+        now = time.monotonic() if now is None else now
+        while self.durations and self.durations[0][0] < now - self.window_s:
+            self.durations.popleft()
+        if not self.durations:
+            return None
+        return sum(seconds for _, seconds in self.durations) / len(self.durations)
+
+    def eta_s(
+        self, position: int, *, now: float | None = None, tenant_position: int = 0, cap: int | None = None
+    ) -> float | None:
+        """``position + 1`` over the start rate; for a tenant with a running cap, at least ``(tenant_position + 1)``
+        mean durations over the cap (it starts at most ``cap`` jobs per mean duration)."""
         rate = self.rate(now=now)
-        return None if rate is None else (position + 1) / rate
+        if rate is None:
+            return None
+        eta = (position + 1) / rate
+        if cap:
+            duration = self.mean_duration_s(now=now)
+            if duration is not None:
+                eta = max(eta, (tenant_position + 1) * duration / cap)
+        return eta
 
     async def on_status(self, subject: str, data: bytes) -> None:
-        if b'"running"' not in data:  # cheap first: most status events are not a job starting
+        if b'"job"' not in data:  # cheap first: most status events are a step's, not a job's
             return
         try:
             event = orjson.loads(data)
         except orjson.JSONDecodeError:
             return
-        if isinstance(event, dict) and event.get("kind") == "job" and event.get("status") == "running":
-            self.started()
+        if not isinstance(event, dict) or event.get("kind") != "job":
+            return
+        status = event.get("status")
+        if status == "running":
+            self.started(job_id=subjects.job_id_of(subject))
+        elif status in _TERMINAL:
+            self.ended(subjects.job_id_of(subject))
 
 
-async def _stored(conn: Messaging, subject: str) -> int:
-    """Messages of a lane (taken ones included), every tenant's: the count when its consumer does not exist yet."""
-    total = 0
-    for each in subjects.lane_subjects(subjects.lane_of(subject)):
-        total += await conn.count_from(subjects.JOBS_STREAM, subject=each, seq=1)
-    return total
+_TERMINAL = frozenset(str(status) for status in jobs.JobStatus if status.terminal)
 
 
-async def _lane_place(conn: Messaging, *, lane: subjects.Lane, tenant: str, seq: int) -> Place | None:
-    """Where message ``seq`` of ``tenant`` stands in its lane: ``after`` counts every tenant's jobs stored after it
-    (dispatch takes a lane's jobs in stream order, whoever's they are)."""
-    own = await conn.place(subjects.JOBS_STREAM, subject=subjects.jobs_subject(lane, tenant), seq=seq)
-    if own is None:
-        return None
-    after = [
-        await conn.count_from(subjects.JOBS_STREAM, subject=each, seq=seq + 1) for each in subjects.lane_subjects(lane)
-    ]
-    return Place(total=own.total, after=sum(after))
+def _equal(_tenant: str) -> int:
+    return 1
 
 
-async def queued_in(conn: Messaging, lane: subjects.Lane) -> tuple[int, int]:
-    """Jobs of ``lane`` no dispatcher has taken yet, and jobs of it dispatchers hold."""
-    try:
-        backlog = await conn.backlog(subjects.JOBS_STREAM, subjects.dispatch_consumer(lane))
-    except HadesError:
-        return await _stored(conn, subjects.jobs_subject(lane)), 0  # no dispatcher has made the consumer yet
-    return backlog.pending, backlog.in_flight
+def _uncapped(_tenant: str) -> int | None:
+    return None
 
 
 async def queue_place(
@@ -169,22 +212,56 @@ async def queue_place(
     weights: Mapping[str, int],
     throughput: Throughput | None,
     tenant: str = tenants.DEFAULT,
+    tenant_weight: Callable[[str], int] = _equal,
+    running_cap: Callable[[str], int | None] = _uncapped,
 ) -> QueuePlace | None:
-    """Where a queued job stands; None when it has left the queue."""
-    own = subjects.Lane(lane)
-    place = await _lane_place(conn, lane=own, tenant=tenant, seq=stream_seq)
-    if place is None:
+    """Where a queued job stands; None when it has left the queue (see the module doc). Three requests: the job's
+    place on its tenant's subject, and ``tenantqueues.snapshot``."""
+    own = await conn.place(
+        subjects.JOBS_STREAM, subject=subjects.jobs_subject(subjects.Lane(lane), tenant), seq=stream_seq
+    )
+    if own is None:
         return None  # taken and finished (the work queue removed it) or otherwise gone
-    counts = {str(each): await queued_in(conn, each) for each in subjects.LANES}
-    queued = {each: waiting for each, (waiting, _) in counts.items()}
-    held = sum(taken for _, taken in counts.values())
-    if queued[lane] <= place.after:
+    queues = await tenantqueues.snapshot(conn)
+    place = placed(lane=lane, tenant=tenant, own=own, queues=queues, weights=weights, tenant_weight=tenant_weight)
+    if place is None or throughput is None or not queues.running():
+        return place  # no ETA while no dispatcher holds a job: nothing moves the queue
+    eta = throughput.eta_s(place.position, tenant_position=place.tenant_position, cap=running_cap(tenant))
+    return dataclasses.replace(place, eta_s=eta)
+
+
+def placed(
+    *,
+    lane: str,
+    tenant: str,
+    own: Place,
+    queues: tenantqueues.Queues,
+    weights: Mapping[str, int],
+    tenant_weight: Callable[[str], int] = _equal,
+) -> QueuePlace | None:
+    """The place (no ETA) of a job of ``tenant`` in ``lane`` that stands at ``own`` on its tenant's subject, from
+    every tenant's counts; None when its tenant's consumer has delivered it (taken, no longer queued)."""
+    own_lane = subjects.Lane(lane)
+    counts = queues.by_key.get((own_lane, tenant))
+    own_waiting = own.total if counts is None else counts.waiting  # None: stored after the snapshot's count
+    if own_waiting <= own.after:
         return None  # its message is still stored, but a dispatcher has taken it
-    lane_position = queued[lane] - 1 - place.after
+    tenant_position = own_waiting - 1 - own.after
+    waiting = {each: found.waiting for each, found in queues.lane(own_lane).items() if found.waiting > 0}
+    waiting[tenant] = max(waiting.get(tenant, 0), tenant_position + 1)
+    ahead_tenants = fairshare.ahead(tenant, tenant_position, waiting, weight=tenant_weight)
+    lane_position = sum(ahead_tenants.values())
+    queued = {str(each): queues.waiting_in(each) for each in subjects.LANES}
     ahead = ahead_overall(lane, lane_position, queued, weights)
-    position = sum(ahead.values())
-    eta = throughput.eta_s(position) if throughput is not None and held else None
-    return QueuePlace(lane=lane, lane_position=lane_position, position=position, ahead=ahead, eta_s=eta)
+    return QueuePlace(
+        lane=lane,
+        lane_position=lane_position,
+        position=sum(ahead.values()),
+        ahead=ahead,
+        eta_s=None,
+        tenant_position=tenant_position,
+        ahead_tenants=dict(sorted(ahead_tenants.items())),
+    )
 
 
 def lane_weights(weights: tuple[int, int, int]) -> dict[str, int]:

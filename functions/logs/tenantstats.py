@@ -8,7 +8,7 @@ tenant whose queue emptied does not keep its last value.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from runtime import metrics, subjects, tenantqueues, tenants
 from runtime.messaging import Messaging
@@ -32,13 +32,17 @@ def prime(known: Collection[str]) -> None:
 
 async def sample(conn: Messaging, known: Collection[str]) -> None:
     """Set the waiting and running gauges from JetStream; ``Unavailable`` in an outage."""
-    found = await tenantqueues.by_tenant(conn)
+    record(await tenantqueues.by_tenant(conn), known)
+
+
+def record(found: Mapping[tenantqueues.Key, tenantqueues.Counts], known: Collection[str]) -> None:
+    """Set the waiting and running gauges from counts read by ``tenantqueues``."""
     waiting = {(label, lane): 0 for label in labels(known) for lane in subjects.LANES}
     taken = dict(waiting)
     for (lane, tenant), counts in found.items():
         key = (tenants.label(tenant, known), lane)
         waiting[key] += counts.waiting
-        taken[key] += counts.taken
+        taken[key] += counts.running
     for (label, lane), count in waiting.items():
         metrics.TENANT_JOBS_QUEUED.labels(label, lane).set(count)
         metrics.TENANT_JOBS_RUNNING.labels(label, lane).set(taken[label, lane])

@@ -17,7 +17,7 @@ from runtime.messaging.connection import (
     encode,
     messaging_context,
 )
-from runtime.messaging.consumers import Delivery, PullConsumer, Subscription
+from runtime.messaging.consumers import Delivery, PullConsumer, Subscription, consumer_of
 from runtime.messaging.kv import Bucket, Entry, RevisionConflict
 from runtime.messaging.objects import Objects, ObjectTooLarge, StoredObject, read_range
 from runtime.messaging.watching import Watch
@@ -40,6 +40,7 @@ __all__ = [
     "Subscription",
     "Watch",
     "connect",
+    "consumer_of",
     "encode",
     "messaging_context",
     "read_range",

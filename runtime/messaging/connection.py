@@ -246,6 +246,13 @@ class Messaging:
         created = info.created.isoformat() if info.created is not None else ""
         return int(info.state.first_seq or 0), int(info.state.last_seq or 0), created
 
+    async def stream_messages(self, stream: str) -> int:
+        """How many messages ``stream`` stores now (one ``STREAM.INFO``): for a work-queue stream, every message
+        not yet acked, whichever consumer holds or will take it."""
+        with translated(f"reading {stream}"):
+            info = await self._js.stream_info(stream)
+        return int(info.state.messages or 0)
+
     async def place(self, stream: str, *, subject: str, seq: int) -> Place | None:
         """Where message ``seq`` stands on ``subject``; None when it is no longer stored there."""
         with translated(f"reading {stream}"):
@@ -260,37 +267,28 @@ class Messaging:
         total = (info.state.subjects or {}).get(subject, 0)
         return Place(total=total, after=int(headers.get("Nats-Num-Pending", "0")))
 
-    async def _first_from(self, stream: str, subject: str, seq: int, *, batch: bool = False) -> dict[str, str]:
-        """The headers of the first message on ``subject`` (wildcards allowed) from ``seq`` on; ``batch`` adds
-        ``Nats-Num-Pending``, the messages on it after that one. Empty headers (or a ``Status``) when none."""
-        request: dict[str, Any] = {"seq": seq, "next_by_subj": subject, **({"batch": 1} if batch else {})}
+    async def _first_from(self, stream: str, subject: str, seq: int) -> dict[str, str]:
+        """The headers of the first message on ``subject`` (wildcards allowed) from ``seq`` on; empty when none."""
+        request: dict[str, Any] = {"seq": seq, "next_by_subj": subject}
         reply = await self._nc.request(
             f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), timeout=self.publish_timeout_s
         )
         headers = dict(reply.headers or {})
         return {} if headers.get("Status") else headers
 
-    async def count_from(self, stream: str, *, subject: str, seq: int) -> int:
-        """Messages stored on ``subject`` (wildcards allowed) with a sequence of ``seq`` or more: one read of the
-        server's per-subject index, however many there are."""
+    async def stored_age_s(self, stream: str, *, subject: str, seq: int = 1) -> float:
+        """Seconds since the first message on ``subject`` (wildcards allowed) from ``seq`` on was stored; 0 when
+        there is none. One direct get."""
         with translated(f"reading {stream}"):
-            headers = await self._first_from(stream, subject, max(1, seq), batch=True)
-        if not headers.get("Nats-Sequence"):
-            return 0
-        return 1 + int(headers.get("Nats-Num-Pending", "0"))
+            headers = await self._first_from(stream, subject, max(1, seq))
+        stamp = headers.get("Nats-Time-Stamp")
+        return max(0.0, time.time() - _parse_stamp(stamp)) if stamp else 0.0
 
     async def subject_counts(self, stream: str, subject: str) -> dict[str, int]:
         """Messages stored per subject matching ``subject`` (wildcards allowed): one request."""
         with translated(f"reading {stream}"):
             info = await self._js.stream_info(stream, subjects_filter=subject)
         return dict(info.state.subjects or {})
-
-    async def delivered_seq(self, stream: str, consumer: str) -> int:
-        """The highest stream sequence a durable consumer has delivered (0: none yet); ``Unavailable`` also when
-        the consumer does not exist."""
-        with translated(f"reading consumer {consumer}"):
-            info = await self._js.consumer_info(stream, consumer)
-        return int(info.delivered.stream_seq or 0) if info.delivered else 0
 
     async def consumer_loads(self, stream: str) -> list[ConsumerLoad]:
         """Every consumer of ``stream`` with what it holds: one ``CONSUMER.LIST`` request per 256 consumers."""

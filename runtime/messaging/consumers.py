@@ -43,6 +43,11 @@ class Delivery:
         return self._msg.reply
 
     @property
+    def consumer(self) -> str:
+        """The durable consumer that delivered it."""
+        return consumer_of(self._msg.reply)
+
+    @property
     def attempt(self) -> int:
         """How often this message has been delivered, this time included (1 on the first delivery)."""
         return int(self._msg.metadata.num_delivered)
@@ -72,6 +77,18 @@ class Delivery:
         """Never deliver this message again (it cannot be processed)."""
         with translated("dropping a message"):
             await self._msg.term()
+
+
+def consumer_of(reply: str) -> str:
+    """The consumer a delivery's ack subject (``Delivery.reply``) names; "" when it is not one. Both forms:
+    ``$JS.ACK.<stream>.<consumer>.…`` (9 tokens) and, with a domain and account, ``$JS.ACK.<domain>.<account>.
+    <stream>.<consumer>.…`` (12 or more)."""
+    tokens = reply.split(".")
+    if tokens[:2] != ["$JS", "ACK"]:
+        return ""
+    if len(tokens) == 9:
+        return tokens[3]
+    return tokens[5] if len(tokens) >= 12 else ""
 
 
 class PullConsumer:

@@ -1,6 +1,7 @@
 """What KEDA would do with the rendered ScaledObjects, for a cluster without KEDA (none can be installed here).
 
-The reference is KEDA's ``pkg/scalers/nats_jetstream_scaler.go`` and the HPA's algorithm:
+The reference is KEDA's ``pkg/scalers/nats_jetstream_scaler.go``, ``pkg/scalers/metrics_api_scaler.go`` and the
+HPA's algorithm:
 
 - **The metric** of a ``nats-jetstream`` trigger: KEDA GETs
   ``http://<natsServerMonitoringEndpoint>/jsz?acc=<account>&consumers=true&config=true``, finds the account by
@@ -9,17 +10,25 @@ The reference is KEDA's ``pkg/scalers/nats_jetstream_scaler.go`` and the HPA's a
   stream's ``state.last_seq`` instead: a name that does not match scales on the stream's size forever. This
   emulator computes the same number and records the fallback as a mismatch, which the test fails on. No stream:
   an error (KEDA: "stream not found").
-- **Activity**: a trigger is active when ``lag > activationLagThreshold``; KEDA scales 0 → ``max(min, 1)`` when any
-  trigger is active, and back to ``minReplicaCount`` (0) once none has been for ``cooldownPeriod`` (at once when
-  none ever was, as on a ScaledObject's creation).
+- **The metric** of a ``metrics-api`` trigger (``format`` json, the default): KEDA GETs ``url`` and reads the value
+  at ``valueLocation`` (a GJSON path; here dot-separated keys and list indices): a number, or a string holding a
+  Quantity (here a plain number); anything else, or a status other than 200, is an error.
+- **Errors**: a poll that fails changes nothing (KEDA neither activates nor scales to zero on an error, and the HPA
+  keeps its replicas while the metric cannot be read; ``fallback`` is not emulated); the next poll tries again.
+- **Activity**: a trigger is active when its value is above ``activationLagThreshold`` (nats-jetstream) or
+  ``activationTargetValue`` (metrics-api); KEDA scales 0 → ``max(min, 1)`` when any trigger is active, and back
+  to ``minReplicaCount`` (0) once none has been for ``cooldownPeriod`` (at once when none ever was, as on a
+  ScaledObject's creation).
 - **The HPA** in between (every ``SYNC_PERIOD_S``): each trigger is an External metric with an ``AverageValue``
-  target of ``lagThreshold``, so its proposal is ``ceil(lag / lagThreshold)`` unless the ratio to the current
-  replicas is within the 10 % tolerance; the largest proposal wins, clamped to ``[max(min, 1), max]``. Scale-up
-  follows the default behaviour (no window; at most +100 % or +4 pods per 15 s), scale-down the ScaledObject's
-  ``advanced.horizontalPodAutoscalerConfig.behavior.scaleDown`` (default: a 300 s window, -100 % per 15 s): the
-  highest recommendation of the window, then the policies' largest allowed step.
+  target of ``lagThreshold`` (``targetValue``), so its proposal is ``ceil(value / target)`` unless the ratio to
+  the current replicas is within the 10 % tolerance; the largest proposal wins, clamped to
+  ``[max(min, 1), max]``. Scale-up follows the default behaviour (no window; at most +100 % or +4 pods per
+  15 s), scale-down the ScaledObject's ``advanced.horizontalPodAutoscalerConfig.behavior.scaleDown`` (default:
+  a 300 s window, -100 % per 15 s): the highest recommendation of the window, then the policies' largest
+  allowed step.
 
-Only ``nats-jetstream`` triggers are emulated: a ScaledObject with another type (submit's ``cpu``) is left alone.
+Only ``nats-jetstream`` and ``metrics-api`` triggers are emulated: a ScaledObject with another type (submit's
+``cpu``) is left alone.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -50,14 +60,22 @@ class StreamNotFound(Exception):
     pass
 
 
+class MetricNotFound(Exception):
+    """A metrics-api answer without a number at ``valueLocation`` (KEDA: an error, no scaling on it)."""
+
+
 def get_json(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=5) as response:
+    with urllib.request.urlopen(url, timeout=5) as response:  # raises HTTPError on 4xx and 5xx
+        if response.status != 200:
+            raise ValueError(f"{url}: api returned {response.status}")
         data: dict[str, Any] = json.loads(response.read())
         return data
 
 
 @dataclass(frozen=True)
 class Trigger:
+    """A ``nats-jetstream`` trigger."""
+
     name: str
     endpoint: str
     account: str
@@ -68,6 +86,70 @@ class Trigger:
 
     def url(self, endpoint: str | None = None) -> str:
         return f"http://{endpoint or self.endpoint}/jsz?acc={self.account}&consumers=true&config=true"
+
+    @property
+    def target(self) -> float:
+        return self.lag_threshold
+
+    @property
+    def activation(self) -> float:
+        return self.activation_threshold
+
+
+@dataclass(frozen=True)
+class MetricsApiTrigger:
+    """A ``metrics-api`` trigger (JSON)."""
+
+    name: str
+    url: str
+    value_location: str
+    target_value: float
+    activation_target_value: float
+
+    def endpoint(self) -> str:
+        """The ``host:port`` of its URL, for ``Emulator.resolve``."""
+        return urllib.parse.urlsplit(self.url).netloc
+
+    def resolved_url(self, endpoint: str) -> str:
+        return urllib.parse.urlsplit(self.url)._replace(netloc=endpoint).geturl()
+
+    @property
+    def target(self) -> float:
+        return self.target_value
+
+    @property
+    def activation(self) -> float:
+        return self.activation_target_value
+
+
+AnyTrigger = Trigger | MetricsApiTrigger
+EMULATED = {"nats-jetstream", "metrics-api"}
+
+
+def trigger_of(spec: dict[str, Any]) -> AnyTrigger:
+    """One trigger of a ScaledObject with KEDA's defaults; raises on what KEDA refuses or this does not emulate."""
+    metadata = spec["metadata"]
+    if spec.get("metricType", "AverageValue") != "AverageValue":
+        raise ValueError(f"{spec.get('name')}: only AverageValue targets are emulated")
+    if spec["type"] == "metrics-api":
+        if metadata.get("format", "json") != "json":
+            raise ValueError(f"{spec.get('name')}: only the json format is emulated")
+        return MetricsApiTrigger(
+            name=spec.get("name", ""),
+            url=metadata["url"],
+            value_location=metadata["valueLocation"],
+            target_value=float(metadata["targetValue"]),
+            activation_target_value=float(metadata.get("activationTargetValue", "0")),
+        )
+    return Trigger(
+        name=spec.get("name", ""),
+        endpoint=metadata["natsServerMonitoringEndpoint"],
+        account=metadata["account"],
+        stream=metadata["stream"],
+        consumer=metadata["consumer"],
+        lag_threshold=int(metadata.get("lagThreshold", "10")),
+        activation_threshold=int(metadata.get("activationLagThreshold", "0")),
+    )
 
 
 @dataclass(frozen=True)
@@ -81,31 +163,20 @@ class ScaledTarget:
     max_replicas: int
     polling_interval_s: float
     cooldown_s: float
-    triggers: tuple[Trigger, ...]
+    triggers: tuple[AnyTrigger, ...]
     scale_down: dict[str, Any]
 
 
 def scaled_targets(objects: Iterable[dict[str, Any]]) -> list[ScaledTarget]:
-    """The ScaledObjects of a rendering whose triggers are all ``nats-jetstream``, with KEDA's defaults."""
+    """The ScaledObjects of a rendering whose triggers are all emulated (``EMULATED``), with KEDA's defaults."""
     targets = []
     for obj in objects:
         if obj.get("kind") != "ScaledObject":
             continue
         spec = obj["spec"]
-        if any(t["type"] != "nats-jetstream" for t in spec["triggers"]):
+        if any(t["type"] not in EMULATED for t in spec["triggers"]):
             continue
-        triggers = tuple(
-            Trigger(
-                name=t.get("name", ""),
-                endpoint=t["metadata"]["natsServerMonitoringEndpoint"],
-                account=t["metadata"]["account"],
-                stream=t["metadata"]["stream"],
-                consumer=t["metadata"]["consumer"],
-                lag_threshold=int(t["metadata"].get("lagThreshold", "10")),
-                activation_threshold=int(t["metadata"].get("activationLagThreshold", "0")),
-            )
-            for t in spec["triggers"]
-        )
+        triggers = tuple(trigger_of(t) for t in spec["triggers"])
         behavior = spec.get("advanced", {}).get("horizontalPodAutoscalerConfig", {}).get("behavior", {})
         targets.append(
             ScaledTarget(
@@ -138,14 +209,38 @@ def keda_lag(jsz: dict[str, Any], trigger: Trigger) -> tuple[int, bool]:
     raise StreamNotFound(f"{trigger.name}: stream {trigger.stream} not found in account {trigger.account}")
 
 
-def hpa_proposal(lags: Iterable[tuple[int, int]], current: int) -> int:
-    """The HPA's desired replicas for External AverageValue metrics, (lag, lagThreshold) each: the largest."""
+def metrics_api_value(body: Any, trigger: MetricsApiTrigger) -> float:
+    """The number at ``valueLocation`` of a JSON answer, as ``GetValueFromResponse`` reads it."""
+    node = body
+    for key in trigger.value_location.split("."):
+        if isinstance(node, dict) and key in node:
+            node = node[key]
+        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        else:
+            node = None
+            break
+    if isinstance(node, str):
+        try:
+            return float(node)
+        except ValueError:
+            pass
+    elif isinstance(node, int | float) and not isinstance(node, bool):
+        return float(node)
+    raise MetricNotFound(
+        f"{trigger.name}: valueLocation {trigger.value_location!r} must point to a number or a string"
+        f" representing a Quantity, got {node!r}"
+    )
+
+
+def hpa_proposal(values: Iterable[tuple[float, float]], current: int) -> int:
+    """The HPA's desired replicas for External AverageValue metrics, (value, target) each: the largest."""
     proposals = []
-    for lag, threshold in lags:
-        if current > 0 and abs(lag / (threshold * current) - 1.0) <= TOLERANCE:
+    for value, target in values:
+        if current > 0 and abs(value / (target * current) - 1.0) <= TOLERANCE:
             proposals.append(current)
         else:
-            proposals.append(math.ceil(lag / threshold))
+            proposals.append(math.ceil(value / target))
     return max(proposals, default=current)
 
 
@@ -165,7 +260,7 @@ class TargetState:
     last_active: float | None = None
     next_poll: float = 0.0
     next_sync: float = 0.0
-    lags: dict[str, int] = field(default_factory=dict)
+    values: dict[str, float] = field(default_factory=dict)
     recommendations: list[tuple[float, int]] = field(default_factory=list)
 
 
@@ -173,8 +268,9 @@ class TargetState:
 class Emulator:
     """Polls, decides and scales, one ``step()`` at a time (the test calls it in a loop or a thread).
 
-    ``resolve`` maps a monitoring endpoint (``nats.hades.svc:8222``) to one this process can reach (the Service's
-    ClusterIP); ``get_replicas``/``set_replicas`` read and write a Deployment's ``spec.replicas``.
+    ``resolve`` maps an in-cluster ``host:port`` (NATS's monitoring endpoint ``nats.hades.svc:8222``, a metrics-api
+    URL's ``hades-logs.hades.svc:8081``) to one this process can reach (the Service's ClusterIP);
+    ``get_replicas``/``set_replicas`` read and write a Deployment's ``spec.replicas``.
     """
 
     targets: list[ScaledTarget]
@@ -183,6 +279,7 @@ class Emulator:
     set_replicas: Callable[[str, str, int], None]
     clock: Callable[[], float] = time.monotonic
     fetch: Callable[[str], dict[str, Any]] = get_json
+    """GET a URL's JSON; raises on a status other than 200 (``urllib``: ``HTTPError``), as KEDA errs."""
     mismatches: list[str] = field(default_factory=list)
     history: list[tuple[float, str, int, int]] = field(default_factory=list)
     """(time, deployment, replicas before, replicas after) of every change."""
@@ -203,16 +300,9 @@ class Emulator:
         cache: dict[str, dict[str, Any]] = {}
         active = False
         for trigger in target.triggers:
-            url = trigger.url(self.resolve(trigger.endpoint))
-            jsz = cache.get(url) or cache.setdefault(url, self.fetch(url))
-            lag, found = keda_lag(jsz, trigger)
-            if not found:
-                self.mismatches.append(
-                    f"{target.name}/{trigger.name}: consumer {trigger.consumer!r} not in stream {trigger.stream}: "
-                    f"KEDA scales on the stream's last sequence ({lag}) instead"
-                )
-            state.lags[trigger.name] = lag
-            active = active or lag > trigger.activation_threshold
+            value = self._value(target, trigger, cache)
+            state.values[trigger.name] = value
+            active = active or value > trigger.activation
         current = self.get_replicas(target.namespace, target.deployment)
         if active:
             state.last_active = now
@@ -230,10 +320,23 @@ class Emulator:
             state.next_sync = now + SYNC_PERIOD_S
             self._hpa(state, current, now)
 
+    def _value(self, target: ScaledTarget, trigger: AnyTrigger, cache: dict[str, dict[str, Any]]) -> float:
+        if isinstance(trigger, MetricsApiTrigger):
+            return metrics_api_value(self.fetch(trigger.resolved_url(self.resolve(trigger.endpoint()))), trigger)
+        url = trigger.url(self.resolve(trigger.endpoint))
+        jsz = cache.get(url) or cache.setdefault(url, self.fetch(url))
+        lag, found = keda_lag(jsz, trigger)
+        if not found:
+            self.mismatches.append(
+                f"{target.name}/{trigger.name}: consumer {trigger.consumer!r} not in stream {trigger.stream}: "
+                f"KEDA scales on the stream's last sequence ({lag}) instead"
+            )
+        return lag
+
     def _hpa(self, state: TargetState, current: int, now: float) -> None:
         target = state.target
         floor = max(target.min_replicas, 1)
-        desired = hpa_proposal(((state.lags[t.name], t.lag_threshold) for t in target.triggers), current)
+        desired = hpa_proposal(((state.values[t.name], t.target) for t in target.triggers), current)
         desired = min(max(desired, floor), target.max_replicas)
         window = float(target.scale_down.get("stabilizationWindowSeconds", 300))
         state.recommendations = [(t, r) for t, r in state.recommendations if now - t < window]

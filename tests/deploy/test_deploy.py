@@ -3,11 +3,13 @@ real cluster of KUBECONFIG (../shared/k8s-local), the locally built images impor
 everything through the Services' ClusterIPs (kube-proxy routes them from the host too): jobs submitted to
 submit, run by dispatch in-cluster as Kubernetes Jobs under its own ServiceAccount and the Role as shipped, logs
 and records read from logs, callbacks delivered to a receiver pod; a rollout restart of dispatch under load; and
-dispatch scaled on JetStream lag by KEDA's algorithm (tests/deploy/keda.py) from the ScaledObjects as rendered.
+dispatch scaled by KEDA's algorithm (tests/deploy/keda.py) on the logs Service's /scaling, from the ScaledObjects as
+rendered.
 
 The one change to the rendering: PodDisruptionBudget's policy/v1 → policy/v1beta1 for the 1.20 API server (as
 the dry-run test does). KEDA's and the Prometheus operator's CRDs are installed from tests/data/crds, so their
-objects are applied too (nothing acts on them: KEDA is emulated, see test_dispatch_scales_on_lag_as_keda_would).
+objects are applied too (nothing acts on them: KEDA is emulated, see
+test_dispatch_scales_on_every_tenants_jobs_as_keda_would).
 
 Run with `make test-deploy` (it builds the images first); the figures are printed at the end. Takes ≈ 3.5-4.5 min.
 """
@@ -244,6 +246,14 @@ def artemis_build(callback_path: str) -> dict[str, Any]:
     return body
 
 
+def scaling(deployment: Deployed) -> dict[str, int]:
+    """GET /scaling through the logs Service, as KEDA's operator reads it (no key)."""
+    response = httpx.get(f"{deployment.logs}/scaling", timeout=10)
+    assert response.status_code == 200, response.text
+    body: dict[str, int] = response.json()
+    return body
+
+
 def first_line_after(deployment: Deployed, job_id: str, submitted: float) -> float:
     wait_for(lambda: deployment.lines(job_id), timeout_s=180, interval_s=0.1, what=f"the first line of {job_id}")
     return time.monotonic() - submitted
@@ -360,20 +370,24 @@ def test_a_rollout_restart_of_dispatch_loses_and_repeats_no_job(deployed: Deploy
     d.figures["rollout restart of dispatch with 8 jobs queued/running (s)"] = round(rollout, 1)
 
 
-def test_dispatch_scales_on_lag_as_keda_would(deployed: Deployed) -> None:
-    """KEDA's algorithm (tests/deploy/keda.py) on the test overlay's ScaledObjects, reading the in-cluster NATS
-    monitoring Service: from zero to a burst of 40 jobs and back to zero, then one job from zero."""
+def test_dispatch_scales_on_every_tenants_jobs_as_keda_would(deployed: Deployed) -> None:
+    """KEDA's algorithm (tests/deploy/keda.py) on the test overlay's ScaledObjects, reading the logs Service's
+    /scaling (dispatch) and the in-cluster NATS monitoring Service (logs): from zero to a burst of 40 jobs, most
+    of them a named tenant's (on no lane consumer: only `jobs` of /scaling counts them), and back to zero, then
+    one job of another named tenant from zero."""
     d = deployed
     test_overlay = mc.render(mc.kubectl_binary(), mc.Target("deploy-test", ROOT / "tests" / "deploy" / "overlay"))
     targets = keda.scaled_targets(test_overlay)
     assert {t.name for t in targets} == {"hades-dispatch", "hades-logs"}
-    nats_ip = d.kubectl.cluster_ip("hades", "nats")
+    dispatch_triggers = next(t for t in targets if t.name == "hades-dispatch").triggers
+    assert [(t.name, type(t)) for t in dispatch_triggers] == [("jobs", keda.MetricsApiTrigger)]
 
     def resolve(endpoint: str) -> str:
+        """``<service>.<namespace>.svc:<port>`` → the Service's ClusterIP (the host routes the Service range)."""
         host, _, port = endpoint.partition(":")
         service, namespace, *_ = host.split(".")
-        assert (service, namespace) == ("nats", "hades"), endpoint
-        return f"{nats_ip}:{port}"
+        assert (service, namespace) in {("nats", "hades"), ("hades-logs", "hades")}, endpoint
+        return f"{d.kubectl.cluster_ip(namespace, service)}:{port}"
 
     emulator = keda.Emulator(targets, resolve=resolve, get_replicas=d.kubectl.replicas, set_replicas=d.kubectl.scale)
     stop = threading.Event()
@@ -400,19 +414,24 @@ def test_dispatch_scales_on_lag_as_keda_would(deployed: Deployed) -> None:
             interval_s=1,
             what="dispatch at zero",
         )
+        assert scaling(d) == {"jobs": 0, "queued": 0, "running": 0}, "every job of the earlier tests ended"
         burst_start = time.monotonic()
         burst = [
             d.post(
                 "/jobs",
                 {
                     "name": f"burst-{i}",
+                    **({"tenant": "cs101"} if i % 4 else {}),  # 30 of tenant cs101, 10 of the default tenant
                     "steps": [{"id": 1, "name": "b", "image": STEP_IMAGE, "script": f"echo burst-{i}"}],
                 },
             )[0]
             for i in range(40)
         ]
+        queued = scaling(d)
+        assert 1 <= queued["jobs"] <= 40, queued
         records = {j: d.terminal(j, timeout_s=600) for j in burst}
         burst_s = time.monotonic() - burst_start
+        wait_for(lambda: scaling(d)["jobs"] == 0, timeout_s=30, what="/scaling's jobs back at 0 (every job acked)")
         assert all(r["status"] == "succeeded" for r in records.values()), records
         peak = max(new for _, name, _, new in emulator.history if name == "hades-dispatch")
         assert peak == 4, f"dispatch did not scale out to maxReplicaCount: {emulator.history}"
@@ -428,11 +447,16 @@ def test_dispatch_scales_on_lag_as_keda_would(deployed: Deployed) -> None:
 
         job_id, submitted = d.post(
             "/jobs",
-            {"name": "from-zero", "steps": [{"id": 1, "name": "z", "image": STEP_IMAGE, "script": "echo woke"}]},
+            {
+                "name": "from-zero",
+                "tenant": "cs102",  # its first job: no dispatcher and no consumer of it exist yet
+                "steps": [{"id": 1, "name": "z", "image": STEP_IMAGE, "script": "echo woke"}],
+            },
         )
         record = d.terminal(job_id, timeout_s=300)
         from_zero = time.monotonic() - submitted
         assert record["status"] == "succeeded" and d.lines(job_id) == ["woke"], record
+        assert record["tenant"] == "cs102" and {r["tenant"] for r in records.values()} == {"cs101", "default"}
         assert emulator.mismatches == [], emulator.mismatches
         assert d.kubectl.replicas("hades", "hades-logs") >= 1
     except AssertionError as exc:
@@ -443,12 +467,12 @@ def test_dispatch_scales_on_lag_as_keda_would(deployed: Deployed) -> None:
 
     d.figures.update(
         {
-            "burst of 40 jobs from zero replicas → all ended (s)": round(burst_s, 1),
+            "burst of 40 jobs (30 of tenant cs101) from zero replicas → all ended (s)": round(burst_s, 1),
             "dispatch replicas (emulated KEDA/HPA), in order": [
                 new for _, n, _, new in emulator.history if n == "hades-dispatch"
             ],
             "idle → dispatch at zero again (s)": round(to_zero, 1),
-            "a job at zero replicas: submit → terminal (s)": round(from_zero, 1),
+            "a job of a new tenant at zero replicas: submit → terminal (s)": round(from_zero, 1),
             "emulated KEDA polls that failed (retried at the next interval)": len(errors),
         }
     )

@@ -1,9 +1,10 @@
 """The KEDA emulator of the deploy test (tests/deploy/keda.py), without a cluster: that it reads the lag as KEDA's
-nats-jetstream scaler does (including the silent fallback to the stream's last sequence, which it must report),
-and scales as KEDA and the HPA would, on a fake clock."""
+nats-jetstream scaler does (including the silent fallback to the stream's last sequence, which it must report) and
+the value of a metrics-api trigger as that scaler does, and scales as KEDA and the HPA would, on a fake clock."""
 
 from __future__ import annotations
 
+import urllib.error
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from tests.deploy import keda
 from tests.test_manifests import mc
 
 TRIGGER = keda.Trigger("lane-high", "nats.hades.svc:8222", "$G", "HADES_JOBS", "dispatch-high", 4, 0)
+JOBS = keda.MetricsApiTrigger("jobs", "http://hades-logs.hades.svc:8081/scaling", "jobs", 4, 0)
 
 
 def jsz(consumers: dict[str, tuple[int, int]], last_seq: int = 0, stream: str = "HADES_JOBS") -> dict[str, Any]:
@@ -39,13 +41,48 @@ def test_the_hpa_takes_the_largest_trigger_and_keeps_within_tolerance() -> None:
     assert keda.hpa_proposal([(0, 4)], current=3) == 0
 
 
+def test_a_metrics_api_value_is_the_number_at_value_location() -> None:
+    assert keda.metrics_api_value({"jobs": 9, "queued": 2, "running": 3}, JOBS) == 9.0
+    assert keda.metrics_api_value({"jobs": "12"}, JOBS) == 12.0  # a string holding a quantity
+    nested = keda.MetricsApiTrigger("t", "http://x/", "a.1.b", 4, 0)
+    assert keda.metrics_api_value({"a": [{"b": 1}, {"b": 2.5}]}, nested) == 2.5
+    for body in ({"queued": 3}, {"jobs": None}, {"jobs": True}, {"jobs": "many"}, [9]):
+        with pytest.raises(keda.MetricNotFound, match="valueLocation 'jobs'"):
+            keda.metrics_api_value(body, JOBS)
+    assert JOBS.endpoint() == "hades-logs.hades.svc:8081"
+    assert JOBS.resolved_url("10.96.0.7:8081") == "http://10.96.0.7:8081/scaling"
+
+
+def test_a_trigger_the_emulator_would_read_differently_from_keda_is_refused() -> None:
+    base: dict[str, Any] = {"type": "metrics-api", "name": "x", "metadata": {"url": "http://a/", "valueLocation": "v"}}
+    with pytest.raises(KeyError):
+        keda.trigger_of(base)  # KEDA: "no targetValue given in metadata"
+    with_target: dict[str, Any] = {**base, "metadata": {**base["metadata"], "targetValue": "4"}}
+    assert keda.trigger_of(with_target) == keda.MetricsApiTrigger("x", "http://a/", "v", 4.0, 0.0)
+    with pytest.raises(ValueError, match="json"):
+        keda.trigger_of({**with_target, "metadata": {**with_target["metadata"], "format": "prometheus"}})
+    with pytest.raises(ValueError, match="AverageValue"):
+        keda.trigger_of({**with_target, "metricType": "Value"})
+
+
 class Fake:
-    """A clock, a NATS monitoring answer and a Deployment's replicas, all under the test's control."""
+    """A clock, NATS monitoring and /scaling answers and a Deployment's replicas, all under the test's control."""
 
     def __init__(self, replicas: int) -> None:
         self.now = 0.0
         self.replicas = replicas
         self.answer = jsz({"dispatch-high": (0, 0), "dispatch-normal": (0, 0), "dispatch-low": (0, 0)})
+        self.jobs: int | None = 0
+        """What /scaling answers as `jobs`; None: it answers 503 (NATS is away)."""
+        self.urls: set[str] = set()
+
+    def fetch(self, url: str) -> dict[str, Any]:
+        self.urls.add(url)
+        if not url.endswith("/scaling"):
+            return self.answer
+        if self.jobs is None:
+            raise urllib.error.HTTPError(url, 503, "Service Unavailable", {}, None)  # type: ignore[arg-type]
+        return {"jobs": self.jobs, "queued": 0, "running": 0}
 
     def emulator(self, targets: list[keda.ScaledTarget]) -> keda.Emulator:
         def set_replicas(namespace: str, name: str, n: int) -> None:
@@ -57,14 +94,20 @@ class Fake:
             get_replicas=lambda namespace, name: self.replicas,
             set_replicas=set_replicas,
             clock=lambda: self.now,
-            fetch=lambda url: self.answer,
+            fetch=self.fetch,
         )
 
-    def run(self, emulator: keda.Emulator, seconds: float) -> None:
+    def run(self, emulator: keda.Emulator, seconds: float) -> int:
+        """Step for ``seconds``; the polls that failed (as the deploy test's loop, the next one tries again)."""
+        failed = 0
         end = self.now + seconds
         while self.now < end:
-            emulator.step()
+            try:
+                emulator.step()
+            except urllib.error.HTTPError:
+                failed += 1
             self.now += 1
+        return failed
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +121,8 @@ def test_the_rendered_scaled_objects_are_read_with_their_triggers(test_overlay: 
     assert set(by_name) == {"hades-dispatch", "hades-logs"}  # submit scales on cpu: not emulated
     dispatch = by_name["hades-dispatch"]
     assert (dispatch.min_replicas, dispatch.max_replicas, dispatch.cooldown_s) == (0, 4, 20)
-    assert {t.consumer for t in dispatch.triggers} == {"dispatch-high", "dispatch-normal", "dispatch-low"}
+    assert dispatch.triggers == (JOBS,)  # every tenant's jobs, not a lane consumer's
+    assert [t.consumer for t in by_name["hades-logs"].triggers if isinstance(t, keda.Trigger)] == ["collect-logs"]
 
 
 def test_zero_to_a_burst_and_back_to_zero(test_overlay: list[keda.ScaledTarget]) -> None:
@@ -87,13 +131,14 @@ def test_zero_to_a_burst_and_back_to_zero(test_overlay: list[keda.ScaledTarget])
     emulator = fake.emulator(dispatch)
     fake.run(emulator, 1)
     assert fake.replicas == 0, "inactive on creation: straight to minReplicaCount"
-    fake.answer = jsz({"dispatch-high": (40, 0), "dispatch-normal": (0, 0), "dispatch-low": (0, 0)})
+    assert fake.urls == {JOBS.url}
+    fake.jobs = 40
     fake.run(emulator, 6)
     assert fake.replicas == 1, "activated from zero within one polling interval"
     fake.run(emulator, 40)
     assert fake.replicas == 4, "the HPA scaled out to ceil(40 / 4) = 10, clamped to maxReplicaCount"
-    fake.answer = jsz({"dispatch-high": (0, 0), "dispatch-normal": (0, 0), "dispatch-low": (0, 0)})
-    fake.run(emulator, 14)  # the last active poll was 2 s before the lag went: 16 s idle so far
+    fake.jobs = 0
+    fake.run(emulator, 14)  # the last active poll was 2 s before the jobs went: 16 s idle so far
     assert fake.replicas == 1, "the HPA scaled in to one; not to zero before the 20 s cooldown"
     fake.run(emulator, 30)
     assert fake.replicas == 0
@@ -101,14 +146,45 @@ def test_zero_to_a_burst_and_back_to_zero(test_overlay: list[keda.ScaledTarget])
     assert emulator.mismatches == []
 
 
-def test_a_consumer_keda_cannot_find_is_reported(test_overlay: list[keda.ScaledTarget]) -> None:
+def test_the_hpa_follows_the_jobs_within_its_tolerance(test_overlay: list[keda.ScaledTarget]) -> None:
     dispatch = [t for t in test_overlay if t.name == "hades-dispatch"]
     fake = Fake(replicas=0)
-    fake.answer = jsz({"dispatch-high": (0, 0)}, last_seq=7)  # the normal and low consumers were never created
     emulator = fake.emulator(dispatch)
-    fake.run(emulator, 1)
-    assert fake.replicas == 1, "KEDA wakes dispatch on the stream's last sequence (7 > 0)"
-    assert len(emulator.mismatches) == 2 and "'dispatch-normal' not in stream HADES_JOBS" in emulator.mismatches[0]
+    fake.jobs = 1
+    fake.run(emulator, 20)
+    assert fake.replicas == 1, "one job: one dispatcher"
+    fake.jobs = 9
+    fake.run(emulator, 20)
+    assert fake.replicas == 3, "ceil(9 / 4)"
+    fake.jobs = 13  # 13 / 12 is within the 10 % tolerance
+    fake.run(emulator, 30)
+    assert fake.replicas == 3
+
+
+def test_a_failing_scaling_route_changes_nothing(test_overlay: list[keda.ScaledTarget]) -> None:
+    """As KEDA without a fallback: neither activation nor scale-in on an error; the next poll tries again."""
+    dispatch = [t for t in test_overlay if t.name == "hades-dispatch"]
+    fake = Fake(replicas=0)
+    emulator = fake.emulator(dispatch)
+    fake.jobs = 8
+    fake.run(emulator, 20)
+    assert fake.replicas == 2
+    fake.jobs = None
+    assert fake.run(emulator, 60) == 12, "every 5 s poll failed"
+    assert fake.replicas == 2, "kept, well past the cooldown"
+    fake.jobs = 0
+    fake.run(emulator, 60)
+    assert fake.replicas == 0
+
+
+def test_a_consumer_keda_cannot_find_is_reported(test_overlay: list[keda.ScaledTarget]) -> None:
+    logs = [t for t in test_overlay if t.name == "hades-logs"]
+    fake = Fake(replicas=1)
+    fake.answer = jsz({"collect_logs": (0, 0)}, last_seq=7000, stream="HADES_EVENTS")  # a misspelt consumer
+    emulator = fake.emulator(logs)
+    fake.run(emulator, 16)
+    assert fake.replicas == 4, "KEDA scales logs on the stream's last sequence (7000 / 1000), clamped to 4"
+    assert "'collect-logs' not in stream HADES_EVENTS" in emulator.mismatches[0]
 
 
 def test_the_test_overlay_is_the_dev_overlay_but_for_dispatch_scaling() -> None:

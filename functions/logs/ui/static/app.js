@@ -426,6 +426,13 @@
     $(id).textContent = value === null || value === undefined || value === "" ? "—" : neutral(value);
   }
 
+  // Under fair share: how many of the jobs ahead in its lane are its own tenant's (when others' are too).
+  function ownAhead(record) {
+    const own = record.queue ? record.queue.tenant_position : undefined;
+    return Number.isInteger(own) && own !== record.queue_position && record.tenant
+      ? ` (${own} of them ${record.tenant}'s)` : "";
+  }
+
   function renderJob(record) {
     state.job = record;
     setText("job-name", record.name);
@@ -440,7 +447,7 @@
     const queued = record.status === "queued";
     $("job-position-label").hidden = $("job-position").hidden = !queued;
     setText("job-position", queued && record.queue_position !== undefined
-      ? (record.queue_position === 0 ? "next" : `${record.queue_position} ahead`) : null);
+      ? (record.queue_position === 0 ? "next" : `${record.queue_position} ahead${ownAhead(record)}`) : null);
     setText("job-submitted", formatTime(record.submitted_at));
     setText("job-started", record.started_at
       ? `${formatTime(record.started_at)} (waited ${formatDuration(record.queue_wait_s)})` : null);
