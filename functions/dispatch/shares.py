@@ -75,6 +75,10 @@ class Shares:
             scope = subjects.dispatch_scope(load.name)
             if scope is not None:
                 queues[scope] = _Queue(waiting=load.pending, running=load.ack_pending, last_served=load.last_active)
+        for scope in [scope for scope in self.pulls if scope not in queues and scope[1] != tenants.DEFAULT]:
+            # Its consumer went away (inactivity, with its tenant's last job): a binding to it only fails to fetch,
+            # so it goes before the tenant's next jobs have their consumer made again.
+            await self.pulls.pop(scope).close()
         for subject, count in (await self.conn.subject_counts(subjects.JOBS_STREAM, _NAMED_TENANT_SUBJECTS)).items():
             scope = (subjects.lane_of(subject), subjects.tenant_of(subject))
             if count and scope not in queues and tenants.is_name(scope[1]):
@@ -84,8 +88,6 @@ class Shares:
                     log.warning("no consumer for tenant %s in the %s lane yet: %s", scope[1], scope[0], exc.detail)
                     continue
                 queues[scope] = _Queue(waiting=count, running=0, last_served=0.0)
-        for scope in [scope for scope in self.pulls if scope not in queues and scope[1] != tenants.DEFAULT]:
-            await self.pulls.pop(scope).close()  # its consumer went away with its tenant's last job (inactivity)
         self.queues = queues
         self.read_at = time.monotonic()
 
