@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,6 +64,8 @@ class Dispatcher:
         self.stops: dict[str, StopSignal] = {}  # every taken job, registered before its cancel check
         self.work_hint = asyncio.Event()
         self.shares = Shares(conn, settings)
+        self.redelivery_looked_at = float("-inf")
+        self.redelivery_turn = -1
         self.loop_task: asyncio.Task[None] | None = None
         self.stopping = False
         self.hint_subscription: Subscription | None = None
@@ -150,6 +153,8 @@ class Dispatcher:
             try:
                 await self.shares.refresh()
                 ready = self.shares.ready_lanes()
+                if ready and (msg := await self._redelivery_due()) is not None:
+                    return msg
                 for lane in self.picker.order(ready):
                     if (msg := await self._take_from(lane)) is not None:
                         return msg
@@ -166,6 +171,19 @@ class Dispatcher:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.work_hint.wait(), wait_s)
         raise asyncio.CancelledError
+
+    async def _redelivery_due(self) -> Delivery | None:
+        """While jobs wait, one consumer that only holds deliveries is still looked at per ``pull_timeout_s``, in
+        turn: a job handed back or whose holder died would otherwise wait for every queued job of the lane."""
+        now = time.monotonic()
+        if now - self.redelivery_looked_at < self.settings.dispatch.pull_timeout_s:
+            return None
+        self.redelivery_looked_at = now
+        held = self.shares.held_only()
+        if not held:
+            return None
+        self.redelivery_turn = (self.redelivery_turn + 1) % len(held)
+        return await self.shares.take_redelivery(held[self.redelivery_turn], timeout_s=0.02)
 
     async def _take_from(self, lane: Lane) -> Delivery | None:
         """A job of ``lane``, from the tenant fair share names; the next one when that tenant's queue was empty."""

@@ -129,6 +129,23 @@ class Shares:
         """Consumers with deliveries not acked: the only ones a redelivery (a dead holder's job) can come from."""
         return [scope for scope, queue in self.queues.items() if queue.running > 0]
 
+    def held_only(self) -> list[Scope]:
+        """Consumers holding deliveries that fair share takes nothing new from now (no job waits, or the tenant is at
+        its running cap). A job handed back (a dispatcher stopped) or whose holder died comes back from them as a
+        redelivery, which ``num_pending`` does not count: only a fetch from them finds it."""
+        return sorted(
+            (lane, tenant)
+            for (lane, tenant), queue in self.queues.items()
+            if queue.running > 0
+            and (queue.waiting == 0 or ((cap := self._cap(lane, tenant)) is not None and queue.running >= cap))
+        )
+
+    async def take_redelivery(self, scope: Scope, *, timeout_s: float) -> Delivery | None:
+        """A redelivery from a ``held_only`` consumer (already counted as running), or None; the counts stay."""
+        await self._bind(scope)
+        msgs = await self.pulls[scope].fetch(1, timeout_s=timeout_s)
+        return msgs[0] if msgs else None
+
     async def take(self, scope: Scope, *, timeout_s: float) -> Delivery | None:
         """One job from the consumer of ``scope``, counted in at once (the next pick sees it before the next
         reading); None when none came (another dispatcher took the last): the tenant counts as empty until then."""
