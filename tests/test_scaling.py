@@ -93,3 +93,31 @@ async def test_without_nats_it_answers_503_at_once_naming_the_cause(aiohttp_clie
         assert "not reachable" in detail, detail
     finally:
         server.stop()
+
+
+async def test_a_job_message_no_consumer_will_deliver_again_does_not_keep_a_dispatcher(
+    aiohttp_client: Any, clean_nats: str, conn: messaging.Messaging
+) -> None:
+    """A message whose deliveries ran out without an ack (its last attempt's dispatcher died, or the nak of an
+    undecided last attempt) stays stored in the work queue, but no dispatcher can take it: counted, it would keep
+    dispatch above zero replicas for good."""
+    settings = make_settings(clean_nats, HADES_MAX_DELIVER="1", HADES_ACK_WAIT_SECONDS="1")
+    await conn.ensure_topology(settings)
+    client: TestClient = await aiohttp_client(create_app(settings))
+    queued = job(tenants.DEFAULT)
+    await enqueue.enqueue(conn, queued)
+    lane = await conn.pull_consumer(subjects.JOBS_STREAM, topology.dispatch_consumer_config(settings, queued.lane))
+    try:
+        for _ in range(2):  # max_deliver is HADES_MAX_DELIVER + 1
+            [delivery] = await lane.fetch(1, timeout_s=5)
+            await delivery.nak()
+        assert await lane.fetch(1, timeout_s=2) == []
+        assert await conn.stream_messages(subjects.JOBS_STREAM) == 1  # still stored, never delivered again
+        assert await poll(lambda: _jobs_at(client, 0), timeout_s=10) == {"jobs": 0, "queued": 0, "running": 0}
+    finally:
+        await lane.close()
+
+
+async def _jobs_at(client: TestClient, count: int) -> dict[str, Any] | None:
+    body = await scaling(client)
+    return body if body["jobs"] == count else None
