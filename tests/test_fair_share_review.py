@@ -4,6 +4,7 @@ removed (its inactivity threshold passed, or an operator removed it) is made aga
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from nats.js import JetStreamContext
 
@@ -12,8 +13,9 @@ from functions.dispatch.dispatcher import Dispatcher
 from functions.dispatch.executors.base import RunHooks, RunResult, StopSignal
 from functions.submit import enqueue
 from runtime import messaging, subjects
-from runtime.jobs import Job, JobStatus
+from runtime.jobs import Job, JobStatus, job_from_document, new_job_id, utc_now
 from runtime.messaging import topology
+from runtime.settings import LimitSettings
 from tests.helpers import make_settings, poll
 from tests.test_fair_share_upgrade import CountingExecutor, stored_jobs, tenant_job
 
@@ -80,3 +82,62 @@ async def test_a_job_handed_back_does_not_wait_behind_every_other_tenants_queue(
         await dispatcher.stop()
     assert sorted(executor.runs) == ["cs101"] * 15 + ["cs102"]
     assert executor.runs.index("cs102") < 5, executor.runs
+
+
+class HeldExecutor(CountingExecutor):
+    """Runs every job until released; counts how many run at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.now = 0
+        self.most = 0
+
+    async def run(self, job: Job, *, attempt: int, hooks: RunHooks, stop: StopSignal) -> RunResult:
+        self.runs.append(job.id)
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            await self.release.wait()
+        finally:
+            self.now -= 1
+        return RunResult(status=JobStatus.SUCCEEDED, steps=())
+
+
+def lane_job(tenant: str, priority: int) -> Job:
+    document: dict[str, Any] = {"name": "j", "priority": priority, "steps": [{"id": 1, "image": "x", "script": "true"}]}
+    return job_from_document(
+        document, job_id=new_job_id(), limits=LimitSettings(), submitted_at=utc_now(), tenant=tenant
+    )
+
+
+async def test_a_tenant_at_its_running_cap_across_lanes_starts_nothing_more(
+    conn: messaging.Messaging, clean_nats: str
+) -> None:
+    """The cap is the tenant's across lanes: one job running in the high lane and one in the normal lane is a cap of
+    2 reached, though each lane's consumer (max_ack_pending 2) holds only one. The looks for redeliveries from
+    consumers holding jobs must not take a new job past it."""
+    settings = make_settings(clean_nats, HADES_TENANT_MAX_RUNNING="cs101=2", HADES_PULL_TIMEOUT_SECONDS="0.2")
+    await conn.ensure_topology(settings)
+    executor = HeldExecutor()
+    dispatcher = Dispatcher(conn, executor, settings)  # type: ignore[arg-type]
+    await dispatcher.start()
+    try:
+        for priority in (3, 2):
+            await enqueue.enqueue(conn, lane_job("cs101", priority))
+        await poll(lambda: _running_now(executor, 2), timeout_s=20)
+        third = lane_job("cs101", 2)
+        await enqueue.enqueue(conn, third)
+        await asyncio.sleep(3)  # many looks for work meanwhile (every 0.2 s): none may start the third job
+        assert executor.most == 2 and third.id not in executor.runs, executor.runs
+        executor.release.set()
+        await poll(lambda: _drained(conn), timeout_s=20)
+        assert third.id in executor.runs
+    finally:
+        executor.release.set()
+        await dispatcher.stop()
+
+
+async def _running_now(executor: HeldExecutor, count: int) -> bool:
+    await asyncio.sleep(0)
+    return executor.now == count

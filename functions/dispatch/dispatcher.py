@@ -159,7 +159,7 @@ class Dispatcher:
                     if (msg := await self._take_from(lane)) is not None:
                         return msg
                 if not ready:  # nothing new waits: a job whose holder died comes back as a redelivery
-                    for scope in self.shares.holding():
+                    for scope in self.shares.held_only():
                         if (msg := await self.shares.take(scope, timeout_s=0.02)) is not None:
                             return msg
             except Unavailable as exc:

@@ -125,20 +125,24 @@ class Shares:
         elsewhere = sum(queue.running for (each, who), queue in self.queues.items() if who == tenant and each != lane)
         return limit - elsewhere
 
-    def holding(self) -> list[Scope]:
-        """Consumers with deliveries not acked: the only ones a redelivery (a dead holder's job) can come from."""
-        return [scope for scope, queue in self.queues.items() if queue.running > 0]
-
     def held_only(self) -> list[Scope]:
         """Consumers holding deliveries that fair share takes nothing new from now (no job waits, or the tenant is at
         its running cap). A job handed back (a dispatcher stopped) or whose holder died comes back from them as a
-        redelivery, which ``num_pending`` does not count: only a fetch from them finds it."""
+        redelivery, which ``num_pending`` does not count: only a fetch from them finds it. Not a consumer a fetch
+        could take a waiting job past the tenant's cap (at it across lanes, below it in this lane, where the server
+        holds it: a fetch may deliver a waiting job instead); its redelivery comes with the tenant's next pick."""
         return sorted(
-            (lane, tenant)
-            for (lane, tenant), queue in self.queues.items()
-            if queue.running > 0
-            and (queue.waiting == 0 or ((cap := self._cap(lane, tenant)) is not None and queue.running >= cap))
+            scope for scope, queue in self.queues.items() if queue.running > 0 and self._only_redeliveries(scope, queue)
         )
+
+    def _only_redeliveries(self, scope: Scope, queue: _Queue) -> bool:
+        if not queue.waiting:
+            return True
+        cap = self._cap(*scope)
+        if cap is None or queue.running < cap:
+            return False  # fair share takes from it, redeliveries first
+        limit = self.settings.tenants.running_limit(scope[1])
+        return limit is not None and queue.running >= limit  # the server delivers nothing new from it
 
     async def take_redelivery(self, scope: Scope, *, timeout_s: float) -> Delivery | None:
         """A redelivery from a ``held_only`` consumer (already counted as running), or None; the counts stay."""
