@@ -160,7 +160,7 @@ class Dispatcher:
                         return msg
                 if not ready:  # nothing new waits: a job whose holder died comes back as a redelivery
                     for scope in self.shares.held_only():
-                        if (msg := await self.shares.take(scope, timeout_s=0.02)) is not None:
+                        if (msg := await self.shares.take_redelivery(scope, timeout_s=0.02)) is not None:
                             return msg
             except Unavailable as exc:
                 log.warning("taking a job failed: %s", exc.detail)

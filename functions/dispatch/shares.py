@@ -13,6 +13,7 @@ deliver. A named tenant's consumer is made by the first dispatcher that sees its
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -67,8 +68,10 @@ class Shares:
         """Read every consumer's numbers unless the last reading is recent; make the consumers of tenants whose jobs
         have none yet. ``Unavailable`` when NATS cannot answer."""
         age = time.monotonic() - self.read_at
-        if age < _MIN_REREAD_S or (age < SNAPSHOT_TTL_S and not self.stale):
+        if age < SNAPSHOT_TTL_S and not self.stale:
             return
+        if age < _MIN_REREAD_S:  # a burst of submits: one reading for all of them, a moment later
+            await asyncio.sleep(_MIN_REREAD_S - age)
         self.stale = False
         queues: dict[Scope, _Queue] = {}
         for load in await self.conn.consumer_loads(subjects.JOBS_STREAM):
@@ -145,26 +148,29 @@ class Shares:
         return limit is not None and queue.running >= limit  # the server delivers nothing new from it
 
     async def take_redelivery(self, scope: Scope, *, timeout_s: float) -> Delivery | None:
-        """A redelivery from a ``held_only`` consumer (already counted as running), or None; the counts stay."""
+        """A redelivery from a ``held_only`` consumer (already counted as running), or None; the counts stay. None
+        without a fetch while a job was published since the reading: "no job waits there" may no longer be true,
+        and a fetch could start it past its tenant's cap."""
+        if self.stale:
+            return None
         await self._bind(scope)
-        msgs = await self.pulls[scope].fetch(1, timeout_s=timeout_s)
-        return msgs[0] if msgs else None
+        return await self.pulls[scope].fetch_ready(timeout_s=timeout_s)
 
     async def take(self, scope: Scope, *, timeout_s: float) -> Delivery | None:
         """One job from the consumer of ``scope``, counted in at once (the next pick sees it before the next
         reading); None when none came (another dispatcher took the last): the tenant counts as empty until then."""
         await self._bind(scope)  # made by another dispatcher
-        msgs = await self.pulls[scope].fetch(1, timeout_s=timeout_s)
+        msg = await self.pulls[scope].fetch_ready(timeout_s=timeout_s)
         queue = self.queues.get(scope)
         if queue is None:
-            return msgs[0] if msgs else None
-        if not msgs:
+            return msg
+        if msg is None:
             queue.waiting = 0
             return None
         queue.waiting = max(0, queue.waiting - 1)
         queue.running += 1
         queue.last_served = time.time()
-        return msgs[0]
+        return msg
 
     async def close(self) -> None:
         for pull in self.pulls.values():

@@ -348,7 +348,7 @@ class Messaging:
         with translated(f"binding consumer {config.durable_name}"):
             await topology.ensure_consumer(self._js, stream, config)
             sub = await self._js.pull_subscribe_bind(durable=config.durable_name, stream=stream)
-        return PullConsumer(sub)
+        return PullConsumer(sub, nc=self._nc, next_subject=f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{config.durable_name}")
 
     async def bucket(self, config: Any) -> Bucket:
         """The KV bucket ``config`` describes, created or brought up to date."""

@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 
 import nats.errors
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import JetStreamContext
@@ -94,8 +95,32 @@ def consumer_of(reply: str) -> str:
 class PullConsumer:
     """A bound durable pull consumer."""
 
-    def __init__(self, subscription: JetStreamContext.PullSubscription) -> None:
+    def __init__(self, subscription: JetStreamContext.PullSubscription, *, nc: Client, next_subject: str) -> None:
         self._sub = subscription
+        self._nc = nc
+        self._next_subject = next_subject
+        """``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>``: where a pull request goes."""
+        self._ready: NatsSubscription | None = None
+
+    async def fetch_ready(self, *, timeout_s: float) -> Delivery | None:
+        """One message the consumer can deliver right now — a waiting one, or a redelivery that is due — or None as
+        soon as the server says it has none (a ``no_wait`` pull request). Unlike ``fetch``, no request lingers at
+        the server for ``timeout_s`` to take a message stored meanwhile; ``timeout_s`` only bounds the round trip.
+        On its own inbox: the server sends a delivery under the job's subject, so a request/reply mux would not
+        match it to the request."""
+        with translated("fetching a message"):
+            if self._ready is None:
+                self._ready = await self._nc.subscribe(self._nc.new_inbox())
+            while self._ready.pending_msgs:  # answers to earlier requests that timed out: a delivery is still one
+                earlier = await self._ready.next_msg(timeout=timeout_s)
+                if not _is_status(earlier):
+                    return Delivery(earlier)
+            await self._nc.publish(self._next_subject, _NO_WAIT, reply=self._ready.subject)
+            try:
+                answer = await self._ready.next_msg(timeout=timeout_s)
+            except (TimeoutError, nats.errors.TimeoutError):
+                return None
+        return None if _is_status(answer) else Delivery(answer)
 
     async def fetch(self, batch: int, *, timeout_s: float) -> list[Delivery]:
         """Up to ``batch`` messages; empty when none came within ``timeout_s``."""
@@ -115,6 +140,16 @@ class PullConsumer:
     async def close(self) -> None:
         with contextlib.suppress(*NATS_ERRORS):
             await self._sub.unsubscribe()
+            if self._ready is not None:
+                await self._ready.unsubscribe()
+
+
+_NO_WAIT = b'{"batch": 1, "no_wait": true}'
+
+
+def _is_status(msg: Msg) -> bool:
+    """A status answer to a pull request (404 no messages, 408 expired, 409 at max ack pending…), not a message."""
+    return bool((msg.headers or {}).get("Status"))
 
 
 class Subscription:
