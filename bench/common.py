@@ -52,11 +52,11 @@ def wait_port(port: int, timeout_s: float = 30) -> None:
 
 
 @contextlib.contextmanager
-def function(name: str, env: dict[str, str], port_var: str) -> Iterator[int]:
-    """Run ``python -m functions.<name>`` as its own process, as in production; yield its port."""
+def function(name: str, env: dict[str, str], port_var: str, *, module: str = "") -> Iterator[int]:
+    """Run ``python -m functions.<name>`` (or ``module``) as its own process, as in production; yield its port."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", f"functions.{name}"],
+        [sys.executable, "-m", module or f"functions.{name}"],
         env={**os.environ, **env, port_var: str(port), "HADES_LOG_LEVEL": "warning"},
         cwd=ROOT,
     )

@@ -23,8 +23,6 @@ import heapq
 import json
 import math
 import os
-import subprocess
-import sys
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -33,11 +31,10 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import ROOT, function, machine, nats_server, wait_port
+from bench.common import function, machine, nats_server
 from runtime import fairshare, messaging, subjects
 from runtime.jobs import parse_time
 from runtime.settings import Settings
-from tests.natsserver import free_port
 
 BURSTS: dict[str, tuple[int, float]] = {"a": (600, 0.0), "b": (120, 1.0), "c": (20, 2.0)}
 """Tenant → (jobs, when its burst starts, seconds after the first)."""
@@ -58,21 +55,8 @@ class Job:
 @contextlib.contextmanager
 def dispatcher(env: dict[str, str]) -> Iterator[int]:
     """One dispatch process with the sleep executor (``python -m tests.sleepexecutor``)."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.sleepexecutor"],
-        env={**os.environ, **env, "HADES_DISPATCH_PORT": str(port), "HADES_LOG_LEVEL": "warning"},
-        cwd=ROOT,
-    )
-    try:
-        wait_port(port)
+    with function("dispatch", env, "HADES_DISPATCH_PORT", module="tests.sleepexecutor") as port:
         yield port
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 async def submit_bursts(submit_port: int) -> dict[str, str]:

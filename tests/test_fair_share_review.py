@@ -17,7 +17,7 @@ from runtime.jobs import Job, JobStatus, job_from_document, new_job_id, utc_now
 from runtime.messaging import topology
 from runtime.settings import LimitSettings
 from tests.helpers import make_settings, poll
-from tests.test_fair_share_upgrade import CountingExecutor, stored_jobs, tenant_job
+from tests.test_fair_share_upgrade import CountingExecutor, run_dispatcher_until_drained, stored_jobs, tenant_job
 
 LANE = subjects.Lane.NORMAL
 
@@ -74,12 +74,7 @@ async def test_a_job_handed_back_does_not_wait_behind_every_other_tenants_queue(
     for _ in range(15):
         await enqueue.enqueue(conn, tenant_job("cs101"))
     executor = SlowCountingExecutor()
-    dispatcher = Dispatcher(conn, executor, settings)  # type: ignore[arg-type]
-    await dispatcher.start()
-    try:
-        await poll(lambda: _drained(conn), timeout_s=60)
-    finally:
-        await dispatcher.stop()
+    await run_dispatcher_until_drained(conn, executor, settings, timeout_s=60)
     assert sorted(executor.runs) == ["cs101"] * 15 + ["cs102"]
     assert executor.runs.index("cs102") < 5, executor.runs
 

@@ -94,13 +94,13 @@ async def test_a_job_the_old_lane_consumer_delivered_ends_once_after_the_narrowi
 
 
 async def run_dispatcher_until_drained(
-    conn: messaging.Messaging, executor: CountingExecutor, settings: Settings
+    conn: messaging.Messaging, executor: CountingExecutor, settings: Settings, *, timeout_s: float = 30
 ) -> None:
     """One upgraded dispatcher, until every job has left the work queue."""
     dispatcher = Dispatcher(conn, executor, settings)  # type: ignore[arg-type]
     await dispatcher.start()
     try:
-        await poll(lambda: _gone(conn), timeout_s=30)
+        await poll(lambda: _gone(conn), timeout_s=timeout_s)
     finally:
         await dispatcher.stop()
 
