@@ -32,9 +32,10 @@ from typing import Any
 import aiohttp
 
 from bench.common import function, machine, nats_server
-from runtime import fairshare, messaging, subjects
+from runtime import fairshare, messaging
 from runtime.jobs import parse_time
 from runtime.settings import Settings
+from tests.observe import TERMINAL, job_events
 
 BURSTS: dict[str, tuple[int, float]] = {"a": (600, 0.0), "b": (120, 1.0), "c": (20, 2.0)}
 """Tenant → (jobs, when its burst starts, seconds after the first)."""
@@ -42,7 +43,6 @@ DISPATCHERS = 2
 CONCURRENCY = 4
 JOB_S = 0.05
 IN_FLIGHT = 32
-TERMINAL = {"succeeded", "failed", "timed_out", "cancelled"}
 
 
 @dataclass(frozen=True)
@@ -82,16 +82,11 @@ async def submit_bursts(submit_port: int) -> dict[str, str]:
     return tenants
 
 
-async def job_events(url: str) -> list[dict[str, Any]]:
+async def stored_job_events(url: str) -> list[dict[str, Any]]:
     """Every job's own status events, in stream order."""
     conn = await messaging.connect(Settings.from_env({"HADES_NATS_URL": url}), name="bench-fair")
     try:
-        found = []
-        async for stored in conn.read(stream=subjects.EVENTS_STREAM, subject=f"{subjects.STATUS_SUBJECT_PREFIX}.*"):
-            event = json.loads(stored.data)
-            if event.get("kind") == "job":
-                found.append(event)
-        return found
+        return await job_events(conn)
     finally:
         await conn.close()
 
@@ -99,7 +94,7 @@ async def job_events(url: str) -> list[dict[str, Any]]:
 async def drained(url: str, count: int, timeout_s: float = 150) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout_s
     while True:
-        found = await job_events(url)
+        found = await stored_job_events(url)
         if sum(1 for e in found if e["status"] in TERMINAL) >= count:
             return found
         if time.monotonic() > deadline:

@@ -11,10 +11,20 @@ import nats
 import nats.js.errors
 from nats.js import JetStreamContext
 
-from runtime import subjects
+from runtime import messaging, subjects
 from tests.helpers import poll
 
 TERMINAL = {"succeeded", "failed", "timed_out", "cancelled"}
+
+
+async def job_events(conn: messaging.Messaging) -> list[dict[str, Any]]:
+    """Every job's own status events (not its steps'), in the order HADES_EVENTS stored them."""
+    found = []
+    async for stored in conn.read(stream=subjects.EVENTS_STREAM, subject=f"{subjects.STATUS_SUBJECT_PREFIX}.*"):
+        event = json.loads(stored.data)
+        if event.get("kind") == "job":
+            found.append(event)
+    return found
 
 
 @contextlib.asynccontextmanager

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from runtime import messaging, subjects
 from runtime.settings import Settings
 from tests import sleepexecutor
 from tests.helpers import make_settings, poll
-from tests.observe import TERMINAL
+from tests.observe import TERMINAL, job_events
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -89,16 +88,6 @@ def cluster(
         return Cluster(sleepexecutor.use(monkeypatch, base), aiohttp_client, aiohttp_server)
 
     return make
-
-
-async def job_events(conn: messaging.Messaging) -> list[dict[str, Any]]:
-    """Every job's own status events (not its steps'), in the order HADES_EVENTS stored them."""
-    found = []
-    async for stored in conn.read(stream=subjects.EVENTS_STREAM, subject=f"{subjects.STATUS_SUBJECT_PREFIX}.*"):
-        event = json.loads(stored.data)
-        if event.get("kind") == "job":
-            found.append(event)
-    return found
 
 
 async def all_ended(conn: messaging.Messaging, ids: dict[str, list[str]], *, timeout_s: float) -> dict[str, str]:
